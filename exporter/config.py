@@ -1,0 +1,562 @@
+"""Configuration: the YAML file (or the built-in default), checked key by key.
+
+Every problem is collected with its path in the file (``pools[0].period.reset_day:
+must be 1..31``) so that one run of ``validate-config`` shows them all.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+
+DEFAULT_LISTEN = "0.0.0.0:9833"
+DEFAULT_STATE_DIR = "~/.local/state/claude-budget-exporter"
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+DEFAULT_KEY_ENV = "ANTHROPIC_ADMIN_API_KEY"
+MIN_POLL_INTERVAL = 60.0
+SOURCE_KINDS = ("claude_code", "cli_json", "jsonl")
+PLAN_CREDITS = {"pro": Decimal(20), "max5x": Decimal(100), "max20x": Decimal(200), "team": Decimal(100)}
+PRICE_KEYS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
+JSONL_FIELDS = (
+    "timestamp",
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "input_chars",
+    "output_chars",
+    "cost_usd",
+    "request_id",
+    "entrypoint",
+)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; each problem is ``path: message``."""
+
+    def __init__(self, problems: list[str], source: str = "config") -> None:
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: {len(problems)} problem(s)\n" + "\n".join(f"  {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class AdminApiConfig:
+    key_env: str = DEFAULT_KEY_ENV
+    key_file: Path | None = None
+    base_url: str = DEFAULT_BASE_URL
+    poll_interval: float = 300.0
+    claude_code_report: bool = False
+
+    def read_key(self) -> str | None:
+        """The admin key, or None. Read at use, never stored in the config's repr."""
+        if self.key_file is not None:
+            try:
+                key = self.key_file.read_text(encoding="utf-8").strip()
+            except OSError:
+                return None
+            return key or None
+        key = os.environ.get(self.key_env, "").strip()
+        return key or None
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    name: str
+    kind: str
+    paths: tuple[str, ...]
+    fields: Mapping[str, str] = field(default_factory=dict)
+    chars_per_token: Decimal = Decimal(4)
+
+
+@dataclass(frozen=True)
+class PriceOverride:
+    """USD per million tokens; None keeps the shipped price."""
+
+    input: Decimal | None = None
+    output: Decimal | None = None
+    cache_read: Decimal | None = None
+    cache_write_5m: Decimal | None = None
+    cache_write_1h: Decimal | None = None
+    web_search: Decimal | None = None  # USD per 1,000 searches
+    long_context_threshold: int | None = None
+    long_context: Mapping[str, Decimal] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PoolMatch:
+    workspaces: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    entrypoints: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PeriodConfig:
+    reset_day: int = 1
+    timezone: str = "UTC"
+    reset_time: str = "00:00"
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    name: str
+    credit_usd: Decimal
+    plan: str = ""
+    seats: int | None = None
+    team: str = ""
+    period: PeriodConfig = field(default_factory=PeriodConfig)
+    match: PoolMatch = field(default_factory=PoolMatch)
+    open_below: Decimal = Decimal("0.05")
+
+
+@dataclass(frozen=True)
+class BreakerWebhookConfig:
+    """Bearer token for the Alertmanager webhook; None means no token is required."""
+
+    token_env: str | None = None
+    token_file: Path | None = None
+
+    def read_token(self) -> str | None:
+        if self.token_file is not None:
+            try:
+                return self.token_file.read_text(encoding="utf-8").strip() or None
+            except OSError:
+                return None
+        if self.token_env:
+            return os.environ.get(self.token_env, "").strip() or None
+        return None
+
+
+@dataclass(frozen=True)
+class Config:
+    listen: str = DEFAULT_LISTEN
+    state_dir: Path = Path(DEFAULT_STATE_DIR).expanduser()
+    admin_api: AdminApiConfig | None = None
+    sources: tuple[SourceConfig, ...] = ()
+    price_overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
+    pools: tuple[PoolConfig, ...] = ()
+    refresh_interval: float = 15.0
+    breaker_webhook: BreakerWebhookConfig = field(default_factory=BreakerWebhookConfig)
+    web_config_file: Path | None = None
+    origin: str = "built-in default"
+
+    def source(self, name: str) -> SourceConfig | None:
+        return next((s for s in self.sources if s.name == name), None)
+
+    def pool(self, name: str) -> PoolConfig | None:
+        return next((p for p in self.pools if p.name == name), None)
+
+
+def parse_duration(text: str) -> float:
+    """``90s``, ``5m``, ``1h`` to seconds; raises ValueError otherwise."""
+    m = DURATION_RE.match(text.strip()) if isinstance(text, str) else None
+    if not m:
+        raise ValueError(f"must be a duration like 90s, 5m or 1h, not {text!r}")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"must be HOST:PORT, not {text!r}")
+    return (host.strip("[]") or "0.0.0.0", int(port))
+
+
+def default_claude_dirs(env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The folders Claude Code writes transcripts to (``$CLAUDE_CONFIG_DIR`` wins)."""
+    env = os.environ if env is None else env
+    configured = env.get("CLAUDE_CONFIG_DIR", "").strip()
+    if configured:
+        out = []
+        for part in configured.split(","):
+            part = part.strip()
+            if part:
+                out.append(str(Path(part).expanduser() / "projects"))
+        if out:
+            return tuple(out)
+    return ("~/.claude/projects", "~/.config/claude/projects")
+
+
+def default_config(env: Mapping[str, str] | None = None) -> Config:
+    """The built-in default: tail Claude Code's folders; poll the Admin API only with a key."""
+    env = os.environ if env is None else env
+    admin = AdminApiConfig() if env.get(DEFAULT_KEY_ENV, "").strip() else None
+    return Config(
+        admin_api=admin,
+        sources=(SourceConfig(name="claude-code", kind="claude_code", paths=default_claude_dirs(env)),),
+    )
+
+
+# --------------------------------------------------------------------------- checking
+
+
+class _Checker:
+    """Walks the raw YAML, collecting ``path: problem`` strings instead of stopping at the first."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def err(self, path: str, msg: str) -> None:
+        self.problems.append(f"{path}: {msg}")
+
+    def mapping(self, value: Any, path: str, allowed: tuple[str, ...]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.err(path, f"must be a mapping, not {_typename(value)}")
+            return {}
+        for key in value:
+            if not isinstance(key, str) or key not in allowed:
+                self.err(_join(path, str(key)), f"unknown key (allowed: {', '.join(allowed)})")
+        return value
+
+    def string(self, value: Any, path: str, *, required: bool = False, default: str = "") -> str:
+        if value is None:
+            if required:
+                self.err(path, "is required")
+            return default
+        if not isinstance(value, str) or (required and not value.strip()):
+            self.err(path, f"must be a non-empty string, not {_typename(value)}")
+            return default
+        return value
+
+    def name(self, value: Any, path: str) -> str:
+        text = self.string(value, path, required=True)
+        if text and not NAME_RE.match(text):
+            self.err(path, "must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        return text
+
+    def boolean(self, value: Any, path: str, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            self.err(path, f"must be true or false, not {_typename(value)}")
+            return default
+        return value
+
+    def decimal(
+        self, value: Any, path: str, *, minimum: Decimal | None = Decimal(0), maximum: Decimal | None = None,
+        exclusive_min: bool = False,
+    ) -> Decimal | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            self.err(path, f"must be a number, not {_typename(value)}")
+            return None
+        try:
+            # str() first so that 0.1 from YAML is 0.1, not the float's binary expansion
+            number = Decimal(str(value))
+        except InvalidOperation:
+            self.err(path, f"must be a number, not {value!r}")
+            return None
+        if not number.is_finite():
+            self.err(path, "must be a finite number")
+            return None
+        if minimum is not None and (number <= minimum if exclusive_min else number < minimum):
+            self.err(path, f"must be {'greater than' if exclusive_min else 'at least'} {minimum}")
+            return None
+        if maximum is not None and number > maximum:
+            self.err(path, f"must be at most {maximum}")
+            return None
+        return number
+
+    def integer(self, value: Any, path: str, lo: int, hi: int) -> int | None:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.err(path, f"must be an integer {lo}..{hi}, not {_typename(value)}")
+            return None
+        if not lo <= value <= hi:
+            self.err(path, f"must be {lo}..{hi}")
+            return None
+        return value
+
+    def string_list(self, value: Any, path: str) -> tuple[str, ...]:
+        if value is None:
+            return ()
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.err(path, f"must be a list of strings, not {_typename(value)}")
+            return ()
+        out = []
+        for i, item in enumerate(value):
+            if not isinstance(item, str) or not item.strip():
+                self.err(f"{path}[{i}]", f"must be a non-empty string, not {_typename(item)}")
+            else:
+                out.append(item)
+        return tuple(out)
+
+    def duration(self, value: Any, path: str, default: float, minimum: float = 0.0) -> float:
+        if value is None:
+            return default
+        try:
+            seconds = parse_duration(value)
+        except ValueError as exc:
+            self.err(path, str(exc))
+            return default
+        if seconds < minimum:
+            self.err(path, f"must be at least {_fmt_seconds(minimum)}")
+            return default
+        return seconds
+
+    def path(self, value: Any, path: str) -> Path | None:
+        text = self.string(value, path)
+        return Path(text).expanduser() if text else None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def _typename(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "nothing"}.get(type(value), type(value).__name__)
+
+
+def _fmt_seconds(seconds: float) -> str:
+    return f"{seconds / 60:g}m" if seconds >= 60 else f"{seconds:g}s"
+
+
+_TOP_KEYS = ("listen", "state_dir", "admin_api", "sources", "pricing", "pools", "refresh_interval",
+             "breaker_webhook", "web_config_file")
+
+
+def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Config:
+    """The config at ``path``, or the built-in default when ``path`` is None."""
+    if path is None:
+        return default_config(env)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"(file): cannot read: {exc.strerror or exc}"], str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["(file): is not UTF-8 text"], str(path)) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError([f"{where}: not valid YAML: {problem}"], str(path)) from None
+    return parse_config(raw, origin=str(path), env=env)
+
+
+def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None = None) -> Config:
+    """Check a parsed YAML document; raise ConfigError listing every problem."""
+    env = os.environ if env is None else env
+    c = _Checker()
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["(top level): must be a mapping of keys such as listen, sources, pools"], origin)
+    top = c.mapping(raw, "", _TOP_KEYS)
+
+    listen = c.string(top.get("listen"), "listen", default=DEFAULT_LISTEN)
+    try:
+        parse_listen(listen)
+    except ValueError as exc:
+        c.err("listen", str(exc))
+    state_dir = c.path(top.get("state_dir"), "state_dir") or Path(DEFAULT_STATE_DIR).expanduser()
+    refresh = c.duration(top.get("refresh_interval"), "refresh_interval", 15.0, minimum=1.0)
+
+    admin = _parse_admin(c, top.get("admin_api"), "admin_api") if "admin_api" in top else None
+
+    if "sources" in top:
+        sources = _parse_sources(c, top.get("sources"), "sources")
+    else:
+        sources = default_config(env).sources
+    source_names = {s.name for s in sources}
+
+    pricing = c.mapping(top.get("pricing"), "pricing", ("overrides",))
+    overrides = _parse_overrides(c, pricing.get("overrides"), "pricing.overrides")
+
+    pools = _parse_pools(c, top.get("pools"), "pools", source_names)
+
+    hook = c.mapping(top.get("breaker_webhook"), "breaker_webhook", ("token_env", "token_file"))
+    webhook = BreakerWebhookConfig(
+        token_env=c.string(hook.get("token_env"), "breaker_webhook.token_env") or None,
+        token_file=c.path(hook.get("token_file"), "breaker_webhook.token_file"),
+    )
+    web_config = c.path(top.get("web_config_file"), "web_config_file")
+
+    if c.problems:
+        raise ConfigError(c.problems, origin)
+    return Config(
+        listen=listen,
+        state_dir=state_dir,
+        admin_api=admin,
+        sources=sources,
+        price_overrides=overrides,
+        pools=pools,
+        refresh_interval=refresh,
+        breaker_webhook=webhook,
+        web_config_file=web_config,
+        origin=origin,
+    )
+
+
+def _parse_admin(c: _Checker, value: Any, path: str) -> AdminApiConfig:
+    m = c.mapping(value, path, ("key_env", "key_file", "base_url", "poll_interval", "claude_code_report"))
+    key_env = c.string(m.get("key_env"), f"{path}.key_env", default=DEFAULT_KEY_ENV)
+    key_file = c.path(m.get("key_file"), f"{path}.key_file")
+    if "key_env" in m and "key_file" in m:
+        c.err(path, "give key_env or key_file, not both")
+    base_url = c.string(m.get("base_url"), f"{path}.base_url", default=DEFAULT_BASE_URL).rstrip("/")
+    if not re.match(r"^https?://[^/\s]+", base_url):
+        c.err(f"{path}.base_url", f"must be an http(s) URL, not {base_url!r}")
+    poll = c.duration(m.get("poll_interval"), f"{path}.poll_interval", 300.0, minimum=MIN_POLL_INTERVAL)
+    ccr = c.boolean(m.get("claude_code_report"), f"{path}.claude_code_report", False)
+    return AdminApiConfig(key_env=key_env, key_file=key_file, base_url=base_url, poll_interval=poll,
+                          claude_code_report=ccr)
+
+
+def _parse_sources(c: _Checker, value: Any, path: str) -> tuple[SourceConfig, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        c.err(path, f"must be a list of sources, not {_typename(value)}")
+        return ()
+    out: list[SourceConfig] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        p = f"{path}[{i}]"
+        m = c.mapping(item, p, ("name", "kind", "paths", "fields", "chars_per_token"))
+        if not isinstance(item, dict):
+            continue
+        name = c.name(m.get("name"), f"{p}.name")
+        if name in seen:
+            c.err(f"{p}.name", f"duplicate source name {name!r}")
+        seen.add(name)
+        kind = c.string(m.get("kind"), f"{p}.kind", required=True)
+        if kind and kind not in SOURCE_KINDS:
+            c.err(f"{p}.kind", f"must be one of {', '.join(SOURCE_KINDS)}, not {kind!r}")
+        paths = c.string_list(m.get("paths"), f"{p}.paths")
+        if not paths and "paths" in m:
+            c.err(f"{p}.paths", "must name at least one folder or glob")
+        if "paths" not in m:
+            if kind == "claude_code":
+                paths = default_claude_dirs()
+            else:
+                c.err(f"{p}.paths", "is required")
+        fields: dict[str, str] = {}
+        if "fields" in m:
+            if kind != "jsonl":
+                c.err(f"{p}.fields", "only jsonl sources take a field mapping")
+            fm = c.mapping(m.get("fields"), f"{p}.fields", JSONL_FIELDS)
+            for k, v in fm.items():
+                if k in JSONL_FIELDS:
+                    fields[k] = c.string(v, f"{p}.fields.{k}", required=True)
+        elif kind == "jsonl":
+            fields = {k: k for k in JSONL_FIELDS}
+        cpt = c.decimal(m.get("chars_per_token"), f"{p}.chars_per_token", exclusive_min=True)
+        if "chars_per_token" in m and kind != "jsonl":
+            c.err(f"{p}.chars_per_token", "only jsonl sources count characters")
+        out.append(SourceConfig(name=name, kind=kind, paths=paths, fields=fields,
+                                chars_per_token=cpt if cpt is not None else Decimal(4)))
+    return tuple(out)
+
+
+def _parse_overrides(c: _Checker, value: Any, path: str) -> dict[str, PriceOverride]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        c.err(path, f"must be a mapping of model name to prices, not {_typename(value)}")
+        return {}
+    out: dict[str, PriceOverride] = {}
+    allowed = (*PRICE_KEYS, "web_search", "long_context_threshold", "long_context")
+    for model, prices in value.items():
+        p = f"{path}.{model}"
+        if not isinstance(model, str) or not model.strip():
+            c.err(p, "model name must be a non-empty string")
+            continue
+        m = c.mapping(prices, p, allowed)
+        if not isinstance(prices, dict):
+            continue
+        kw: dict[str, Any] = {k: c.decimal(m.get(k), f"{p}.{k}") for k in (*PRICE_KEYS, "web_search")}
+        kw["long_context_threshold"] = c.integer(m.get("long_context_threshold"), f"{p}.long_context_threshold",
+                                                 1, 100_000_000)
+        lc = c.mapping(m.get("long_context"), f"{p}.long_context", PRICE_KEYS)
+        kw["long_context"] = {k: d for k in PRICE_KEYS
+                              if (d := c.decimal(lc.get(k), f"{p}.long_context.{k}")) is not None}
+        out[model] = PriceOverride(**kw)
+    return out
+
+
+def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> tuple[PoolConfig, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        c.err(path, f"must be a list of pools, not {_typename(value)}")
+        return ()
+    out: list[PoolConfig] = []
+    seen: set[str] = set()
+    for i, item in enumerate(value):
+        p = f"{path}[{i}]"
+        m = c.mapping(item, p, ("name", "plan", "credit_usd", "seats", "team", "period", "match", "breaker"))
+        if not isinstance(item, dict):
+            continue
+        name = c.name(m.get("name"), f"{p}.name")
+        if name in seen:
+            c.err(f"{p}.name", f"duplicate pool name {name!r}")
+        seen.add(name)
+        plan = c.string(m.get("plan"), f"{p}.plan")
+        if plan and plan not in PLAN_CREDITS:
+            c.err(f"{p}.plan", f"must be one of {', '.join(PLAN_CREDITS)}, not {plan!r}")
+        seats = c.integer(m.get("seats"), f"{p}.seats", 1, 100_000)
+        credit = c.decimal(m.get("credit_usd"), f"{p}.credit_usd", exclusive_min=True)
+        if plan and "credit_usd" in m:
+            c.err(p, "give plan or credit_usd, not both")
+        elif not plan and "credit_usd" not in m:
+            c.err(p, "needs plan or credit_usd")
+        if plan == "team" and seats is None:
+            c.err(f"{p}.seats", "is required with plan: team")
+        if seats is not None and plan != "team":
+            c.err(f"{p}.seats", "only plan: team takes seats")
+        if plan in PLAN_CREDITS and credit is None:
+            credit = PLAN_CREDITS[plan] * ((seats or 1) if plan == "team" else 1)
+        team = c.string(m.get("team"), f"{p}.team")
+
+        pm = c.mapping(m.get("period"), f"{p}.period", ("reset_day", "timezone", "reset_time"))
+        reset_day = c.integer(pm.get("reset_day"), f"{p}.period.reset_day", 1, 31) or 1
+        tz = c.string(pm.get("timezone"), f"{p}.period.timezone", default="UTC")
+        try:
+            ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            c.err(f"{p}.period.timezone", f"unknown time zone {tz!r}")
+        reset_time = c.string(pm.get("reset_time"), f"{p}.period.reset_time", default="00:00")
+        if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", reset_time):
+            c.err(f"{p}.period.reset_time", f"must be HH:MM, not {reset_time!r}")
+
+        mm = c.mapping(m.get("match"), f"{p}.match", ("workspaces", "api_keys", "sources", "entrypoints", "models"))
+        match = PoolMatch(**{k: c.string_list(mm.get(k), f"{p}.match.{k}")
+                             for k in ("workspaces", "api_keys", "sources", "entrypoints", "models")})
+        for j, src in enumerate(match.sources):
+            if src not in source_names:
+                c.err(f"{p}.match.sources[{j}]", f"no source named {src!r}")
+        if not (match.workspaces or match.api_keys or match.sources):
+            c.err(f"{p}.match", "names no workspaces, api_keys or sources, so the pool would take no spend")
+
+        bm = c.mapping(m.get("breaker"), f"{p}.breaker", ("open_below",))
+        open_below = c.decimal(bm.get("open_below"), f"{p}.breaker.open_below", maximum=Decimal(1))
+        out.append(PoolConfig(
+            name=name, credit_usd=credit if credit is not None else Decimal(0), plan=plan, seats=seats, team=team,
+            period=PeriodConfig(reset_day=reset_day, timezone=tz, reset_time=reset_time), match=match,
+            open_below=open_below if open_below is not None else Decimal("0.05"),
+        ))
+    return tuple(out)

@@ -1,0 +1,58 @@
+"""The shapes every log reader produces and every later stage consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+# token_type label values, in the order Tokens stores them
+TOKEN_TYPES = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """Token counts of one request (or a sum of requests). ``input`` is uncached input."""
+
+    input: int = 0
+    output: int = 0
+    cache_read: int = 0
+    cache_write_5m: int = 0
+    cache_write_1h: int = 0
+    web_search_requests: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.input + self.output + self.cache_read + self.cache_write_5m + self.cache_write_1h
+
+    @property
+    def total_input(self) -> int:
+        """All input tokens of the request: what the long-context cliff is measured on."""
+        return self.input + self.cache_read + self.cache_write_5m + self.cache_write_1h
+
+    def as_tuple(self) -> tuple[int, int, int, int, int, int]:
+        return (self.input, self.output, self.cache_read, self.cache_write_5m, self.cache_write_1h,
+                self.web_search_requests)
+
+    def __add__(self, other: Tokens) -> Tokens:
+        return Tokens(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One billed request as a local log saw it.
+
+    ``dedup_key`` is None when the source has no request identity (each line counts).
+    ``cost_usd`` is a cost the record states itself (CLI JSON, a pipeline log); None means
+    price the tokens.
+    """
+
+    source: str
+    timestamp: float  # seconds since the epoch, UTC
+    model: str
+    tokens: Tokens
+    dedup_key: str | None = None
+    entrypoint: str = ""
+    service_tier: str = "standard"
+    inference_geo: str = ""
+    speed: str = ""
+    cost_usd: Decimal | None = None
