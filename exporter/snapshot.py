@@ -1,0 +1,215 @@
+"""The immutable snapshot that scrapes read, and the refresher that replaces it.
+
+Scrapes never wait on a log folder or the Admin API: the refresher tails the logs
+every ``refresh_interval`` and polls the Admin API on its own thread every
+``poll_interval``; each builds a new Snapshot and swaps one reference. A refresh
+that fails keeps the previous snapshot's values and marks its source down.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+
+import structlog
+
+from exporter.config import Config
+from exporter.ingest import PICO, Ingestor, RefreshStats
+from exporter.pricing import Pricer
+from exporter.state import StateDB, StateError
+from exporter.usage import TOKEN_TYPES
+
+log = structlog.get_logger()
+ADMIN_SOURCE = "admin_api"
+
+
+@dataclass(frozen=True)
+class SourceView:
+    name: str
+    kind: str
+    up: bool
+    last_success: float | None
+    files: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything /metrics, / and /breaker show, as of ``built_at``."""
+
+    built_at: float
+    sources: tuple[SourceView, ...] = ()
+    estimated_cost: Mapping[tuple[str, str], Decimal] = field(default_factory=dict)  # (source, model label)
+    estimated_tokens: Mapping[tuple[str, str, str], int] = field(default_factory=dict)  # + token_type
+    unpriced_tokens: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    log_lines: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    # per UTC hour estimated USD, keyed (hour epoch, source, raw model, entrypoint): what pools match on
+    estimated_hourly: Mapping[tuple[int, str, str, str], Decimal] = field(default_factory=dict)
+    billing: Any = None  # exporter.billing.BillingSnapshot when the Admin API is configured
+    pools: tuple[Any, ...] = ()  # exporter.budget pool results with their breaker decisions
+    refresh_seconds: float = 0.0
+    ready: bool = False
+
+
+def build_estimated(ing: Ingestor, pricer: Pricer, *, hourly_since: int) -> dict[str, Any]:
+    """Fold the ingestor's aggregates into the label sets the metrics use."""
+    cost: dict[tuple[str, str], int] = defaultdict(int)
+    tokens: dict[tuple[str, str, str], int] = defaultdict(int)
+    unpriced: dict[tuple[str, str], int] = defaultdict(int)
+    hourly: dict[tuple[int, str, str, str], Decimal] = {}
+    labels: dict[str, str] = {}
+    for (hour, source, model, entrypoint), v in ing.aggregates.items():
+        label = labels.get(model)
+        if label is None:
+            label = labels[model] = pricer.model_label(model)
+        cost[(source, label)] += v[7]
+        for i, tt in enumerate(TOKEN_TYPES):
+            tokens[(source, label, tt)] += v[1 + i]
+        if v[8]:
+            unpriced[(source, label)] += v[8]
+        if hour >= hourly_since and v[7]:
+            hourly[(hour, source, model, entrypoint)] = Decimal(v[7]) / PICO
+    return {
+        "estimated_cost": MappingProxyType({k: Decimal(p) / PICO for k, p in cost.items()}),
+        "estimated_tokens": MappingProxyType(dict(tokens)),
+        "unpriced_tokens": MappingProxyType(dict(unpriced)),
+        "log_lines": MappingProxyType(dict(ing.line_counts)),
+        "estimated_hourly": MappingProxyType(hourly),
+    }
+
+
+class Refresher:
+    """Fills the snapshot once at start, then on its interval; keeps the old one on failure."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        state_dir: Any = None,
+        clock: Callable[[], float] = time.time,
+        pricer: Pricer | None = None,
+        billing_poller: Any = None,
+        pool_builder: Callable[[Snapshot, datetime], tuple[Any, ...]] | None = None,
+    ) -> None:
+        self.config = config
+        self.clock = clock
+        self.pricer = pricer or Pricer(config.price_overrides)
+        self.state = StateDB(state_dir or config.state_dir)
+        self.ingestor = Ingestor(config.sources, self.state, self.pricer, clock=clock)
+        self.billing_poller = billing_poller
+        self.pool_builder = pool_builder
+        self._lock = threading.Lock()
+        self._snapshot = Snapshot(built_at=clock())
+        self._estimated: dict[str, Any] = {}
+        self._sources: tuple[SourceView, ...] = ()
+        self._billing: Any = None
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.refreshes = 0
+
+    # ------------------------------------------------------------------ reading
+
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    # ------------------------------------------------------------------ refreshing
+
+    def refresh_logs(self) -> RefreshStats | None:
+        started = time.perf_counter()
+        stats: RefreshStats | None = None
+        error: str | None = None
+        try:
+            stats = self.ingestor.refresh()
+        except (StateError, OSError, Exception) as exc:  # noqa: BLE001 - serving must go on
+            error = f"{type(exc).__name__}: {exc}"
+            log.error("log_refresh_failed", error=error)
+        now = self.clock()
+        if error is None:
+            self._estimated = build_estimated(self.ingestor, self.pricer, hourly_since=int(now) - 70 * 86400)
+        sources = []
+        for s in self.config.sources:
+            st = self.ingestor.status[s.name]
+            up = error is None and st.error is None
+            sources.append(SourceView(s.name, s.kind, up, st.last_success, st.files, error or st.error))
+        self._sources = tuple(sources)
+        self.refreshes += 1
+        self._publish(time.perf_counter() - started)
+        return stats
+
+    def poll_billing(self) -> None:
+        if self.billing_poller is None:
+            return
+        try:
+            self._billing = self.billing_poller.poll()
+        except Exception as exc:  # noqa: BLE001 - the poller keeps its last good values itself
+            log.error("billing_poll_failed", error=f"{type(exc).__name__}: {exc}")
+            self._billing = getattr(self.billing_poller, "snapshot", self._billing)
+        self._publish(None)
+
+    def _publish(self, refresh_seconds: float | None) -> None:
+        with self._lock:
+            now = self.clock()
+            sources = self._sources
+            if self.billing_poller is not None:
+                b = self._billing
+                sources = (*sources, SourceView(ADMIN_SOURCE, "admin_api", bool(b and b.up),
+                                                getattr(b, "last_success", None)))
+            snap = Snapshot(
+                built_at=now,
+                sources=sources,
+                billing=self._billing,
+                refresh_seconds=self._snapshot.refresh_seconds if refresh_seconds is None else refresh_seconds,
+                ready=True,
+                **self._estimated,
+            )
+            if self.pool_builder is not None:
+                try:
+                    snap = _replace(snap, pools=self.pool_builder(snap, datetime.fromtimestamp(now, UTC)))
+                except Exception as exc:  # noqa: BLE001
+                    log.error("pool_computation_failed", error=f"{type(exc).__name__}: {exc}")
+                    snap = _replace(snap, pools=self._snapshot.pools)
+            self._snapshot = snap
+
+    # ------------------------------------------------------------------ threads
+
+    def start(self) -> None:
+        """First fill in the foreground (so the first scrape has data), then the loops."""
+        self.refresh_logs()
+        self._spawn("log-refresher", self._log_loop)
+        if self.billing_poller is not None:
+            self._spawn("billing-poller", self._billing_loop)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def _log_loop(self) -> None:
+        while not self._stop.wait(self.config.refresh_interval):
+            self.refresh_logs()
+
+    def _billing_loop(self) -> None:
+        interval = self.config.admin_api.poll_interval if self.config.admin_api else 300.0
+        while True:
+            self.poll_billing()
+            if self._stop.wait(interval):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        self.state.close()
+
+
+def _replace(snap: Snapshot, **changes: Any) -> Snapshot:
+    from dataclasses import replace
+
+    return replace(snap, **changes)
