@@ -1,0 +1,561 @@
+"""Billed spend: polls the Admin API on the exporter's schedule and keeps what it learned.
+
+Each cycle fetches the cost report (1d) and the messages usage report (1h) for the days
+not yet settled, always including yesterday and today, whose buckets the API still
+revises or fills. A day fetched once it had been over for a full day is *settled*: it
+is stored in SQLite (tables ``billed_*``) and never fetched again, so a restart does
+not re-read a month. A fetched day's rows replace the stored ones, never add to them,
+so a retry or a revision can not double count.
+
+Scrapes never wait for the API: :class:`BillingPoller` publishes an immutable
+:class:`BillingSnapshot` that the collector reads; a failed cycle keeps the last good
+values and marks the snapshot down.
+"""
+
+from __future__ import annotations
+
+import calendar
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from exporter.admin_api import AdminApiClient, AdminApiError, ClaudeCodeRow, CostRow, UsageRow, day_start, days_between
+from exporter.config import MIN_POLL_INTERVAL, PeriodConfig
+from exporter.usage import TOKEN_TYPES, Tokens
+
+log = structlog.get_logger()
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS billed_days (
+    report TEXT NOT NULL,            -- 'cost' or 'usage'
+    day TEXT NOT NULL,               -- UTC date, ISO
+    fetched_at TEXT NOT NULL,        -- when the stored rows were read (RFC 3339)
+    settled INTEGER NOT NULL,        -- 1: read after the day had been over a full day; never re-read
+    PRIMARY KEY (report, day)
+);
+CREATE TABLE IF NOT EXISTS billed_cost (
+    day TEXT NOT NULL,
+    workspace_id TEXT, description TEXT, model TEXT, cost_type TEXT, token_type TEXT,
+    service_tier TEXT, context_window TEXT,
+    amount_usd TEXT NOT NULL         -- exact Decimal string, dollars
+);
+CREATE INDEX IF NOT EXISTS billed_cost_day ON billed_cost (day);
+CREATE TABLE IF NOT EXISTS billed_usage (
+    day TEXT NOT NULL,
+    start TEXT NOT NULL, "end" TEXT NOT NULL,
+    workspace_id TEXT, api_key_id TEXT, model TEXT, service_tier TEXT, context_window TEXT, inference_geo TEXT,
+    input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
+    cache_write_5m INTEGER NOT NULL, cache_write_1h INTEGER NOT NULL, web_search_requests INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS billed_usage_day ON billed_usage (day);
+CREATE TABLE IF NOT EXISTS billed_state (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+DEFAULT_WORKSPACE = "default"  # what config and labels call workspace_id null
+NONE_LABEL = "none"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def month_start(day: date) -> date:
+    return day.replace(day=1)
+
+
+def period_start(period: PeriodConfig, now: datetime) -> date:
+    """The UTC date on which the pool period containing ``now`` began.
+
+    The reset happens on ``reset_day`` (clamped to the month's length) at ``reset_time``
+    in the period's time zone; the UTC date of that instant is returned, so a window that
+    starts there covers the whole period.
+    """
+    tz = ZoneInfo(period.timezone)
+    local = now.astimezone(tz)
+    hh, mm = (int(p) for p in period.reset_time.split(":"))
+
+    def reset_in(year: int, month: int) -> datetime:
+        day = min(period.reset_day, calendar.monthrange(year, month)[1])
+        return datetime(year, month, day, hh, mm, tzinfo=tz)
+
+    candidate = reset_in(local.year, local.month)
+    if candidate > local:
+        year, month = (local.year - 1, 12) if local.month == 1 else (local.year, local.month - 1)
+        candidate = reset_in(year, month)
+    return candidate.astimezone(UTC).date()
+
+
+def earliest_period_start(periods: Iterable[PeriodConfig], now: datetime) -> date | None:
+    """The earliest start among the given pool periods (None when there are none)."""
+    starts = [period_start(p, now) for p in periods]
+    return min(starts) if starts else None
+
+
+def _workspace_filter(workspaces: Iterable[str] | None) -> Callable[[str | None], bool]:
+    """A predicate on workspace_id; ``"default"`` in the list means workspace_id null."""
+    if workspaces is None:
+        return lambda _ws: True
+    wanted = set(workspaces)
+    want_default = DEFAULT_WORKSPACE in wanted
+    return lambda ws: (want_default if ws is None else ws in wanted)
+
+
+# --------------------------------------------------------------------------- snapshot
+
+
+@dataclass(frozen=True)
+class BillingSnapshot:
+    """What the Admin API said at the last successful poll (immutable; safe to share).
+
+    ``cost_rows`` maps each UTC day the poller holds to its cost-report rows; a day
+    present with no rows had no spend. ``usage_rows`` are hourly usage-report rows over
+    the same days. ``requests`` counts every Admin API answer by (endpoint, code).
+    """
+
+    cost_rows: Mapping[date, tuple[CostRow, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    usage_rows: tuple[UsageRow, ...] = ()
+    claude_code_rows: tuple[ClaudeCodeRow, ...] = ()
+    complete_through: datetime | None = None
+    up: bool = False
+    last_success: float | None = None
+    requests: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
+    error: str | None = None
+
+    @property
+    def days(self) -> frozenset[date]:
+        """The days the cost report has answered for (with or without spend)."""
+        return frozenset(self.cost_rows)
+
+    def billed_by_day_workspace(self, workspaces: Iterable[str] | None = None) -> dict[tuple[date, str | None], Decimal]:
+        """Billed USD per (day, workspace_id), only for the given workspaces ("default" = null)."""
+        keep = _workspace_filter(workspaces)
+        out: dict[tuple[date, str | None], Decimal] = defaultdict(Decimal)
+        for day, rows in self.cost_rows.items():
+            for r in rows:
+                if keep(r.workspace_id):
+                    out[(day, r.workspace_id)] += r.amount_usd
+        return dict(out)
+
+    def billed_usd(self, day: date, workspaces: Iterable[str] | None = None) -> Decimal | None:
+        """Billed USD on one day for the given workspaces; None when the day is not covered."""
+        rows = self.cost_rows.get(day)
+        if rows is None:
+            return None
+        keep = _workspace_filter(workspaces)
+        return sum((r.amount_usd for r in rows if keep(r.workspace_id)), Decimal(0))
+
+    def billed_between(self, start: date, end: date, workspaces: Iterable[str] | None = None) -> Decimal:
+        """Billed USD over the days in ``[start, end)`` that are covered."""
+        keep = _workspace_filter(workspaces)
+        return sum((r.amount_usd for day, rows in self.cost_rows.items() if start <= day < end
+                    for r in rows if keep(r.workspace_id)), Decimal(0))
+
+    def usage_tokens(self, start: date, end: date, *, workspaces: Iterable[str] | None = None,
+                     api_keys: Iterable[str] | None = None) -> dict[tuple[date, str | None], Tokens]:
+        """Billed tokens per (day, model) over ``[start, end)`` for the given workspaces and API keys."""
+        keep_ws = _workspace_filter(workspaces)
+        keys = None if api_keys is None else set(api_keys)
+        out: dict[tuple[date, str | None], Tokens] = {}
+        for r in self.usage_rows:
+            d = r.day
+            if start <= d < end and keep_ws(r.workspace_id) and (keys is None or r.api_key_id in keys):
+                out[(d, r.model)] = out.get((d, r.model), Tokens()) + r.tokens
+        return out
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """Create the ``billed_*`` tables if missing (statement by statement: no implicit commit)."""
+    for statement in _statements(SCHEMA):
+        conn.execute(statement)
+
+
+def _statements(script: str) -> list[str]:
+    lines = [ln.split("--", 1)[0] for ln in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _cost_from_db(row: tuple[Any, ...]) -> CostRow:
+    return CostRow(date.fromisoformat(row[0]), *row[1:8], amount_usd=Decimal(row[8]))
+
+
+def _usage_from_db(row: tuple[Any, ...]) -> UsageRow:
+    return UsageRow(
+        start=datetime.fromisoformat(row[1]), end=datetime.fromisoformat(row[2]),
+        workspace_id=row[3], api_key_id=row[4], model=row[5], service_tier=row[6], context_window=row[7],
+        inference_geo=row[8], tokens=Tokens(*row[9:15]),
+    )
+
+
+def load_cost_rows(conn: sqlite3.Connection, start: date, end: date) -> dict[date, list[CostRow]]:
+    """Stored cost rows for the fetched days in ``[start, end)`` (a fetched day without spend maps to [])."""
+    ensure_schema(conn)
+    out: dict[date, list[CostRow]] = {
+        date.fromisoformat(d): [] for (d,) in conn.execute(
+            "SELECT day FROM billed_days WHERE report = 'cost' AND day >= ? AND day < ?",
+            (start.isoformat(), end.isoformat()))
+    }
+    for row in conn.execute(
+        "SELECT day, workspace_id, description, model, cost_type, token_type, service_tier, context_window,"
+        " amount_usd FROM billed_cost WHERE day >= ? AND day < ? ORDER BY rowid",
+        (start.isoformat(), end.isoformat()),
+    ):
+        r = _cost_from_db(row)
+        out.setdefault(r.day, []).append(r)
+    return out
+
+
+def billed_daily_totals(conn: sqlite3.Connection, start: date, end: date,
+                        workspaces: Iterable[str] | None = None) -> dict[date, Decimal]:
+    """Billed USD per stored day in ``[start, end)``: what ``report`` shows next to the estimates."""
+    keep = _workspace_filter(workspaces)
+    return {d: sum((r.amount_usd for r in rows if keep(r.workspace_id)), Decimal(0))
+            for d, rows in sorted(load_cost_rows(conn, start, end).items())}
+
+
+def _load_usage_rows(conn: sqlite3.Connection, start: date, end: date) -> list[UsageRow]:
+    return [_usage_from_db(row) for row in conn.execute(
+        'SELECT day, start, "end", workspace_id, api_key_id, model, service_tier, context_window, inference_geo,'
+        " input, output, cache_read, cache_write_5m, cache_write_1h, web_search_requests"
+        " FROM billed_usage WHERE day >= ? AND day < ? ORDER BY rowid",
+        (start.isoformat(), end.isoformat()),
+    )]
+
+
+def _settled_days(conn: sqlite3.Connection, report: str) -> set[date]:
+    return {date.fromisoformat(d) for (d,) in conn.execute(
+        "SELECT day FROM billed_days WHERE report = ? AND settled = 1", (report,))}
+
+
+def _state(conn: sqlite3.Connection) -> dict[str, str]:
+    return dict(conn.execute("SELECT name, value FROM billed_state"))
+
+
+# --------------------------------------------------------------------------- poller
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    cost_days: tuple[date, ...]
+    cost: list[CostRow]
+    usage_days: tuple[date, ...]
+    usage: list[UsageRow]
+    claude_code: list[ClaudeCodeRow] | None
+
+
+class BillingPoller:
+    """Polls the cost and usage reports and publishes a :class:`BillingSnapshot`.
+
+    ``store`` is a SQLite connection to the exporter's state database; the poller uses it
+    only inside :meth:`poll` (give it its own connection, opened with
+    ``check_same_thread=False`` if the poller runs in another thread than the one that
+    opened it). ``clock`` returns the current time (aware, UTC). ``since`` gives the
+    earliest day the poller must hold, from the pool periods (see
+    :func:`earliest_period_start`); the window always includes the current calendar month
+    and yesterday.
+    """
+
+    def __init__(
+        self,
+        client: AdminApiClient,
+        store: sqlite3.Connection,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        since: Callable[[datetime], date | None] | date | None = None,
+        claude_code_report: bool = False,
+        cost_page_limit: int = 31,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self._db = store
+        self._clock = clock
+        self._since = since
+        self.claude_code_report = claude_code_report
+        self.cost_page_limit = cost_page_limit
+        self._wall = wall
+        self._poll_lock = threading.Lock()
+        ensure_schema(store)
+        self._cost: dict[date, tuple[CostRow, ...]] = {}
+        self._usage: dict[date, tuple[UsageRow, ...]] = {}
+        self._claude_code: tuple[ClaudeCodeRow, ...] = ()
+        self._snapshot = self._restore()
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def snapshot(self) -> BillingSnapshot:
+        """The latest snapshot; reading it never waits for the API."""
+        return self._snapshot
+
+    def window_start(self, now: datetime, since: date | None = None) -> date:
+        """First day to hold: the earliest of ``since``, the month start, and yesterday."""
+        today = now.astimezone(UTC).date()
+        candidates = [month_start(today), today - timedelta(days=1)]
+        configured = since if since is not None else self._configured_since(now)
+        if configured is not None:
+            candidates.append(configured)
+        return min(candidates)
+
+    def poll(self, since: date | None = None) -> BillingSnapshot:
+        """Run one cycle; on failure keep the last values with ``up=False``. Never raises for API errors."""
+        with self._poll_lock:
+            now = self._clock().astimezone(UTC)
+            today = now.date()
+            start = self.window_start(now, since)
+            started = time.monotonic()
+            try:
+                fetched = self._fetch(start, today)
+                self._store(fetched, now, today)
+            except (AdminApiError, sqlite3.Error) as exc:
+                previous = self._snapshot
+                self._snapshot = replace(previous, up=False, requests=self._requests(), error=str(exc))
+                log.error("billing.poll_failed", error=str(exc), kept_days=len(previous.cost_rows),
+                          last_success=previous.last_success)
+                return self._snapshot
+            self._apply(fetched, start, today)
+            self._snapshot = BillingSnapshot(
+                cost_rows=MappingProxyType(dict(sorted(self._cost.items()))),
+                usage_rows=tuple(r for d in sorted(self._usage) for r in self._usage[d]),
+                claude_code_rows=self._claude_code,
+                complete_through=day_start(today),
+                up=True,
+                last_success=self._wall(),
+                requests=self._requests(),
+            )
+            log.info("billing.poll_ok", cost_days_fetched=len(fetched.cost_days),
+                     usage_days_fetched=len(fetched.usage_days), days_held=len(self._cost),
+                     elapsed_ms=round((time.monotonic() - started) * 1000))
+            return self._snapshot
+
+    def run(self, stop: threading.Event, interval: float) -> None:
+        """Poll every ``interval`` seconds (never under a minute) until ``stop`` is set."""
+        interval = max(MIN_POLL_INTERVAL, interval)
+        while not stop.is_set():
+            self.poll()
+            stop.wait(interval)
+
+    # ------------------------------------------------------------------ internals
+
+    def _configured_since(self, now: datetime) -> date | None:
+        if self._since is None or isinstance(self._since, date):
+            return self._since
+        return self._since(now)
+
+    def _requests(self) -> Mapping[tuple[str, str], int]:
+        return MappingProxyType(self.client.request_counts())
+
+    def _first_unsettled(self, report: str, start: date, today: date) -> date:
+        settled = _settled_days(self._db, report)
+        return next((d for d in days_between(start, today) if d not in settled), today - timedelta(days=1))
+
+    def _fetch(self, start: date, today: date) -> _Fetched:
+        """All API reads of one cycle; nothing is stored unless every read succeeds."""
+        tomorrow = today + timedelta(days=1)
+        cost_from = min(self._first_unsettled("cost", start, today), today - timedelta(days=1))
+        cost = self.client.cost_report(day_start(cost_from), day_start(tomorrow), limit=self.cost_page_limit)
+        usage_from = min(self._first_unsettled("usage", start, today), today - timedelta(days=1))
+        usage = self.client.usage_report(day_start(usage_from), day_start(tomorrow), "1h")
+        claude_code = None
+        if self.claude_code_report:
+            claude_code = []
+            for d in (today - timedelta(days=1), today):
+                claude_code += self.client.claude_code_report(d)
+        return _Fetched(tuple(days_between(cost_from, tomorrow)), cost,
+                        tuple(days_between(usage_from, tomorrow)), usage, claude_code)
+
+    def _store(self, f: _Fetched, now: datetime, today: date) -> None:
+        """Replace the fetched days' rows and mark them, in one transaction."""
+        db = self._db
+        fetched_at = now.isoformat()
+        settled_before = today - timedelta(days=1)  # a day is settled once read after a full day had passed
+        own_tx = not db.in_transaction
+        db.execute("BEGIN IMMEDIATE" if own_tx else "SAVEPOINT billed_store")
+        try:
+            for report, days in (("cost", f.cost_days), ("usage", f.usage_days)):
+                table = "billed_cost" if report == "cost" else "billed_usage"
+                db.execute(f"DELETE FROM {table} WHERE day >= ? AND day <= ?",
+                           (days[0].isoformat(), days[-1].isoformat()))
+                db.executemany(
+                    "INSERT OR REPLACE INTO billed_days (report, day, fetched_at, settled) VALUES (?, ?, ?, ?)",
+                    [(report, d.isoformat(), fetched_at, int(d < settled_before)) for d in days])
+            db.executemany(
+                "INSERT INTO billed_cost (day, workspace_id, description, model, cost_type, token_type,"
+                " service_tier, context_window, amount_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.day.isoformat(), r.workspace_id, r.description, r.model, r.cost_type, r.token_type,
+                  r.service_tier, r.context_window, str(r.amount_usd)) for r in f.cost])
+            db.executemany(
+                'INSERT INTO billed_usage (day, start, "end", workspace_id, api_key_id, model, service_tier,'
+                " context_window, inference_geo, input, output, cache_read, cache_write_5m, cache_write_1h,"
+                " web_search_requests) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(r.day.isoformat(), r.start.isoformat(), r.end.isoformat(), r.workspace_id, r.api_key_id, r.model,
+                  r.service_tier, r.context_window, r.inference_geo, *r.tokens.as_tuple()) for r in f.usage])
+            db.executemany("INSERT OR REPLACE INTO billed_state (name, value) VALUES (?, ?)", [
+                ("complete_through", day_start(today).isoformat()),
+                ("last_success", repr(self._wall())),
+            ])
+        except BaseException:
+            db.execute("ROLLBACK" if own_tx else "ROLLBACK TO billed_store")
+            if not own_tx:
+                db.execute("RELEASE billed_store")
+            raise
+        db.execute("COMMIT" if own_tx else "RELEASE billed_store")
+
+    def _apply(self, f: _Fetched, start: date, today: date) -> None:
+        """Mirror the stored change in memory, and forget days that left the window."""
+        cost: dict[date, list[CostRow]] = {d: [] for d in f.cost_days}
+        for r in f.cost:
+            cost.setdefault(r.day, []).append(r)
+        usage: dict[date, list[UsageRow]] = {d: [] for d in f.usage_days}
+        for u in f.usage:
+            usage.setdefault(u.day, []).append(u)
+        self._cost.update({d: tuple(rows) for d, rows in cost.items()})
+        self._usage.update({d: tuple(rows) for d, rows in usage.items()})
+        for held in (self._cost, self._usage):
+            for d in [d for d in held if d < start or d > today]:
+                del held[d]
+        if f.claude_code is not None:
+            self._claude_code = tuple(f.claude_code)
+
+    def _restore(self) -> BillingSnapshot:
+        """The snapshot a restart begins with: stored days, marked down until a poll succeeds."""
+        now = self._clock().astimezone(UTC)
+        today = now.date()
+        start = self.window_start(now)
+        end = today + timedelta(days=1)
+        self._cost = {d: tuple(rows) for d, rows in load_cost_rows(self._db, start, end).items()}
+        usage_days = {date.fromisoformat(d) for (d,) in self._db.execute(
+            "SELECT day FROM billed_days WHERE report = 'usage' AND day >= ? AND day < ?",
+            (start.isoformat(), end.isoformat()))}
+        usage: dict[date, list[UsageRow]] = {d: [] for d in usage_days}
+        for u in _load_usage_rows(self._db, start, end):
+            usage.setdefault(u.day, []).append(u)
+        self._usage = {d: tuple(rows) for d, rows in usage.items()}
+        state = _state(self._db)
+        complete = state.get("complete_through")
+        last = state.get("last_success")
+        if self._cost:
+            log.info("billing.restored", days_held=len(self._cost), last_success=last)
+        return BillingSnapshot(
+            cost_rows=MappingProxyType(dict(sorted(self._cost.items()))),
+            usage_rows=tuple(r for d in sorted(self._usage) for r in self._usage[d]),
+            complete_through=datetime.fromisoformat(complete) if complete else None,
+            up=False,
+            last_success=float(last) if last else None,
+            requests=self._requests(),
+        )
+
+
+# --------------------------------------------------------------------------- metrics
+
+_CACHED = "Cached from the last successful Admin API poll."
+
+
+def _label(value: str | None) -> str:
+    return value if value else NONE_LABEL
+
+
+def _windows(today: date) -> tuple[tuple[str, date, date], ...]:
+    """(window, first day, last day inclusive): UTC days; period is the calendar month to date."""
+    yesterday = today - timedelta(days=1)
+    return (("today", today, today), ("yesterday", yesterday, yesterday), ("period", month_start(today), today))
+
+
+def billed_metric_families(
+    snap: BillingSnapshot,
+    today: date,
+    *,
+    model_label: Callable[[str | None], str] = _label,
+    include_claude_code: bool = False,
+) -> Iterator[Metric]:
+    """The Admin API's own metric families, computed from a snapshot (no I/O).
+
+    ``model_label`` maps a model id to its label (the collector passes its closed-set
+    mapping; by default the id itself, ``none`` when absent). ``claude_source_up`` is left
+    to the collector.
+    """
+    cost = GaugeMetricFamily(
+        "claude_billed_cost_usd",
+        "Billed cost in USD from the Admin API cost report (amount in cents / 100). window: today and "
+        "yesterday are UTC days, period is the current UTC calendar month to date (today is partial). "
+        "workspace_id 'default' is the default workspace. " + _CACHED,
+        labels=["window", "workspace_id", "model", "cost_type", "token_type"],
+    )
+    for window, first, last in _windows(today):
+        sums: dict[tuple[str, str, str, str], Decimal] = defaultdict(Decimal)
+        for day, rows in snap.cost_rows.items():
+            if first <= day <= last:
+                for r in rows:
+                    key = (r.workspace_id or DEFAULT_WORKSPACE, model_label(r.model), _label(r.cost_type),
+                           _label(r.token_type))
+                    sums[key] += r.amount_usd
+        for key, amount in sorted(sums.items()):
+            cost.add_metric([window, *key], float(amount))
+    yield cost
+
+    tokens = GaugeMetricFamily(
+        "claude_billed_tokens",
+        "Billed tokens from the Admin API messages usage report (fresher than cost, about 5 minutes behind). "
+        "window: today and yesterday are UTC days, period is the current UTC calendar month to date. "
+        "token_type input is uncached input. " + _CACHED,
+        labels=["window", "workspace_id", "model", "token_type"],
+    )
+    for window, first, last in _windows(today):
+        tsums: dict[tuple[str, str], Tokens] = {}
+        for r in snap.usage_rows:
+            if first <= r.day <= last:
+                key = (r.workspace_id or DEFAULT_WORKSPACE, model_label(r.model))
+                tsums[key] = tsums.get(key, Tokens()) + r.tokens
+        for (ws, model), t in sorted(tsums.items()):
+            for token_type, count in zip(TOKEN_TYPES, t.as_tuple(), strict=False):
+                tokens.add_metric([window, ws, model, token_type], float(count))
+    yield tokens
+
+    complete = GaugeMetricFamily(
+        "claude_billed_complete_through_timestamp_seconds",
+        "End of the last complete UTC day the cost report covers (billed spend is final up to here, "
+        "subject to revision of the last day). " + _CACHED,
+    )
+    if snap.complete_through is not None:
+        complete.add_metric([], snap.complete_through.timestamp())
+    yield complete
+
+    requests = CounterMetricFamily(
+        "claude_admin_api_requests",
+        "Admin API answers by endpoint and HTTP status code ('error': no answer, e.g. timeout or reset).",
+        labels=["endpoint", "code"],
+    )
+    for (endpoint, code), n in sorted(snap.requests.items()):
+        requests.add_metric([endpoint, code], float(n))
+    yield requests
+
+    if include_claude_code:
+        cc = GaugeMetricFamily(
+            "claude_code_report_estimated_cost_usd",
+            "Estimated Claude Code cost in USD per model from the Admin API Claude Code usage report, "
+            "window today/yesterday (UTC days). " + _CACHED,
+            labels=["window", "model"],
+        )
+        for window, first, last in _windows(today)[:2]:
+            csums: dict[str, Decimal] = defaultdict(Decimal)
+            for r in snap.claude_code_rows:
+                if first <= r.day <= last:
+                    csums[model_label(r.model)] += r.estimated_cost_usd
+            for model, amount in sorted(csums.items()):
+                cc.add_metric([window, model], float(amount))
+        yield cc
