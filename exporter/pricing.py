@@ -243,7 +243,11 @@ class _Identity:
 
 
 class Pricer:
-    """Prices requests; one instance per config, shared by every reader (not thread-safe to build, safe to read)."""
+    """Prices requests; one per config, shared by every reader.
+
+    Safe to share between threads: the caches are plain dicts, and two threads racing on a
+    new entry only resolve it twice.
+    """
 
     def __init__(self, overrides: Mapping[str, PriceOverride] | None = None) -> None:
         self._shipped = _shipped()
@@ -343,7 +347,7 @@ class Pricer:
                     rank = 1
                 else:
                     continue
-                ranked.append((rank, -len(k), k))
+                ranked.append((rank, len(k), k))
             return [k for *_, k in sorted(ranked)]
 
         shipped_keys = matching(self._shipped.models)
