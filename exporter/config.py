@@ -373,7 +373,7 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
     except ValueError as exc:
         c.err("listen", str(exc))
     state_dir = c.path(top.get("state_dir"), "state_dir") or Path(DEFAULT_STATE_DIR).expanduser()
-    refresh = c.duration(top.get("refresh_interval"), "refresh_interval", 15.0, minimum=1.0)
+    refresh = c.duration(top.get("refresh_interval"), "refresh_interval", 15.0, minimum=0.1)
 
     admin = _parse_admin(c, top.get("admin_api"), "admin_api") if "admin_api" in top else None
 

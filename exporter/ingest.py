@@ -27,7 +27,7 @@ from exporter.usage import UsageRecord
 
 log = structlog.get_logger()
 
-HEAD_BYTES = 64
+HEAD_BYTES = 1024  # enough to hold the first line's ids, which tell two files apart
 CHUNK_BYTES = 32 << 20
 MAX_LINE_BYTES = 10 << 20
 RETENTION_SECONDS = 45 * 86400

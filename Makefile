@@ -1,0 +1,34 @@
+# Two commands on a fresh machine:  make run  (the exporter)  and  make test  (the tests).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: install system-deps run demo test test-fast bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Prometheus, promtool, Alertmanager and amtool for the rule tests and the end-to-end run.
+system-deps:
+	sh scripts/install-system-deps.sh
+
+run: install
+	$(VENV)/bin/claude-budget-exporter serve $(ARGS)
+
+test: install system-deps
+	$(PY) -m pytest $(ARGS)
+
+test-fast: install
+	$(PY) -m pytest -m "not e2e" $(ARGS)
+
+bench: install
+	$(PY) bench/bench_ingest.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache test-artifacts

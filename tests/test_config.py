@@ -1,0 +1,127 @@
+"""Config: every problem with its path, exit code 2, the built-in default."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, default_config, load_config, parse_config
+from tests.conftest import run_cli
+
+GOOD = """
+listen: "127.0.0.1:9900"
+state_dir: /tmp/x
+admin_api:
+  key_env: MY_KEY
+  poll_interval: 2m
+sources:
+  - name: claude-code
+    kind: claude_code
+    paths: [/logs/claude]
+  - name: token-metrics
+    kind: jsonl
+    paths: [/var/log/agents/*.jsonl]
+    fields: {timestamp: ts, model: model, input_tokens: input_tokens, output_tokens: output_tokens,
+             input_chars: prompt_chars, output_chars: completion_chars, cost_usd: cost}
+    chars_per_token: 4
+pricing:
+  overrides:
+    claude-sonnet-4-5: {input: 3, output: 15, cache_read: 0.3, cache_write_5m: 3.75, cache_write_1h: 6}
+pools:
+  - name: agent-sdk
+    plan: max20x
+    team: platform
+    period: {reset_day: 15, timezone: UTC}
+    match: {workspaces: [wrkspc_01AgentSDK], sources: [claude-code], entrypoints: [sdk-cli, sdk-py, sdk-ts]}
+    breaker: {open_below: 0.05}
+  - name: team-api
+    plan: team
+    seats: 7
+    match: {workspaces: [default]}
+"""
+
+
+def test_good_config_parses_every_key(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text(GOOD)
+    c = load_config(p)
+    assert c.listen == "127.0.0.1:9900"
+    assert c.admin_api is not None and c.admin_api.key_env == "MY_KEY" and c.admin_api.poll_interval == 120
+    assert [s.name for s in c.sources] == ["claude-code", "token-metrics"]
+    assert c.sources[1].fields["input_chars"] == "prompt_chars"
+    assert c.price_overrides["claude-sonnet-4-5"].cache_read == Decimal("0.3")
+    pool = c.pool("agent-sdk")
+    assert pool is not None and pool.credit_usd == Decimal(200) and pool.period.reset_day == 15
+    assert pool.match.entrypoints == ("sdk-cli", "sdk-py", "sdk-ts")
+    assert c.pool("team-api").credit_usd == Decimal(700)
+
+
+def test_every_problem_is_reported_with_its_path() -> None:
+    raw = {
+        "listen": "nope",
+        "bogus": 1,
+        "admin_api": {"poll_interval": "30s", "base_url": "ftp://x"},
+        "sources": [{"name": "a", "kind": "weird", "paths": []}, {"name": "a", "kind": "jsonl"}],
+        "pools": [{"name": "p", "plan": "max20x", "credit_usd": 5, "period": {"reset_day": 32, "timezone": "Mars/Base"},
+                   "match": {"sources": ["missing"]}, "breaker": {"open_below": 2}}],
+    }
+    with pytest.raises(ConfigError) as ei:
+        parse_config(raw)
+    problems = "\n".join(ei.value.problems)
+    for expected in [
+        "listen: must be HOST:PORT",
+        "bogus: unknown key",
+        "admin_api.poll_interval: must be at least 1m",
+        "admin_api.base_url: must be an http(s) URL",
+        "sources[0].kind: must be one of",
+        "sources[0].paths: must name at least one",
+        "sources[1].name: duplicate source name",
+        "sources[1].paths: is required",
+        "pools[0]: give plan or credit_usd, not both",
+        "pools[0].period.reset_day: must be 1..31",
+        "pools[0].period.timezone: unknown time zone",
+        "pools[0].match.sources[0]: no source named 'missing'",
+        "pools[0].breaker.open_below: must be at most 1",
+    ]:
+        assert expected in problems, f"missing {expected!r} in:\n{problems}"
+
+
+def test_wrong_types_are_named() -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse_config({"sources": "x", "pools": [{"name": "p", "credit_usd": "lots", "match": {"models": 3}}]})
+    problems = "\n".join(ei.value.problems)
+    assert "sources: must be a list of sources, not a string" in problems
+    assert "pools[0].credit_usd: must be a number" in problems
+    assert "pools[0].match.models: must be a list of strings, not an integer" in problems
+
+
+def test_default_config_honours_claude_config_dir() -> None:
+    c = default_config({"CLAUDE_CONFIG_DIR": "/a, /b"})
+    assert c.sources[0].paths == ("/a/projects", "/b/projects")
+    assert c.admin_api is None
+    assert default_config({"ANTHROPIC_ADMIN_API_KEY": "sk-ant-admin01-x"}).admin_api is not None
+    assert default_config({}).sources[0].paths == ("~/.claude/projects", "~/.config/claude/projects")
+
+
+def test_validate_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("pools:\n  - name: x\n    period: {reset_day: 0}\n    match: {}\nlisten: 5\n")
+    r = run_cli("validate-config", str(p))
+    assert r.returncode == 2
+    assert "pools[0].period.reset_day: must be 1..31" in r.stderr
+    assert "pools[0]: needs plan or credit_usd" in r.stderr
+    assert "listen: must be a non-empty string" in r.stderr
+    good = tmp_path / "good.yaml"
+    good.write_text(GOOD)
+    r = run_cli("validate-config", str(good))
+    assert r.returncode == 0, r.stderr
+
+
+def test_yaml_syntax_error_has_a_line_number(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("sources:\n  - name: [unclosed\n")
+    r = run_cli("serve", "--config", str(p))
+    assert r.returncode == 2
+    assert "line 2" in r.stderr or "line 3" in r.stderr

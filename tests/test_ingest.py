@@ -1,0 +1,191 @@
+"""Tailing by offset: growth, half-written lines, truncation, rotation, deletion, dedup, restarts."""
+
+from __future__ import annotations
+
+import json
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from exporter.config import SourceConfig
+from exporter.ingest import Ingestor
+from exporter.pricing import Pricer
+from exporter.state import StateDB
+
+NOW = 1795000000.0  # 2026-11-18T07:06:40Z
+SONNET = "claude-sonnet-4-5-20250929"
+
+
+def line(mid: str, *, out: int = 100, inp: int = 10, cr: int = 0, cw5: int = 0, cw1h: int = 0,
+         model: str = SONNET, ts: str = "2026-11-17T10:00:00.000Z", req: str | None = None, **extra) -> bytes:
+    obj = {
+        "type": "assistant", "timestamp": ts, "requestId": req or f"req_{mid}", "entrypoint": "cli",
+        "sessionId": "s1", "isSidechain": False,
+        "message": {"id": f"msg_{mid}", "model": model, "role": "assistant", "content": [{"type": "text", "text": "x"}],
+                    "usage": {"input_tokens": inp, "output_tokens": out, "cache_read_input_tokens": cr,
+                              "cache_creation_input_tokens": cw5 + cw1h,
+                              "cache_creation": {"ephemeral_5m_input_tokens": cw5, "ephemeral_1h_input_tokens": cw1h}}},
+    }
+    obj.update(extra)
+    return json.dumps(obj).encode() + b"\n"
+
+
+def usd(inp: int = 10, out: int = 100, cr: int = 0, cw5: int = 0, cw1h: int = 0) -> Decimal:
+    """Sonnet 4.5 list price, computed here by hand."""
+    return (Decimal(inp) * 3 + Decimal(out) * 15 + Decimal(cr) * Decimal("0.3") + Decimal(cw5) * Decimal("3.75")
+            + Decimal(cw1h) * 6) / 1_000_000
+
+
+class Harness:
+    def __init__(self, tmp: Path) -> None:
+        self.logs = tmp / "projects"
+        self.logs.mkdir()
+        self.state_dir = tmp / "state"
+        self.source = SourceConfig(name="claude-code", kind="claude_code", paths=(str(self.logs),))
+        self.open()
+
+    def open(self) -> None:
+        self.db = StateDB(self.state_dir)
+        self.ing = Ingestor([self.source], self.db, Pricer(), clock=lambda: NOW)
+
+    def restart(self) -> None:
+        self.db.close()
+        self.open()
+
+    def refresh(self):
+        return self.ing.refresh()
+
+    def total_usd(self) -> Decimal:
+        return sum((Decimal(v[7]) for v in self.ing.aggregates.values()), Decimal(0)) / 10**12
+
+    def requests(self) -> int:
+        return sum(v[0] for v in self.ing.aggregates.values())
+
+    def lines(self, result: str) -> int:
+        return self.ing.line_counts.get(("claude-code", result), 0)
+
+    def write(self, rel: str, data: bytes, mode: str = "ab") -> Path:
+        p = self.logs / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with open(p, mode) as f:
+            f.write(data)
+        return p
+
+
+@pytest.fixture
+def h(tmp_path: Path) -> Harness:
+    return Harness(tmp_path)
+
+
+def test_growth_is_read_once_and_half_lines_wait_for_their_newline(h: Harness) -> None:
+    h.write("p/a.jsonl", line("1"))
+    h.refresh()
+    assert h.total_usd() == usd()
+    full = line("2", out=200)
+    h.write("p/a.jsonl", full[:40])  # a line still being written
+    h.refresh()
+    assert h.requests() == 1
+    h.write("p/a.jsonl", full[40:])
+    h.refresh()
+    assert h.requests() == 2
+    assert h.total_usd() == usd() + usd(out=200)
+    stats = h.refresh()
+    assert stats.bytes_read == 0  # nothing new: nothing read
+
+
+def test_dedup_keeps_the_largest_copy_across_files_and_refreshes(h: Harness) -> None:
+    h.write("p/a.jsonl", line("1", out=1))  # streamed placeholder
+    h.refresh()
+    assert h.total_usd() == usd(out=1)
+    h.write("p/a.jsonl", line("1", out=500) + line("1", out=500))  # final copies, one per content block
+    h.write("p/b.jsonl", line("1", out=500))  # a resumed session copies the line
+    h.refresh()
+    assert h.requests() == 1
+    assert h.total_usd() == usd(out=500)
+    h.write("p/c.jsonl", line("1", out=2))  # a smaller copy later changes nothing
+    h.refresh()
+    assert h.total_usd() == usd(out=500)
+    assert h.lines("counted") == 1 and h.lines("duplicate") == 4
+
+
+def test_rejects_are_counted_by_reason(h: Harness) -> None:
+    h.write("p/a.jsonl", b"".join([
+        line("1"),
+        line("2", isApiErrorMessage=True),
+        line("3", model="<synthetic>"),
+        b'{"type":"assistant","message":{"usage":' + b"\n",
+        b'{"type":"assistant","message":{"id":"m","model":"x","usage":{"input_tokens":"\xff\xfe"}}}\n',
+        line("4", inp=-5),
+        line("5", out=10**12),
+        line("6", ts="2099-01-01T00:00:00Z"),
+        b'{"type":"user","message":{"role":"user","content":"hello"}}\n',
+    ]))
+    h.refresh()
+    assert h.requests() == 1
+    assert (h.lines("api_error"), h.lines("synthetic"), h.lines("malformed_json"), h.lines("invalid_utf8"),
+            h.lines("bad_usage"), h.lines("bad_timestamp"), h.lines("ignored")) == (1, 1, 1, 1, 2, 1, 1)
+
+
+def test_truncated_file_is_read_again_from_the_start(h: Harness) -> None:
+    p = h.write("p/a.jsonl", line("1") + line("2"))
+    h.refresh()
+    p.write_bytes(line("3", out=7))  # truncated and rewritten, same inode
+    h.refresh()
+    assert h.requests() == 3
+    assert h.total_usd() == usd() * 2 + usd(out=7)
+
+
+def test_rotation_reads_the_tail_of_the_old_file_then_the_new_one(h: Harness) -> None:
+    p = h.write("p/a.jsonl", line("1"))
+    h.refresh()
+    h.write("p/a.jsonl", line("2"))  # appended after our last read
+    os.rename(p, str(p) + ".1")  # rotated away (no longer matches *.jsonl)
+    h.write("p/a.jsonl", line("3"))
+    h.refresh()
+    assert h.requests() == 3
+
+
+def test_deleted_files_keep_their_totals_and_restarts_neither_lose_nor_double(h: Harness) -> None:
+    a = h.write("p/a.jsonl", line("1") + line("2"))
+    h.write("p/sub/subagents/agent-1.jsonl", line("3", isSidechain=True))
+    h.refresh()
+    before = h.total_usd()
+    assert h.requests() == 3
+    a.unlink()  # the 30-day purge
+    h.refresh()
+    assert h.total_usd() == before
+    h.restart()
+    h.refresh()
+    assert h.total_usd() == before and h.requests() == 3
+    h.write("p/sub/subagents/agent-1.jsonl", line("4"))
+    h.write("p/b.jsonl", line("1"))  # a resumed copy of a deleted file's line
+    h.restart()
+    h.refresh()
+    assert h.requests() == 4
+    assert h.total_usd() == before + usd()
+
+
+def test_replaced_file_with_a_reused_inode_is_read_from_the_start(h: Harness) -> None:
+    p = h.write("p/a.jsonl", line("1", out=1))
+    h.refresh()
+    p.write_bytes(line("9", out=3) + line("8", out=4))  # same inode, longer, different content
+    h.refresh()
+    assert h.requests() == 3
+
+
+def test_overlong_lines_are_skipped_and_counted(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.ing.max_line = 1000
+    h.write("p/a.jsonl", line("1") + b'{"usage": "' + b"x" * 5000 + b'"}\n' + line("2"))
+    h.refresh()
+    assert h.requests() == 2
+    assert h.lines("too_long") == 1
+
+
+def test_one_hour_cache_writes_and_long_context_are_priced(h: Harness) -> None:
+    h.write("p/a.jsonl", line("1", inp=10, out=100, cw1h=1000) + line("2", inp=150_000, cr=50_001, out=1000))
+    h.refresh()
+    long_ctx = (Decimal(150_000) * 6 + Decimal(50_001) * Decimal("0.6") + Decimal(1000) * Decimal("22.5")) / 10**6
+    assert h.total_usd() == usd(cw1h=1000) + long_ctx
