@@ -1,0 +1,392 @@
+"""Pool arithmetic: period bounds, matching, drift, hybrid spend, remaining credit and forecast.
+
+Pure: no I/O, no clock (``now`` is always passed in), no Prometheus. Money stays ``Decimal``
+end to end; nothing is rounded here, exposition rounds.
+
+Rules worth knowing (each is tested):
+
+* **Period.** A pool's period runs from one monthly reset to the next, both at ``reset_time``
+  on ``reset_day`` in the pool's time zone. A reset day the month lacks (29-31) means that
+  month's last day. Local times are resolved as RFC 5545 does: an ambiguous time (clocks
+  going back) is its first occurrence; a time that does not exist (clocks going forward) is
+  read with the offset before the gap, i.e. it moves forward by the gap (02:30 in a one-hour
+  spring-forward gap is 03:30 new time; a skipped local midnight is the first minute after it).
+
+* **Buckets vs a local period.** Money arrives in UTC buckets: hours (estimates, usage report)
+  and days (cost report). A bucket belongs to the period that contains its *midpoint*: a UTC
+  hour by its ``hh:30``, a UTC day by its 12:00 UTC. Every bucket lands in exactly one period,
+  so periods add up, and a pool whose zone is UTC (the default) is counted exactly. For other
+  zones a billed day straddling the reset goes wholly to the side holding most of it (rounding
+  the reset to the nearest UTC midnight), while hours stay exact: at the edge of a period the
+  cost report has not reached the boundary day yet, so the live figure comes from hours.
+
+* **Drift** = estimated / billed, summed over complete billed days (``<= billed_complete_through``)
+  where both series have an entry for the day. Above 1 the estimate overstates the bill.
+
+* **Hybrid spend** = billed for the period's days up to the cutoff (the last complete billed
+  day) + the estimate for the period's hours after it, *divided* by the period drift when
+  there is one (estimate / drift is what the bill will say). The estimate series is the local
+  logs when the pool names sources, else the usage report priced at list price.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from exporter.config import PeriodConfig, PoolConfig, PoolMatch
+
+ZERO = Decimal(0)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+BilledBasis = Literal["cost_report", "usage_report", "none"]
+EstimateBasis = Literal["logs", "usage_report"]
+
+
+# --------------------------------------------------------------------------- periods
+
+
+def _require_aware(value: datetime, what: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} must be a timezone-aware datetime, not naive {value!r}")
+    return value.astimezone(UTC)
+
+
+def _reset_instant(year: int, month: int, period: PeriodConfig, tz: ZoneInfo) -> datetime:
+    """The UTC instant of the reset in a given local month (fold=0: RFC 5545 resolution)."""
+    day = min(period.reset_day, calendar.monthrange(year, month)[1])
+    hh, mm = (int(part) for part in period.reset_time.split(":"))
+    return datetime(year, month, day, hh, mm, tzinfo=tz).astimezone(UTC)
+
+
+def _add_months(year: int, month: int, delta: int) -> tuple[int, int]:
+    index = year * 12 + (month - 1) + delta
+    return index // 12, index % 12 + 1
+
+
+def period_bounds(period: PeriodConfig, now: datetime) -> tuple[datetime, datetime]:
+    """The period containing ``now`` as ``[start, end)`` in aware UTC datetimes."""
+    now = _require_aware(now, "now")
+    tz = ZoneInfo(period.timezone)
+    local = now.astimezone(tz)
+    this = _reset_instant(local.year, local.month, period, tz)
+    if now >= this:
+        y, m = _add_months(local.year, local.month, 1)
+        return this, _reset_instant(y, m, period, tz)
+    y, m = _add_months(local.year, local.month, -1)
+    return _reset_instant(y, m, period, tz), this
+
+
+def day_in_period(day: date, start: datetime, end: datetime) -> bool:
+    """A UTC day belongs to the period holding its noon (see the module notes)."""
+    noon = datetime.combine(day, time(12), tzinfo=UTC)
+    return start <= noon < end
+
+
+def _span_start(start: datetime, end: datetime) -> date:
+    """The first UTC day counted in the period by the noon rule."""
+    first = start.date()
+    return first if day_in_period(first, start, end) else first + DAY
+
+
+def hour_in_period(hour: datetime, start: datetime, end: datetime) -> bool:
+    """A UTC hour bucket belongs to the period holding its midpoint."""
+    return start <= hour + HOUR / 2 < end
+
+
+# --------------------------------------------------------------------------- matching
+
+
+def matches_model(pattern: str, model: str) -> bool:
+    """Exact, or ``pattern`` is the undated name of a dated id.
+
+    ``claude-sonnet-4-5`` matches ``claude-sonnet-4-5-20250929`` (and the Vertex spelling
+    ``claude-sonnet-4-5@20250929``) but not ``claude-sonnet-4-5-1m`` or ``claude-sonnet-4``.
+    """
+    if model == pattern:
+        return True
+    if len(model) != len(pattern) + 9 or not model.startswith(pattern):
+        return False
+    suffix = model[len(pattern):]
+    return suffix[0] in "-@" and suffix[1:].isdigit()
+
+
+def _models_ok(patterns: tuple[str, ...], model: str) -> bool:
+    return not patterns or any(matches_model(p, model) for p in patterns)
+
+
+@dataclass(frozen=True)
+class PoolMatcher:
+    """Which rows count for a pool (PRODUCT "Matching"); an empty list puts no limit.
+
+    Billed rows count only when the pool names workspaces or api keys, estimated (log) rows
+    only when it names sources. ``entrypoints`` narrows log rows only (bills carry none);
+    ``models`` narrows everything. The cost report cannot split by API key, so a pool that
+    names workspaces takes every matched workspace's cost; its ``api_keys`` then narrow only
+    the usage report. A pool with api keys and no workspaces takes no cost-report rows at all:
+    its billed spend is the usage report at list price (``billed_basis == "usage_report"``).
+    """
+
+    match: PoolMatch
+
+    @classmethod
+    def for_pool(cls, pool: PoolConfig) -> PoolMatcher:
+        return cls(pool.match)
+
+    @property
+    def takes_billed(self) -> bool:
+        return bool(self.match.workspaces or self.match.api_keys)
+
+    @property
+    def takes_estimated(self) -> bool:
+        return bool(self.match.sources)
+
+    @property
+    def billed_basis(self) -> BilledBasis:
+        if self.match.workspaces:
+            return "cost_report"
+        if self.match.api_keys:
+            return "usage_report"
+        return "none"
+
+    @property
+    def estimate_basis(self) -> EstimateBasis:
+        return "logs" if self.match.sources else "usage_report"
+
+    def _workspace_ok(self, workspace_id: str | None) -> bool:
+        names = self.match.workspaces
+        return not names or (workspace_id if workspace_id is not None else "default") in names
+
+    def matches_estimated(self, source: str, model: str, entrypoint: str = "") -> bool:
+        """A local-log aggregate row (``entrypoint`` is "" when the log does not say)."""
+        m = self.match
+        return (
+            source in m.sources
+            and (not m.entrypoints or entrypoint in m.entrypoints)
+            and _models_ok(m.models, model)
+        )
+
+    def matches_cost(self, workspace_id: str | None, model: str) -> bool:
+        """A cost-report row; ``workspace_id`` None is the default workspace."""
+        return bool(self.match.workspaces) and self._workspace_ok(workspace_id) and _models_ok(
+            self.match.models, model)
+
+    def matches_usage(self, workspace_id: str | None, api_key_id: str | None, model: str) -> bool:
+        """A usage-report row; ``api_key_id`` None (usage without a key) never matches a key list."""
+        m = self.match
+        return (
+            self.takes_billed
+            and self._workspace_ok(workspace_id)
+            and (not m.api_keys or api_key_id in m.api_keys)
+            and _models_ok(m.models, model)
+        )
+
+
+# --------------------------------------------------------------------------- inputs / outputs
+
+
+@dataclass(frozen=True)
+class PoolInputs:
+    """Everything one pool's arithmetic needs, already filtered by its PoolMatcher.
+
+    ``billed_complete_through`` is the last UTC day the billed source covers completely (the
+    cost report; for a pool billed from the usage report, that report's). Hour keys are aware
+    datetimes at the start of a UTC hour.
+    """
+
+    billed_by_day: Mapping[date, Decimal] = field(default_factory=dict)
+    billed_complete_through: date | None = None
+    usage_priced_by_hour: Mapping[datetime, Decimal] = field(default_factory=dict)
+    estimated_by_hour: Mapping[datetime, Decimal] = field(default_factory=dict)
+
+
+WINDOWS = ("today", "yesterday", "period")
+DRIFT_WINDOWS = ("yesterday", "period")
+
+
+@dataclass(frozen=True)
+class PoolState:
+    """One pool at one moment. Money in USD, ratios as plain fractions, all exact Decimals."""
+
+    pool: str
+    team: str
+    plan: str
+    now: datetime
+    credit: Decimal
+    open_below: Decimal
+    period_start: datetime
+    period_end: datetime
+    billed_basis: BilledBasis
+    estimate_basis: EstimateBasis
+    billed: Mapping[str, Decimal] | None  # by window; None when the pool takes no billed spend
+    estimated: Mapping[str, Decimal]  # by window, uncalibrated
+    drift: Mapping[str, Decimal | None]  # by window; None where undefined
+    calibration: Decimal | None  # the divisor applied to the estimate (the period drift), if any
+    billed_through: date | None  # last billed day inside spend, None when spend has no billed part
+    spend_billed: Decimal
+    spend_estimated: Decimal  # calibrated
+    spend: Decimal
+    remaining: Decimal  # negative is overage
+    remaining_ratio: Decimal | None  # remaining / credit
+    burn_rate_per_hour: Decimal  # calibrated, USD/hour
+    exhaustion: datetime | None  # when remaining reaches 0 at the burn rate; now if already <= 0
+    projected_spend: Decimal  # spend at period end at the burn rate
+    breaker_open_by_threshold: bool
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+def _utc_hours(series: Mapping[datetime, Decimal], what: str) -> dict[datetime, Decimal]:
+    out: dict[datetime, Decimal] = {}
+    for hour, amount in series.items():
+        key = _require_aware(hour, f"{what} key")
+        out[key] = out.get(key, ZERO) + amount
+    return out
+
+
+def _by_day(hours: Mapping[datetime, Decimal]) -> dict[date, Decimal]:
+    out: dict[date, Decimal] = {}
+    for hour, amount in hours.items():
+        out[hour.date()] = out.get(hour.date(), ZERO) + amount
+    return out
+
+
+def _hours(delta: timedelta) -> Decimal:
+    """A timedelta as exact Decimal hours."""
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return Decimal(micros) / Decimal(3_600_000_000)
+
+
+def _sum(values: Iterable[Decimal]) -> Decimal:
+    return sum(values, ZERO)
+
+
+def drift_ratio(estimated: Decimal, billed: Decimal) -> Decimal | None:
+    """estimated / billed; None when there is no bill to compare with."""
+    return None if billed == 0 else estimated / billed
+
+
+def _drift_over(days: Iterable[date], billed: Mapping[date, Decimal],
+                est_days: Mapping[date, Decimal]) -> Decimal | None:
+    both = [d for d in days if d in billed and d in est_days]
+    if not both:
+        return None
+    return drift_ratio(_sum(est_days[d] for d in both), _sum(billed[d] for d in both))
+
+
+def compute_pool(
+    pool: PoolConfig,
+    inputs: PoolInputs,
+    now: datetime,
+    *,
+    burn_window: timedelta = timedelta(hours=3),
+) -> PoolState:
+    """The pool's credit, spend, drift, remaining credit and forecast at ``now``."""
+    now = _require_aware(now, "now")
+    if burn_window <= timedelta(0):
+        raise ValueError("burn_window must be positive")
+    matcher = PoolMatcher.for_pool(pool)
+    start, end = period_bounds(pool.period, now)
+    today = now.date()
+    yesterday = today - DAY
+
+    billed_basis = matcher.billed_basis
+    estimate_basis = matcher.estimate_basis
+    usage_hours = _utc_hours(inputs.usage_priced_by_hour, "usage_priced_by_hour")
+    est_hours = (_utc_hours(inputs.estimated_by_hour, "estimated_by_hour") if estimate_basis == "logs"
+                 else usage_hours)
+    est_days = _by_day(est_hours)
+
+    billed_days: dict[date, Decimal]
+    if billed_basis == "cost_report":
+        billed_days = dict(inputs.billed_by_day)
+    elif billed_basis == "usage_report":
+        billed_days = _by_day(usage_hours)
+    else:
+        billed_days = {}
+
+    # cutoff: the last complete billed day, never today or later
+    cutoff: date | None = None
+    if billed_basis != "none" and inputs.billed_complete_through is not None:
+        cutoff = min(inputs.billed_complete_through, yesterday)
+
+    period_days = sorted(d for d in billed_days.keys() | est_days.keys() if day_in_period(d, start, end))
+    complete_period_days = [d for d in period_days if cutoff is not None and d <= cutoff]
+
+    estimated = {
+        "today": est_days.get(today, ZERO),
+        "yesterday": est_days.get(yesterday, ZERO),
+        "period": _sum(a for h, a in est_hours.items() if hour_in_period(h, start, end)),
+    }
+    billed: dict[str, Decimal] | None = None
+    drift: dict[str, Decimal | None] = {"yesterday": None, "period": None}
+    if billed_basis != "none":
+        billed = {
+            "today": billed_days.get(today, ZERO),
+            "yesterday": billed_days.get(yesterday, ZERO),
+            "period": _sum(billed_days[d] for d in period_days if d in billed_days),
+        }
+        if cutoff is not None:
+            drift["yesterday"] = _drift_over([yesterday] if yesterday <= cutoff else [], billed_days, est_days)
+            drift["period"] = _drift_over(complete_period_days, billed_days, est_days)
+
+    # only a positive drift can calibrate: 0 means the logs saw none of a real bill
+    calibration = drift["period"] if drift["period"] is not None and drift["period"] > 0 else None
+
+    def calibrated(amount: Decimal) -> Decimal:
+        return amount / calibration if calibration is not None else amount
+
+    # hybrid spend
+    if billed_basis == "none":
+        spend_billed = ZERO
+        billed_through = None
+        fresh_from = None
+    else:
+        spend_billed = _sum(billed_days[d] for d in complete_period_days if d in billed_days)
+        billed_through = cutoff if cutoff is not None and _span_start(start, end) <= cutoff else None
+        fresh_from = datetime.combine(cutoff + DAY, time(0), tzinfo=UTC) if cutoff is not None else None
+    spend_estimated = calibrated(_sum(
+        a for h, a in est_hours.items()
+        if hour_in_period(h, start, end) and (fresh_from is None or h >= fresh_from)
+    ))
+    spend = spend_billed + spend_estimated
+    credit = pool.credit_usd
+    remaining = credit - spend
+    remaining_ratio = remaining / credit if credit > 0 else None
+
+    # burn: calibrated estimate over whole hours from floor(now - window) to now, per elapsed hour
+    burn_from = (now - burn_window).replace(minute=0, second=0, microsecond=0)
+    burn_amount = calibrated(_sum(a for h, a in est_hours.items() if burn_from <= h <= now))
+    burn = burn_amount / _hours(now - burn_from)
+
+    exhaustion: datetime | None
+    if remaining <= 0:
+        exhaustion = now
+    elif burn > 0:
+        try:
+            exhaustion = now + timedelta(hours=float(remaining / burn))
+        except OverflowError:
+            exhaustion = None  # beyond any calendar: effectively never
+    else:
+        exhaustion = None
+    projected = spend + burn * _hours(max(end - now, timedelta(0)))
+
+    breaker_open = remaining_ratio < pool.open_below if remaining_ratio is not None else remaining <= 0
+
+    return PoolState(
+        pool=pool.name, team=pool.team, plan=pool.plan, now=now, credit=credit, open_below=pool.open_below,
+        period_start=start, period_end=end, billed_basis=billed_basis, estimate_basis=estimate_basis,
+        billed=MappingProxyType(billed) if billed is not None else None,
+        estimated=MappingProxyType(estimated), drift=MappingProxyType(drift), calibration=calibration,
+        billed_through=billed_through, spend_billed=spend_billed, spend_estimated=spend_estimated,
+        spend=spend, remaining=remaining, remaining_ratio=remaining_ratio, burn_rate_per_hour=burn,
+        exhaustion=exhaustion, projected_spend=projected, breaker_open_by_threshold=breaker_open,
+    )

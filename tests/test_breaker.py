@@ -1,0 +1,216 @@
+"""The breaker: threshold decisions and Alertmanager's webhook, as a pipeline would see them."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from exporter.breaker import BreakerBoard
+from exporter.budget import PoolInputs, compute_pool
+from exporter.config import PeriodConfig, PoolConfig, PoolMatch
+
+D = Decimal
+NOW = datetime(2026, 6, 10, 12, tzinfo=UTC)
+ZERO_TIME = "0001-01-01T00:00:00Z"  # what Alertmanager puts in endsAt of firing alerts
+
+
+def alert(pool: str | None, status: str = "firing", *, fingerprint: str = "f1", breaker: str | None = "open",
+          ends_at: str = ZERO_TIME, alertname: str = "ClaudePoolNearlyExhausted") -> dict:
+    labels = {"alertname": alertname, "severity": "page"}
+    if pool is not None:
+        labels["pool"] = pool
+    if breaker is not None:
+        labels["breaker"] = breaker
+    return {
+        "status": status,
+        "labels": labels,
+        "annotations": {"summary": f"pool {pool} has under 5% of its credit left"},
+        "startsAt": "2026-06-10T11:50:00.123456789Z",
+        "endsAt": ends_at,
+        "generatorURL": "http://prometheus:9090/graph?g0.expr=x",
+        "fingerprint": fingerprint,
+    }
+
+
+def webhook(*alerts: dict, status: str | None = None) -> dict:
+    if status is None:
+        status = "firing" if any(a["status"] == "firing" for a in alerts) else "resolved"
+    return {
+        "version": "4",
+        "groupKey": "{}:{alertname=\"ClaudePoolNearlyExhausted\"}",
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": "breaker",
+        "groupLabels": {"alertname": "ClaudePoolNearlyExhausted"},
+        "commonLabels": {},
+        "commonAnnotations": {},
+        "externalURL": "http://alertmanager:9093",
+        "alerts": list(alerts),
+    }
+
+
+def state(spent: str, credit: str = "100", open_below: str = "0.05"):
+    pool = PoolConfig(name="agent-sdk", credit_usd=D(credit), period=PeriodConfig(),
+                      match=PoolMatch(sources=("s",)), open_below=D(open_below))
+    hour = datetime(2026, 6, 2, 3, tzinfo=UTC)
+    return compute_pool(pool, PoolInputs(estimated_by_hour={hour: D(spent)}), NOW)
+
+
+def test_firing_alert_opens_only_its_own_pool_and_resolved_closes_it():
+    board = BreakerBoard()
+    assert board.apply_webhook(webhook(alert("agent-sdk")), NOW) == 1
+    opened = board.decide("agent-sdk", state("10"), NOW)
+    assert opened.open and opened.source == "alertmanager"
+    assert "ClaudePoolNearlyExhausted" in opened.reason and "under 5%" in opened.reason
+    other = board.decide("interactive", state("10"), NOW)
+    assert not other.open and other.source == "none"
+
+    assert board.apply_webhook(webhook(alert("agent-sdk", "resolved", ends_at="2026-06-10T12:00:00Z")), NOW) == 1
+    closed = board.decide("agent-sdk", state("10"), NOW)
+    assert not closed.open and closed.source == "none" and closed.alerts == ()
+
+
+def test_resolving_one_pool_leaves_another_open():
+    board = BreakerBoard()
+    board.apply_webhook(webhook(alert("a", fingerprint="fa"), alert("b", fingerprint="fb")), NOW)
+    assert board.open_pools(NOW) == {"a", "b"}
+    board.apply_webhook(webhook(alert("a", "resolved", fingerprint="fa")), NOW)
+    assert board.open_pools(NOW) == {"b"}
+    assert board.decide("b", None, NOW).open
+
+
+def test_alerts_without_the_breaker_label_or_pool_do_not_open_anything():
+    board = BreakerBoard()
+    payload = webhook(alert("a", breaker=None, fingerprint="x1"), alert("a", breaker="closed", fingerprint="x2"),
+                      alert(None, fingerprint="x3"))
+    assert board.apply_webhook(payload, NOW) == 0
+    assert board.open_pools(NOW) == frozenset()
+
+
+def test_unknown_pools_are_ignored_when_the_board_knows_its_pools():
+    board = BreakerBoard(pools=["agent-sdk"])
+    assert board.apply_webhook(webhook(alert("nope")), NOW) == 0
+    assert board.open_pools(NOW) == frozenset()
+
+
+def test_an_alert_whose_ends_at_has_passed_counts_as_resolved():
+    board = BreakerBoard()
+    board.apply_webhook(webhook(alert("a", ends_at="2026-06-10T12:30:00Z")), NOW)
+    assert board.decide("a", None, NOW).open
+    assert board.decide("a", None, datetime(2026, 6, 10, 12, 29, 59, tzinfo=UTC)).open
+    assert not board.decide("a", None, datetime(2026, 6, 10, 12, 30, tzinfo=UTC)).open
+    # already past when it arrives: never opens
+    board.apply_webhook(webhook(alert("b", ends_at="2026-06-10T11:59:00Z", fingerprint="f2")), NOW)
+    assert not board.decide("b", None, NOW).open
+
+
+def test_zero_ends_at_means_no_end():
+    board = BreakerBoard()
+    board.apply_webhook(webhook(alert("a")), NOW)
+    assert board.decide("a", None, datetime(2030, 1, 1, tzinfo=UTC)).open
+
+
+def test_refiring_replaces_rather_than_duplicates():
+    board = BreakerBoard()
+    board.apply_webhook(webhook(alert("a")), NOW)
+    board.apply_webhook(webhook(alert("a")), NOW)
+    assert len(board.alerts("a", NOW)) == 1
+
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda p: p.update(version="3"), "version"),
+    (lambda p: p.pop("version"), "version"),
+    (lambda p: p.update(status="pending"), "status"),
+    (lambda p: p.update(alerts={"a": 1}), "alerts: must be a list"),
+    (lambda p: p["alerts"].append("x"), r"alerts\[2\]: must be an object"),
+    (lambda p: p["alerts"][0].update(status="weird"), r"alerts\[0\].status"),
+    (lambda p: p["alerts"][0].update(labels=["pool"]), r"alerts\[0\].labels"),
+    (lambda p: p["alerts"][0]["labels"].update(pool=3), r"alerts\[0\].labels"),
+    (lambda p: p["alerts"][0].update(startsAt="yesterday"), r"alerts\[0\].startsAt"),
+    (lambda p: p["alerts"][0].update(endsAt="2026-06-10T12:00:00"), r"alerts\[0\].endsAt: timestamp has no time zone"),
+    (lambda p: p["alerts"][0].update(fingerprint=7), r"alerts\[0\].fingerprint"),
+])
+def test_bad_payloads_are_refused_and_change_nothing(mutate, message):
+    board = BreakerBoard()
+    payload = webhook(alert("a", "firing"), alert("b", fingerprint="fb"))
+    payload = copy.deepcopy(payload)
+    mutate(payload)
+    with pytest.raises(ValueError, match=message):
+        board.apply_webhook(payload, NOW)
+    assert board.open_pools(NOW) == frozenset()
+
+
+def test_non_object_payload_is_refused():
+    with pytest.raises(ValueError, match="JSON object"):
+        BreakerBoard().apply_webhook([1, 2], NOW)
+
+
+@pytest.mark.parametrize(("spent", "is_open"), [("95.00", False), ("95.01", True)])
+def test_threshold_edge_decides(spent, is_open):
+    d = BreakerBoard().decide("agent-sdk", state(spent), NOW)
+    assert d.open is is_open
+    assert d.source == ("threshold" if is_open else "none")
+
+
+def test_threshold_reason_and_json_for_a_pipeline():
+    d = BreakerBoard().decide("agent-sdk", state("96.555"), NOW)
+    assert d.open and d.source == "threshold"
+    assert d.reason == ("remaining $3.45 of $100.00 credit is 3.45%, below the open_below "
+                        "threshold of 5%")
+    body = d.to_json()
+    assert body == {
+        "pool": "agent-sdk", "state": "open", "reason": d.reason, "source": "threshold",
+        "remaining_usd": 3.45, "credit_usd": 100, "remaining_ratio": 0.0345, "open_below": 0.05,
+        "alerts": [],
+    }
+    assert json.loads(json.dumps(body)) == body
+
+
+def test_threshold_and_alert_together_name_both():
+    board = BreakerBoard()
+    board.apply_webhook(webhook(alert("agent-sdk")), NOW)
+    d = board.decide("agent-sdk", state("99"), NOW)
+    assert d.source == "threshold" and "also Alertmanager alert ClaudePoolNearlyExhausted" in d.reason
+    [a] = d.to_json()["alerts"]
+    assert a == {"alertname": "ClaudePoolNearlyExhausted", "fingerprint": "f1",
+                 "starts_at": "2026-06-10T11:50:00.123456Z", "ends_at": None,
+                 "summary": "pool agent-sdk has under 5% of its credit left"}
+
+
+def test_closed_json_and_overage_reason():
+    closed = BreakerBoard().decide("agent-sdk", state("40"), NOW).to_json()
+    assert closed["state"] == "closed" and closed["remaining_usd"] == 60 and closed["remaining_ratio"] == 0.6
+    over = BreakerBoard().decide("agent-sdk", state("112.5"), NOW)
+    assert over.open and over.reason.startswith("remaining -$12.50 of $100.00 credit is -12.5%")
+
+
+def test_no_state_yet_is_closed_and_says_so():
+    d = BreakerBoard().decide("agent-sdk", None, NOW)
+    assert not d.open and "no spend computed yet" in d.reason
+    assert d.to_json()["remaining_usd"] is None
+
+
+def test_concurrent_webhooks_and_decisions():
+    board = BreakerBoard()
+    errors: list[BaseException] = []
+
+    def hammer(i: int) -> None:
+        try:
+            for _ in range(200):
+                board.apply_webhook(webhook(alert(f"p{i}", fingerprint=f"f{i}")), NOW)
+                board.decide(f"p{i}", None, NOW)
+                board.apply_webhook(webhook(alert(f"p{i}", "resolved", fingerprint=f"f{i}")), NOW)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and board.open_pools(NOW) == frozenset()
