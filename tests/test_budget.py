@@ -7,11 +7,14 @@ from decimal import Decimal
 
 import pytest
 from freezegun import freeze_time
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.budget import (
     PoolInputs,
     PoolMatcher,
     compute_pool,
+    day_in_period,
     matches_model,
     period_bounds,
 )
@@ -391,3 +394,29 @@ def test_future_cutoff_is_clamped_to_yesterday():
     inputs = PoolInputs({date(2026, 6, 10): D("99")}, date(2026, 6, 10), {}, {utc(2026, 6, 10, 9): D("1")})
     s = compute_pool(p, inputs, NOW)
     assert s.spend == D("1")
+
+
+# --------------------------------------------------------------------------- invariants
+
+ZONES = ("UTC", "Europe/Berlin", "America/New_York", "America/Santiago", "Asia/Kolkata", "Australia/Lord_Howe")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    now=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 12, 31), timezones=st.just(UTC)),
+    reset_day=st.integers(1, 31),
+    zone=st.sampled_from(ZONES),
+    reset_time=st.sampled_from(("00:00", "01:30", "02:30", "23:59")),
+)
+def test_periods_tile_time_and_every_utc_day_belongs_to_exactly_one(now, reset_day, zone, reset_time):
+    period = PeriodConfig(reset_day, zone, reset_time)
+    start, end = period_bounds(period, now)
+    assert start <= now < end
+    assert timedelta(days=27) < end - start < timedelta(days=32)
+    assert period_bounds(period, end)[0] == end  # the next period starts where this one ends
+    assert period_bounds(period, start - timedelta(microseconds=1))[1] == start
+    prev_start = period_bounds(period, start - timedelta(microseconds=1))[0]
+    day = now.date()
+    owners = [(s, e) for s, e in ((prev_start, start), (start, end), (end, period_bounds(period, end)[1]))
+              if day_in_period(day, s, e)]
+    assert len(owners) == 1
