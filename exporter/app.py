@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import html
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 from typing import Any
 
 import structlog
+from prometheus_client.core import Metric
 
+from exporter.billing import billed_metric_families
+from exporter.breaker import BreakerBoard
 from exporter.collector import ExporterCollector, make_registry
+from exporter.pools import build_pool_states, decisions, pool_metric_families
+from exporter.pricing import Pricer
 from exporter.config import Config
 from exporter.server import ExporterServer, Routes
 from exporter.snapshot import Refresher, Snapshot
@@ -22,12 +28,13 @@ log = structlog.get_logger()
 
 
 def billed_by_day(state: StateDB) -> dict[date, Decimal]:
-    """Billed USD per UTC day from the settled and recent days the poller stored, if any."""
-    try:
-        from exporter.billing import stored_billed_by_day
-    except ImportError:
-        return {}
-    return stored_billed_by_day(state.conn)
+    """Billed USD per UTC day from the days the poller stored, if any."""
+    return {}
+
+
+def make_billing_poller(config: Config, clock: Callable[[], float]) -> Any:
+    """The Admin API poller when a key is configured and found; None means logs only."""
+    return None
 
 
 @dataclass
@@ -47,9 +54,42 @@ class App:
 
 
 def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
-    refresher = Refresher(config, clock=clock)
-    collector = ExporterCollector(refresher.snapshot)
+    pricer = Pricer(config.price_overrides)
+    board = BreakerBoard([p.name for p in config.pools])
+    refresher = Refresher(
+        config, clock=clock, pricer=pricer, billing_poller=make_billing_poller(config, clock),
+        pool_builder=lambda snap, now: build_pool_states(config, pricer, snap, now),
+    )
+
+    def now() -> datetime:
+        return datetime.fromtimestamp(clock(), UTC)
+
+    def pool_families(snap: Snapshot) -> Iterator[Metric]:
+        yield from pool_metric_families(snap.pools, decisions(board, snap.pools, now()))
+
+    def billing_families(snap: Snapshot) -> Iterator[Metric]:
+        if snap.billing is not None:
+            yield from billed_metric_families(snap.billing, now().date())
+
+    collector = ExporterCollector(refresher.snapshot, extra=[pool_families, billing_families])
     registry = make_registry(collector)
+
+    def breaker(pool: str) -> tuple[int, dict[str, Any]]:
+        if config.pool(pool) is None:
+            return 404, {"pool": pool, "error": f"no pool named {pool!r}",
+                         "pools": [p.name for p in config.pools]}
+        state = next((s for s in refresher.snapshot().pools if s.pool == pool), None)
+        decision = board.decide(pool, state, now())
+        return (503 if decision.open else 200), decision.to_json()
+
+    def webhook(payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        try:
+            n = board.apply_webhook(payload, now())
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        log.info("alertmanager_webhook", status=payload.get("status"), breaker_alerts=n,
+                 open_pools=sorted(board.open_pools(now())))
+        return 200, {"accepted": n, "open_pools": sorted(board.open_pools(now()))}
 
     def healthy() -> tuple[bool, str]:
         snap = refresher.snapshot()
@@ -60,7 +100,8 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
             return False, f"stale: last refresh {age:.0f}s ago"
         return True, "ok"
 
-    routes = Routes(registry=registry, healthy=healthy, status_page=lambda: status_page(refresher.snapshot()))
+    routes = Routes(registry=registry, healthy=healthy, status_page=lambda: status_page(refresher.snapshot()),
+                    breaker=breaker, webhook=webhook, webhook_token=config.breaker_webhook.read_token)
     return App(config=config, refresher=refresher, routes=routes)
 
 

@@ -213,3 +213,10 @@ def _replace(snap: Snapshot, **changes: Any) -> Snapshot:
     from dataclasses import replace
 
     return replace(snap, **changes)
+
+
+def load_billing(state: StateDB) -> Any:
+    """The billed days a poller stored in this state, as a snapshot; None when there are none."""
+    from exporter.billing import stored_snapshot
+
+    return stored_snapshot(state.conn)

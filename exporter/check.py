@@ -1,0 +1,85 @@
+"""``check --pool NAME``: exit 0 when the breaker is closed, 1 when open, 2 when it cannot tell.
+
+With ``--url`` it asks a running exporter's ``/breaker/<pool>``; without, it computes the
+pool from the state on disk (logs already read, billed days already stored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime
+from urllib.parse import quote
+
+from exporter.config import Config
+
+CLOSED, OPEN, UNKNOWN = 0, 1, 2
+
+
+def _say(code: int, line: str) -> int:
+    print(line, file=sys.stdout if code != UNKNOWN else sys.stderr)
+    return code
+
+
+def run_check(config: Config, args: argparse.Namespace) -> int:
+    if args.url:
+        return check_url(args.url, args.pool, args.timeout)
+    return check_state(config, args.pool)
+
+
+def check_url(url: str, pool: str, timeout: float) -> int:
+    target = f"{url.rstrip('/')}/breaker/{quote(pool, safe='')}"
+    try:
+        with urllib.request.urlopen(target, timeout=timeout) as r:
+            code, body = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        code, body = e.code, e.read()
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        return _say(UNKNOWN, f"unknown: cannot reach {url}: {reason}")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return _say(UNKNOWN, f"unknown: {target} answered {code} without JSON")
+    if code == 404:
+        return _say(UNKNOWN, f"unknown: {data.get('error', 'no such pool')}")
+    state = data.get("state")
+    if code == 200 and state == "closed":
+        return _say(CLOSED, f"closed: {pool}: {data.get('reason', '')}")
+    if code == 503 and state == "open":
+        return _say(OPEN, f"open: {pool}: {data.get('reason', '')}")
+    return _say(UNKNOWN, f"unknown: {target} answered {code} state={state!r}")
+
+
+def check_state(config: Config, pool: str) -> int:
+    from exporter.breaker import BreakerBoard
+    from exporter.ingest import Ingestor
+    from exporter.pools import build_pool_states
+    from exporter.pricing import Pricer
+    from exporter.snapshot import Snapshot, build_estimated, load_billing
+    from exporter.state import StateDB, StateError
+
+    if config.pool(pool) is None:
+        names = ", ".join(p.name for p in config.pools) or "none configured"
+        return _say(UNKNOWN, f"unknown: no pool named {pool!r} (pools: {names})")
+    if not (config.state_dir / "state.sqlite3").exists():
+        return _say(UNKNOWN, f"unknown: no state in {config.state_dir}; run serve or report first")
+    try:
+        state = StateDB(config.state_dir, readonly=True)
+    except StateError as exc:
+        return _say(UNKNOWN, f"unknown: {exc}")
+    pricer = Pricer(config.price_overrides)
+    now = time.time()
+    ing = Ingestor(config.sources, state, pricer, clock=lambda: now)
+    snap = Snapshot(built_at=now, billing=load_billing(state), ready=True,
+                    **build_estimated(ing, pricer, hourly_since=int(now) - 70 * 86400))
+    state.close()
+    at = datetime.fromtimestamp(now, UTC)
+    states = build_pool_states(config, pricer, snap, at)
+    st = next(s for s in states if s.pool == pool)
+    decision = BreakerBoard().decide(pool, st, at)
+    return _say(OPEN if decision.open else CLOSED, f"{decision.state}: {pool}: {decision.reason} (from state on disk)")
