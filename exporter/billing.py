@@ -229,6 +229,11 @@ def billed_daily_totals(conn: sqlite3.Connection, start: date, end: date,
             for d, rows in sorted(load_cost_rows(conn, start, end).items())}
 
 
+def stored_billed_by_day(conn: sqlite3.Connection, workspaces: Iterable[str] | None = None) -> dict[date, Decimal]:
+    """Billed USD per UTC day over every day the poller ever stored (what ``report`` shows)."""
+    return billed_daily_totals(conn, date.min, date.max, workspaces)
+
+
 def _load_usage_rows(conn: sqlite3.Connection, start: date, end: date) -> list[UsageRow]:
     return [_usage_from_db(row) for row in conn.execute(
         'SELECT day, start, "end", workspace_id, api_key_id, model, service_tier, context_window, inference_geo,'
@@ -486,9 +491,12 @@ def billed_metric_families(
     """The Admin API's own metric families, computed from a snapshot (no I/O).
 
     ``model_label`` maps a model id to its label (the collector passes its closed-set
-    mapping; by default the id itself, ``none`` when absent). ``claude_source_up`` is left
-    to the collector.
+    mapping, e.g. ``Pricer.model_label``; by default the id itself); rows without a model
+    are labelled ``none``. ``claude_source_up`` is left to the collector.
     """
+    def model_of(model: str | None) -> str:
+        return model_label(model) if model else NONE_LABEL
+
     cost = GaugeMetricFamily(
         "claude_billed_cost_usd",
         "Billed cost in USD from the Admin API cost report (amount in cents / 100). window: today and "
@@ -501,7 +509,7 @@ def billed_metric_families(
         for day, rows in snap.cost_rows.items():
             if first <= day <= last:
                 for r in rows:
-                    key = (r.workspace_id or DEFAULT_WORKSPACE, model_label(r.model), _label(r.cost_type),
+                    key = (r.workspace_id or DEFAULT_WORKSPACE, model_of(r.model), _label(r.cost_type),
                            _label(r.token_type))
                     sums[key] += r.amount_usd
         for key, amount in sorted(sums.items()):
@@ -519,7 +527,7 @@ def billed_metric_families(
         tsums: dict[tuple[str, str], Tokens] = {}
         for r in snap.usage_rows:
             if first <= r.day <= last:
-                key = (r.workspace_id or DEFAULT_WORKSPACE, model_label(r.model))
+                key = (r.workspace_id or DEFAULT_WORKSPACE, model_of(r.model))
                 tsums[key] = tsums.get(key, Tokens()) + r.tokens
         for (ws, model), t in sorted(tsums.items()):
             for token_type, count in zip(TOKEN_TYPES, t.as_tuple(), strict=False):
@@ -555,7 +563,7 @@ def billed_metric_families(
             csums: dict[str, Decimal] = defaultdict(Decimal)
             for r in snap.claude_code_rows:
                 if first <= r.day <= last:
-                    csums[model_label(r.model)] += r.estimated_cost_usd
+                    csums[model_of(r.model)] += r.estimated_cost_usd
             for model, amount in sorted(csums.items()):
                 cc.add_metric([window, model], float(amount))
         yield cc
