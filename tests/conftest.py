@@ -79,6 +79,8 @@ class Exporter:
             env=self.env, stdout=log, stderr=log, cwd=ROOT,
         )
         log.close()
+        if wait <= 0:
+            return self
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
