@@ -14,7 +14,6 @@ values and marks the snapshot down.
 
 from __future__ import annotations
 
-import calendar
 import sqlite3
 import threading
 import time
@@ -25,12 +24,12 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.admin_api import AdminApiClient, AdminApiError, ClaudeCodeRow, CostRow, UsageRow, day_start, days_between
+from exporter.budget import period_bounds
 from exporter.config import MIN_POLL_INTERVAL, PeriodConfig
 from exporter.usage import TOKEN_TYPES, Tokens
 
@@ -78,25 +77,13 @@ def month_start(day: date) -> date:
 
 
 def period_start(period: PeriodConfig, now: datetime) -> date:
-    """The UTC date on which the pool period containing ``now`` began.
+    """The UTC date on which the pool period containing ``now`` began (its reset instant's date).
 
-    The reset happens on ``reset_day`` (clamped to the month's length) at ``reset_time``
-    in the period's time zone; the UTC date of that instant is returned, so a window that
-    starts there covers the whole period.
+    Holding every day from there on covers the whole period, whichever side of the reset
+    the pool arithmetic assigns the straddling day to.
     """
-    tz = ZoneInfo(period.timezone)
-    local = now.astimezone(tz)
-    hh, mm = (int(p) for p in period.reset_time.split(":"))
-
-    def reset_in(year: int, month: int) -> datetime:
-        day = min(period.reset_day, calendar.monthrange(year, month)[1])
-        return datetime(year, month, day, hh, mm, tzinfo=tz)
-
-    candidate = reset_in(local.year, local.month)
-    if candidate > local:
-        year, month = (local.year - 1, 12) if local.month == 1 else (local.year, local.month - 1)
-        candidate = reset_in(year, month)
-    return candidate.astimezone(UTC).date()
+    start, _end = period_bounds(period, now)
+    return start.astimezone(UTC).date()
 
 
 def earliest_period_start(periods: Iterable[PeriodConfig], now: datetime) -> date | None:
@@ -134,6 +121,40 @@ class BillingSnapshot:
     last_success: float | None = None
     requests: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
     error: str | None = None
+    _memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
+
+    def daily_cost(self) -> Mapping[tuple[date, str | None, str | None, str | None, str | None], Decimal]:
+        """Billed USD per (day, workspace_id, model, cost_type, token_type); computed once per snapshot."""
+        memo = self._memo.get("cost")
+        if memo is None:
+            sums: dict[tuple[date, str | None, str | None, str | None, str | None], Decimal] = defaultdict(Decimal)
+            for day, rows in self.cost_rows.items():
+                for r in rows:
+                    sums[(day, r.workspace_id, r.model, r.cost_type, r.token_type)] += r.amount_usd
+            memo = self._memo["cost"] = MappingProxyType(dict(sums))
+        return memo
+
+    def daily_usage(self) -> Mapping[tuple[date, str | None, str | None], Tokens]:
+        """Billed tokens per (day, workspace_id, model); computed once per snapshot."""
+        memo = self._memo.get("usage")
+        if memo is None:
+            counts: dict[tuple[date, str | None, str | None], list[int]] = {}
+            for r in self.usage_rows:
+                key = (r.day, r.workspace_id, r.model)
+                acc = counts.get(key)
+                if acc is None:
+                    counts[key] = list(r.tokens.as_tuple())
+                else:
+                    for i, n in enumerate(r.tokens.as_tuple()):
+                        acc[i] += n
+            memo = self._memo["usage"] = MappingProxyType({k: Tokens(*v) for k, v in counts.items()})
+        return memo
+
+    def warm(self) -> BillingSnapshot:
+        """Compute the per-day sums now (in the poller's thread), so that a scrape does not."""
+        self.daily_cost()
+        self.daily_usage()
+        return self
 
     @property
     def days(self) -> frozenset[date]:
@@ -329,7 +350,7 @@ class BillingPoller:
                 self._store(fetched, now, today)
             except (AdminApiError, sqlite3.Error) as exc:
                 previous = self._snapshot
-                self._snapshot = replace(previous, up=False, requests=self._requests(), error=str(exc))
+                self._snapshot = replace(previous, up=False, requests=self._requests(), error=str(exc)).warm()
                 log.error("billing.poll_failed", error=str(exc), kept_days=len(previous.cost_rows),
                           last_success=previous.last_success)
                 return self._snapshot
@@ -342,7 +363,7 @@ class BillingPoller:
                 up=True,
                 last_success=self._wall(),
                 requests=self._requests(),
-            )
+            ).warm()
             log.info("billing.poll_ok", cost_days_fetched=len(fetched.cost_days),
                      usage_days_fetched=len(fetched.usage_days), days_held=len(self._cost),
                      elapsed_ms=round((time.monotonic() - started) * 1000))
@@ -463,7 +484,7 @@ class BillingPoller:
             up=False,
             last_success=float(last) if last else None,
             requests=self._requests(),
-        )
+        ).warm()
 
 
 # --------------------------------------------------------------------------- metrics
@@ -504,14 +525,12 @@ def billed_metric_families(
         "workspace_id 'default' is the default workspace. " + _CACHED,
         labels=["window", "workspace_id", "model", "cost_type", "token_type"],
     )
+    daily_cost = snap.daily_cost()
     for window, first, last in _windows(today):
         sums: dict[tuple[str, str, str, str], Decimal] = defaultdict(Decimal)
-        for day, rows in snap.cost_rows.items():
+        for (day, ws, model, cost_type, token_type), amount in daily_cost.items():
             if first <= day <= last:
-                for r in rows:
-                    key = (r.workspace_id or DEFAULT_WORKSPACE, model_of(r.model), _label(r.cost_type),
-                           _label(r.token_type))
-                    sums[key] += r.amount_usd
+                sums[(ws or DEFAULT_WORKSPACE, model_of(model), _label(cost_type), _label(token_type))] += amount
         for key, amount in sorted(sums.items()):
             cost.add_metric([window, *key], float(amount))
     yield cost
@@ -523,12 +542,13 @@ def billed_metric_families(
         "token_type input is uncached input. " + _CACHED,
         labels=["window", "workspace_id", "model", "token_type"],
     )
+    daily_usage = snap.daily_usage()
     for window, first, last in _windows(today):
         tsums: dict[tuple[str, str], Tokens] = {}
-        for r in snap.usage_rows:
-            if first <= r.day <= last:
-                key = (r.workspace_id or DEFAULT_WORKSPACE, model_of(r.model))
-                tsums[key] = tsums.get(key, Tokens()) + r.tokens
+        for (day, ws, model), t in daily_usage.items():
+            if first <= day <= last:
+                key = (ws or DEFAULT_WORKSPACE, model_of(model))
+                tsums[key] = tsums.get(key, Tokens()) + t
         for (ws, model), t in sorted(tsums.items()):
             for token_type, count in zip(TOKEN_TYPES, t.as_tuple(), strict=False):
                 tokens.add_metric([window, ws, model, token_type], float(count))

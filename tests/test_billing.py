@@ -161,7 +161,7 @@ def test_restart_does_not_refetch_settled_days(fake, dataset, tmp_path):
 
     fake.clear_log()
     fake.advance(timedelta(minutes=7))
-    db2 = sqlite3.connect(path)
+    db2 = sqlite3.connect(path, isolation_level=None, check_same_thread=False)  # as the state module opens it
     restarted = make_poller(fake, db2)
     before_poll = restarted.snapshot
     assert not before_poll.up  # not polled yet in this process...
