@@ -1,0 +1,259 @@
+"""The Grafana dashboards and provisioning: structure a user relies on at a glance.
+
+Every dashboard loads from any Prometheus data source (``${datasource}``), keeps its
+uid, shows units and coloured thresholds, and every query is valid PromQL naming
+only metrics the exporter emits or the shipped recording rules define.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+DASHBOARDS = ROOT / "grafana" / "dashboards"
+PROVISIONING = ROOT / "grafana" / "provisioning"
+PROM = ROOT / "deploy" / "prometheus"
+EXPECTED_UIDS = {"overview.json": "claude-budget-overview", "team.json": "claude-budget-team"}
+
+# What the exporter emits (PRODUCT.md "Interface contract"). Counters appear with
+# their _total suffix, as Prometheus stores them.
+EXPORTER_METRICS = frozenset({
+    "claude_pool_credit_usd",
+    "claude_pool_spend_usd",
+    "claude_pool_remaining_usd",
+    "claude_pool_burn_rate_usd_per_hour",
+    "claude_pool_exhaustion_timestamp_seconds",
+    "claude_pool_period_end_timestamp_seconds",
+    "claude_pool_info",
+    "claude_breaker_open",
+    "claude_billed_spend_usd",
+    "claude_estimated_spend_usd",
+    "claude_spend_drift_ratio",
+    "claude_billed_cost_usd",
+    "claude_billed_tokens",
+    "claude_estimated_cost_usd_total",
+    "claude_estimated_tokens_total",
+    "claude_unpriced_tokens_total",
+    "claude_source_up",
+    "claude_source_last_success_timestamp_seconds",
+    "claude_billed_complete_through_timestamp_seconds",
+    "claude_admin_api_requests_total",
+    "claude_log_lines_total",
+    "claude_exporter_build_info",
+})
+
+METRIC_RE = re.compile(r"\bclaude[_:][A-Za-z0-9_:]*")
+
+
+def dashboard_files() -> list[Path]:
+    return sorted(DASHBOARDS.glob("*.json"))
+
+
+def load_dashboard(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def panels(dash: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every panel that shows data (rows' nested panels included, rows themselves not)."""
+    for p in dash["panels"]:
+        if p["type"] == "row":
+            yield from p.get("panels", [])
+        else:
+            yield p
+
+
+def exprs(dash: dict[str, Any]) -> Iterator[str]:
+    for p in panels(dash):
+        for t in p["targets"]:
+            yield t["expr"]
+    for v in dash["templating"]["list"]:
+        if v["type"] == "query":
+            yield v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+
+
+def recording_rules() -> set[str]:
+    groups = yaml.safe_load((PROM / "recording_rules.yml").read_text(encoding="utf-8"))["groups"]
+    return {r["record"] for g in groups for r in g["rules"] if "record" in r}
+
+
+def rule_texts() -> Iterator[tuple[str, str]]:
+    """(where, text) for every expression and annotation in the shipped rules."""
+    for f in ("recording_rules.yml", "alert_rules.yml"):
+        for g in yaml.safe_load((PROM / f).read_text(encoding="utf-8"))["groups"]:
+            for r in g["rules"]:
+                name = r.get("record") or r.get("alert")
+                yield f"{f}:{name}", r["expr"]
+                for k, v in r.get("annotations", {}).items():
+                    yield f"{f}:{name}:{k}", v
+
+
+by_file = pytest.mark.parametrize("path", dashboard_files(), ids=lambda p: p.name)
+
+
+def test_both_dashboards_are_shipped() -> None:
+    assert {p.name for p in dashboard_files()} == set(EXPECTED_UIDS)
+
+
+@by_file
+def test_dashboard_has_its_stable_uid(path: Path) -> None:
+    dash = load_dashboard(path)
+    assert dash["uid"] == EXPECTED_UIDS[path.name]
+    assert dash["title"].startswith("Claude budget")
+    ids = [p["id"] for p in panels(dash)]
+    assert len(ids) == len(set(ids)), "panel ids repeat"
+
+
+@by_file
+def test_datasource_is_a_variable_used_everywhere(path: Path) -> None:
+    dash = load_dashboard(path)
+    (var,) = [v for v in dash["templating"]["list"] if v["name"] == "datasource"]
+    assert var["type"] == "datasource" and var["query"] == "prometheus"
+    ref = {"type": "prometheus", "uid": "${datasource}"}
+    for p in panels(dash):
+        assert p["datasource"] == ref, p["title"]
+        for t in p["targets"]:
+            assert t["datasource"] == ref, p["title"]
+    for v in dash["templating"]["list"]:
+        if v["type"] == "query":
+            assert v["datasource"] == ref, v["name"]
+    # no data source uid from someone's Grafana baked in
+    text = path.read_text(encoding="utf-8")
+    assert '"uid": "claude-budget-prometheus"' not in text
+
+
+@by_file
+def test_every_panel_queries_something_with_a_unit_and_thresholds(path: Path) -> None:
+    for p in panels(load_dashboard(path)):
+        assert p["targets"], f"{p['title']}: no queries"
+        for t in p["targets"]:
+            assert t["expr"].strip(), f"{p['title']}: empty query"
+            assert t["refId"]
+        defaults = p["fieldConfig"]["defaults"]
+        assert defaults.get("unit"), f"{p['title']}: no unit"
+        steps = defaults["thresholds"]["steps"]
+        assert steps and steps[0]["value"] is None and all(s["color"] for s in steps), p["title"]
+        assert p.get("description"), f"{p['title']}: no description"
+
+
+@by_file
+def test_money_ratios_and_dates_have_their_units(path: Path) -> None:
+    units = {}
+    for p in panels(load_dashboard(path)):
+        units.setdefault(p["fieldConfig"]["defaults"]["unit"], []).append(p)
+    assert {"currencyUSD", "percentunit", "dateTimeAsIso"} <= set(units)
+    for p in panels(load_dashboard(path)):
+        expr = " ".join(t["expr"] for t in p["targets"])
+        unit = p["fieldConfig"]["defaults"]["unit"]
+        if "_usd" in expr and "ratio" not in expr and "exhaustion" not in expr:
+            assert unit == "currencyUSD", p["title"]
+        if "ratio" in expr:
+            assert unit == "percentunit", p["title"]
+        if unit == "dateTimeAsIso":
+            # Grafana's date units read milliseconds
+            assert all(t["expr"].rstrip().endswith("* 1000") for t in p["targets"]), p["title"]
+
+
+@by_file
+def test_credit_left_is_coloured_at_the_alert_lines(path: Path) -> None:
+    ratio_panels = [p for p in panels(load_dashboard(path))
+                    if any(t["expr"].startswith("claude:pool_remaining_ratio:hybrid") for t in p["targets"])]
+    assert ratio_panels
+    for p in ratio_panels:
+        steps = p["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert [s["value"] for s in steps][:3] == [None, 0.10, 0.20], p["title"]
+        assert steps[0]["color"] == "red"
+
+
+def test_overview_shows_what_a_team_needs() -> None:
+    text = " ".join(exprs(load_dashboard(DASHBOARDS / "overview.json")))
+    for needed in (
+        "claude:pool_remaining_usd:hybrid",                   # remaining credit
+        "claude:pool_spend_usd:hybrid",                       # spend (hybrid)
+        'claude:pool_billed_spend_usd:max{pool=~"$pool",window="period"}',     # billed
+        'claude:pool_estimated_spend_usd:sum{pool=~"$pool",window="period"}',  # estimated
+        "claude:pool_spend_drift:ratio",                      # drift
+        "claude:pool_burn_rate_usd_per_hour",                 # burn rate
+        "claude:pool_exhaustion_timestamp_seconds:projected",  # forecast
+        "sum by (model) (claude_billed_cost_usd",             # by model
+        "sum by (workspace_id) (claude_billed_cost_usd",      # by workspace
+        "claude_source_last_success_timestamp_seconds",       # freshness
+        'up{job="claude-budget-exporter"}',                   # exporter health
+        "claude_breaker_open",
+    ):
+        assert needed in text, needed
+
+
+def test_team_view_filters_by_team_then_pool() -> None:
+    dash = load_dashboard(DASHBOARDS / "team.json")
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert list(variables) == ["datasource", "team", "pool"]
+    assert variables["team"]["query"]["query"] == "label_values(claude_pool_info, team)"
+    assert '$team' in variables["pool"]["query"]["query"]
+    for p in panels(dash):
+        for t in p["targets"]:
+            assert 'pool=~"$pool"' in t["expr"], p["title"]
+
+
+def test_every_metric_named_is_emitted_or_recorded() -> None:
+    known = EXPORTER_METRICS | recording_rules()
+    unknown: dict[str, str] = {}
+    sources = list(rule_texts())
+    for path in dashboard_files():
+        sources += [(path.name, e) for e in exprs(load_dashboard(path))]
+    for where, text in sources:
+        for name in METRIC_RE.findall(text):
+            if name not in known:
+                unknown[name] = where
+    assert not unknown, f"metrics neither emitted nor recorded: {unknown}"
+
+
+def test_metric_check_catches_a_misspelt_name() -> None:
+    assert "claude_pool_remaining_usd_typo" not in EXPORTER_METRICS | recording_rules()
+    assert METRIC_RE.findall('x{a="claude-budget-exporter"} + claude:pool_spend_usd:hybrid') == [
+        "claude:pool_spend_usd:hybrid"]
+
+
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+    """Grafana's variables filled in as Grafana would, each query checked by promtool."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
+    subst = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "30s",
+             "$pool": ".*", "$team": ".*"}
+    rules = []
+    for path in dashboard_files():
+        for i, expr in enumerate(exprs(load_dashboard(path))):
+            if expr.startswith("label_values("):
+                m = re.fullmatch(r"label_values\((.*),\s*\w+\)", expr)
+                assert m, expr
+                expr = m.group(1)
+            for k, v in subst.items():
+                expr = expr.replace(k, v)
+            assert "$" not in expr, expr
+            rules.append({"record": f"dashboard:{path.stem}:q{i}", "expr": expr})
+    rule_file = tmp_path / "dashboard_queries.yml"
+    rule_file.write_text(yaml.safe_dump({"groups": [{"name": "dashboards", "rules": rules}]}), encoding="utf-8")
+    out = subprocess.run([promtool, "check", "rules", str(rule_file)], capture_output=True, text=True,
+                         timeout=60, check=False)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_provisioning_points_grafana_at_the_dashboards_and_prometheus() -> None:
+    (ds_file,) = (PROVISIONING / "datasources").glob("*.yml")
+    (datasource,) = yaml.safe_load(ds_file.read_text(encoding="utf-8"))["datasources"]
+    assert datasource["type"] == "prometheus" and datasource["uid"]
+    (dash_file,) = (PROVISIONING / "dashboards").glob("*.yml")
+    (provider,) = yaml.safe_load(dash_file.read_text(encoding="utf-8"))["providers"]
+    assert provider["type"] == "file"
+    # docker-compose mounts grafana/dashboards where the provider looks
+    compose = (ROOT / "deploy" / "docker-compose.yml").read_text(encoding="utf-8")
+    assert f"../grafana/dashboards:{provider['options']['path']}:ro" in compose
