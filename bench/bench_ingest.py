@@ -66,6 +66,7 @@ class Run:
     cmd: list[str]
     rc: int
     wall: float
+    cpu: float  # user + system seconds: steadier than wall time on a busy machine
     maxrss_mb: float
     stdout: bytes
     stderr: str
@@ -94,7 +95,7 @@ def measure(cmd: list[str], env: dict[str, str], cwd: Path = REPO, timeout: floa
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        return Run(cmd, p.returncode, wall, ru.ru_maxrss / 1024, out.read(),
+        return Run(cmd, p.returncode, wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, out.read(),
                    err.read().decode("utf-8", "replace"))
 
 
@@ -482,39 +483,42 @@ def main(argv: list[str] | None = None) -> int:
                                "when": datetime.now(UTC).isoformat(timespec="seconds")}
     failures: list[str] = []
 
-    def figures(runs: list[Run]) -> tuple[float, float] | None:
+    def figures(runs: list[Run]) -> tuple[float, float, float] | None:
         good = [r for r in runs if r.ok]
         if not good:
             return None
-        return statistics.median(r.wall for r in good), statistics.median(r.maxrss_mb for r in good)
+        return (statistics.median(r.wall for r in good), statistics.median(r.maxrss_mb for r in good),
+                statistics.median(r.cpu for r in good))
 
     o, t = figures(ours), figures(theirs)
     print()
-    print(f"{'cold run (median of ' + str(len(ours)) + ')':34s} {'wall s':>8s} {'peak RSS MB':>12s}")
+    print(f"{'cold run (median of ' + str(len(ours)) + ')':34s} {'wall s':>8s} {'peak RSS MB':>12s} {'CPU s':>8s}")
     if o:
-        print(f"{'report --json':34s} {o[0]:8.2f} {o[1]:12.1f}   runs: "
+        print(f"{'report --json':34s} {o[0]:8.2f} {o[1]:12.1f} {o[2]:8.2f}   runs: "
               + " ".join(f"{r.wall:.2f}s/{r.maxrss_mb:.0f}MB" for r in ours))
     else:
         print(f"{'report --json':34s} {'failed':>8s}   rc={ours[0].rc}: {ours[0].stderr.strip()[-500:]}")
         failures.append("report --json did not run")
     if t:
-        print(f"{'ccusage claude daily --json':34s} {t[0]:8.2f} {t[1]:12.1f}   runs: "
+        print(f"{'ccusage claude daily --json':34s} {t[0]:8.2f} {t[1]:12.1f} {t[2]:8.2f}   runs: "
               + " ".join(f"{r.wall:.2f}s/{r.maxrss_mb:.0f}MB" for r in theirs))
     elif cc:
         print(f"{'ccusage':34s} {'failed':>8s}   rc={theirs[0].rc}: {theirs[0].stderr.strip()[-300:]}")
     if o and t:
         wr, rr = o[0] / t[0], o[1] / t[1]
-        print(f"{'ratio (ours / ccusage)':34s} {wr:8.2f} {rr:12.2f}   targets: wall <= {WALL_TARGET}, "
+        print(f"{'ratio (ours / ccusage)':34s} {wr:8.2f} {rr:12.2f} {o[2] / t[2]:8.2f}   "
+              f"targets: wall <= {WALL_TARGET}, "
               f"RSS <= {RSS_TARGET}:  wall {'PASS' if wr <= WALL_TARGET else 'FAIL'}, "
               f"RSS {'PASS' if rr <= RSS_TARGET else 'FAIL'}")
         if wr > WALL_TARGET:
             failures.append(f"wall ratio {wr:.2f} > {WALL_TARGET}")
         if rr > RSS_TARGET:
             failures.append(f"RSS ratio {rr:.2f} > {RSS_TARGET}")
-        results["ratios"] = {"wall": wr, "rss": rr}
-    results["report"] = {"wall_s": o[0], "rss_mb": o[1]} if o else {"error": ours[0].stderr[-2000:]}
+        results["ratios"] = {"wall": wr, "rss": rr, "cpu": o[2] / t[2]}
+    results["report"] = ({"wall_s": o[0], "rss_mb": o[1], "cpu_s": o[2]} if o
+                         else {"error": ours[0].stderr[-2000:]})
     if t:
-        results["ccusage"] = {"wall_s": t[0], "rss_mb": t[1]}
+        results["ccusage"] = {"wall_s": t[0], "rss_mb": t[1], "cpu_s": t[2]}
 
     # ---- totals
     truth = totals_from_expected(exp)
