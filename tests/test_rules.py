@@ -30,10 +30,17 @@ RUNBOOK_URL = "https://github.com/claude-budget-exporter/claude-budget-exporter/
 BREAKER_WEBHOOK = "http://exporter:9833/alertmanager/webhook"
 
 
+INSTALL_HINTS = {
+    "promtool": "Debian: apt-get install prometheus",
+    "amtool": "Debian: apt-get install prometheus-alertmanager",
+    "kubectl": "kubectl with its built-in kustomize",
+}
+
+
 def tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
-        pytest.skip(f"{name} is not installed (Debian: apt-get install prometheus prometheus-alertmanager)")
+        pytest.skip(f"{name} is not installed ({INSTALL_HINTS[name]})")
     return path
 
 
