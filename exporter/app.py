@@ -14,7 +14,9 @@ from typing import Any
 import structlog
 from prometheus_client.core import Metric
 
-from exporter.billing import billed_metric_families
+from exporter import logsetup
+from exporter.admin_api import AdminApiClient
+from exporter.billing import BillingPoller, billed_metric_families, earliest_period_start, stored_billed_by_day
 from exporter.breaker import BreakerBoard
 from exporter.collector import ExporterCollector, make_registry
 from exporter.pools import build_pool_states, decisions, pool_metric_families
@@ -29,12 +31,28 @@ log = structlog.get_logger()
 
 def billed_by_day(state: StateDB) -> dict[date, Decimal]:
     """Billed USD per UTC day from the days the poller stored, if any."""
-    return {}
+    return stored_billed_by_day(state.conn)
 
 
-def make_billing_poller(config: Config, clock: Callable[[], float]) -> Any:
+def make_billing_poller(config: Config, clock: Callable[[], float]) -> BillingPoller | None:
     """The Admin API poller when a key is configured and found; None means logs only."""
-    return None
+    api = config.admin_api
+    if api is None:
+        return None
+    key = api.read_key()
+    if not key:
+        where = f"file {api.key_file}" if api.key_file else f"${api.key_env}"
+        log.warning("admin_api_disabled", reason=f"no admin key in {where}", hint="billed spend needs an admin key")
+        return None
+    logsetup.register_secret(key)
+    client = AdminApiClient(api.base_url, key)
+    # its own connection: the poller runs in its own thread
+    return BillingPoller(
+        client, StateDB(config.state_dir).conn,
+        clock=lambda: datetime.fromtimestamp(clock(), UTC), wall=clock,
+        since=lambda now: earliest_period_start([p.period for p in config.pools], now),
+        claude_code_report=api.claude_code_report,
+    )
 
 
 @dataclass
@@ -69,7 +87,9 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
 
     def billing_families(snap: Snapshot) -> Iterator[Metric]:
         if snap.billing is not None:
-            yield from billed_metric_families(snap.billing, now().date())
+            yield from billed_metric_families(snap.billing, now().date(), model_label=pricer.model_label,
+                                              include_claude_code=bool(config.admin_api
+                                                                       and config.admin_api.claude_code_report))
 
     collector = ExporterCollector(refresher.snapshot, extra=[pool_families, billing_families])
     registry = make_registry(collector)

@@ -299,7 +299,7 @@ class BillingPoller:
 
     def __init__(
         self,
-        client: AdminApiClient,
+        client: AdminApiClient | None,
         store: sqlite3.Connection,
         *,
         clock: Callable[[], datetime] = _utcnow,
@@ -384,6 +384,8 @@ class BillingPoller:
         return self._since(now)
 
     def _requests(self) -> Mapping[tuple[str, str], int]:
+        if self.client is None:  # restoring stored days only (``check`` from the state on disk)
+            return MappingProxyType({})
         return MappingProxyType(self.client.request_counts())
 
     def _first_unsettled(self, report: str, start: date, today: date) -> date:

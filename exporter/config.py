@@ -22,6 +22,8 @@ DEFAULT_STATE_DIR = "~/.local/state/claude-budget-exporter"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_KEY_ENV = "ANTHROPIC_ADMIN_API_KEY"
 MIN_POLL_INTERVAL = 60.0
+# Tests and the demo poll a local fake Admin API faster than Anthropic allows for the real one.
+FAST_POLL_ENV = "CLAUDE_BUDGET_EXPORTER_FAST_POLL"
 SOURCE_KINDS = ("claude_code", "cli_json", "jsonl")
 PLAN_CREDITS = {"pro": Decimal(20), "max5x": Decimal(100), "max20x": Decimal(200), "team": Decimal(100)}
 PRICE_KEYS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
@@ -375,7 +377,8 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
     state_dir = c.path(top.get("state_dir"), "state_dir") or Path(DEFAULT_STATE_DIR).expanduser()
     refresh = c.duration(top.get("refresh_interval"), "refresh_interval", 15.0, minimum=0.1)
 
-    admin = _parse_admin(c, top.get("admin_api"), "admin_api") if "admin_api" in top else None
+    fast = env.get(FAST_POLL_ENV) == "1"
+    admin = _parse_admin(c, top.get("admin_api"), "admin_api", fast) if "admin_api" in top else None
 
     if "sources" in top:
         sources = _parse_sources(c, top.get("sources"), "sources")
@@ -411,7 +414,7 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
     )
 
 
-def _parse_admin(c: _Checker, value: Any, path: str) -> AdminApiConfig:
+def _parse_admin(c: _Checker, value: Any, path: str, fast: bool = False) -> AdminApiConfig:
     m = c.mapping(value, path, ("key_env", "key_file", "base_url", "poll_interval", "claude_code_report"))
     key_env = c.string(m.get("key_env"), f"{path}.key_env", default=DEFAULT_KEY_ENV)
     key_file = c.path(m.get("key_file"), f"{path}.key_file")
@@ -420,7 +423,8 @@ def _parse_admin(c: _Checker, value: Any, path: str) -> AdminApiConfig:
     base_url = c.string(m.get("base_url"), f"{path}.base_url", default=DEFAULT_BASE_URL).rstrip("/")
     if not re.match(r"^https?://[^/\s]+", base_url):
         c.err(f"{path}.base_url", f"must be an http(s) URL, not {base_url!r}")
-    poll = c.duration(m.get("poll_interval"), f"{path}.poll_interval", 300.0, minimum=MIN_POLL_INTERVAL)
+    poll = c.duration(m.get("poll_interval"), f"{path}.poll_interval", 300.0,
+                      minimum=0.5 if fast else MIN_POLL_INTERVAL)
     ccr = c.boolean(m.get("claude_code_report"), f"{path}.claude_code_report", False)
     return AdminApiConfig(key_env=key_env, key_file=key_file, base_url=base_url, poll_interval=poll,
                           claude_code_report=ccr)

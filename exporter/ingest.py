@@ -257,8 +257,11 @@ class Ingestor:
 
     def _scan_claude(self, data: bytes, pos: int, end: int, parse, batch: _Batch, name: str) -> None:
         """Visit only the lines that mention usage; the rest are counted without being decoded."""
-        total_lines = data.count(b"\n", pos, end)
-        visited = 0
+        # A JSON object line ends in "}"; one that does not is cut short. Counting both in C
+        # tells malformed lines from ignorable ones without decoding either.
+        total_lines = data.count(b"\n", pos, end) - data.count(b"\n\n", pos, end)
+        closed = data.count(b"}\n", pos, end) + data.count(b"}\r\n", pos, end)
+        visited = visited_closed = 0
         find, rfind = data.find, data.rfind
         max_line = self.max_line
         while True:
@@ -268,13 +271,20 @@ class Ingestor:
             ls = rfind(b"\n", 0, i) + 1
             le = find(b"\n", i, end)
             visited += 1
+            line = data[ls:le]
+            if line.rstrip().endswith(b"}"):
+                visited_closed += 1
             if le - ls > max_line:
                 batch.count(name, readers.TOO_LONG)
             else:
-                batch.take(name, parse(data[ls:le], batch.now))
+                batch.take(name, parse(line, batch.now))
             pos = le + 1
-        if total_lines > visited:
-            batch.count(name, readers.IGNORED, total_lines - visited)
+        unvisited = total_lines - visited
+        cut_short = max(0, unvisited - (closed - visited_closed))
+        if cut_short:
+            batch.count(name, readers.MALFORMED, cut_short)
+        if unvisited > cut_short:
+            batch.count(name, readers.IGNORED, unvisited - cut_short)
 
     def _scan_lines(self, data: bytes, pos: int, end: int, parse, batch: _Batch, name: str) -> None:
         max_line = self.max_line

@@ -109,7 +109,8 @@ class Refresher:
         self._snapshot = Snapshot(built_at=clock())
         self._estimated: dict[str, Any] = {}
         self._sources: tuple[SourceView, ...] = ()
-        self._billing: Any = None
+        # what the poller stored before a restart is served until its first poll
+        self._billing: Any = billing_poller.snapshot if billing_poller is not None else None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.refreshes = 0
@@ -217,6 +218,12 @@ def _replace(snap: Snapshot, **changes: Any) -> Snapshot:
 
 def load_billing(state: StateDB) -> Any:
     """The billed days a poller stored in this state, as a snapshot; None when there are none."""
-    from exporter.billing import stored_snapshot
+    import sqlite3
 
-    return stored_snapshot(state.conn)
+    from exporter.billing import BillingPoller
+
+    try:
+        snap = BillingPoller(None, state.conn).snapshot  # type: ignore[arg-type] - restore only, never polls
+    except sqlite3.Error:
+        return None
+    return snap if (snap.cost_rows or snap.usage_rows) else None
