@@ -1,14 +1,32 @@
 """The HTTP side: /metrics, the status page, /healthz, the breakers and Alertmanager's webhook.
 
 A ThreadingHTTPServer is enough: every GET reads the current snapshot and never waits
-on a log folder or the Admin API. Sockets time out so slow clients cannot pin threads.
+on a log folder or the Admin API. What keeps hostile or broken clients from hurting
+the scrapes:
+
+- each request (line, headers and body) must arrive within ``request_timeout`` in all,
+  not just one byte per socket timeout, so a client dribbling headers is cut off;
+- the TLS handshake runs in the connection's own thread, never in the accept loop;
+- at most ``max_connections`` connections are served at once; beyond that new ones are
+  closed at once rather than piling up threads;
+- the webhook body is read only after authentication, and only up to 1 MiB
+  (Content-Length or chunked); anything larger is answered 413 and the connection closed.
+
+With a web config, every endpoint but ``/healthz`` needs basic auth (so that liveness
+probes and container health checks work without credentials; it tells only "ok" or
+"starting"/"stale"). The webhook takes the breaker bearer token instead when one is
+configured, because Alertmanager sends a single Authorization header.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import json
+import socket
+import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -20,9 +38,15 @@ import structlog
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
+from exporter.webconfig import BasicAuth, WebConfig
+
 log = structlog.get_logger()
 MAX_BODY_BYTES = 1 << 20
-SOCKET_TIMEOUT = 10.0
+SOCKET_TIMEOUT = 10.0  # one read or write
+REQUEST_TIMEOUT = 10.0  # a whole request, from waiting for its first byte to the end of its body
+MAX_CONNECTIONS = 512
+OPEN_PATHS = frozenset({"/healthz"})
+REALM = "claude-budget-exporter"
 
 
 @dataclass
@@ -38,29 +62,86 @@ class Routes:
     extra_get: dict[str, Callable[[], tuple[int, str, bytes]]] = field(default_factory=dict)
 
 
+class _RequestTimeout(TimeoutError):
+    pass
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket's read side, refusing to wait past the handler's current deadline."""
+
+    def __init__(self, sock: socket.socket, handler: _Handler) -> None:
+        self._sock = sock
+        self._handler = handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf: Any) -> int:
+        remaining = self._handler.deadline - time.monotonic()
+        if remaining <= 0:
+            raise _RequestTimeout("request not received in time")
+        self._sock.settimeout(min(remaining, SOCKET_TIMEOUT))
+        return self._sock.recv_into(buf)
+
+
+class _BodyError(Exception):
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class _Handler(BaseHTTPRequestHandler):
     routes: Routes
+    web: WebConfig
+    auth: BasicAuth | None
+    request_timeout: float = REQUEST_TIMEOUT
     server_version = "claude-budget-exporter"
     sys_version = ""
     timeout = SOCKET_TIMEOUT
     protocol_version = "HTTP/1.1"
+    deadline = 0.0
+
+    def setup(self) -> None:
+        super().setup()
+        self.deadline = time.monotonic() + self.request_timeout
+        self.rfile.close()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, self))
+
+    def handle_one_request(self) -> None:
+        self.deadline = time.monotonic() + self.request_timeout
+        try:
+            super().handle_one_request()
+        except TimeoutError:  # mid-headers or mid-body: the base class only catches it on the first line
+            self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
         pass  # one structlog event per request would drown the log at a 15 s scrape interval
 
     def _send(self, code: int, ctype: str, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.connection.settimeout(SOCKET_TIMEOUT)  # the read deadline does not bound the answer
         self.send_response(code)
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        for k, v in self.web.headers.items():
+            self.send_header(k, v)
         for k, v in (headers or {}).items():
             self.send_header(k, v)
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def _json(self, code: int, obj: Any) -> None:
-        self._send(code, "application/json", json.dumps(obj, indent=1).encode() + b"\n")
+    def _json(self, code: int, obj: Any, headers: dict[str, str] | None = None) -> None:
+        self._send(code, "application/json", json.dumps(obj, indent=1).encode() + b"\n", headers)
+
+    def _basic_ok(self) -> bool:
+        """True when no basic auth is configured or the request carries a valid user and password."""
+        return self.auth is None or self.auth.check(self.headers.get("Authorization"))
+
+    def _unauthorized(self, why: str = "authentication required") -> None:
+        self._json(401, {"error": why}, {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
 
     def do_HEAD(self) -> None:  # noqa: N802
         self.do_GET()
@@ -68,6 +149,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802
         path = urlsplit(self.path).path
         r = self.routes
+        if path not in OPEN_PATHS and not self._basic_ok():
+            self._unauthorized()
+            return
         if path == "/metrics":
             encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
             self._send(200, ctype, encoder(r.registry))
@@ -88,46 +172,165 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         path = urlsplit(self.path).path
         r = self.routes
+        # until the body is read, the connection cannot serve another request
+        client_closes = self.close_connection
+        self.close_connection = True
         if path != "/alertmanager/webhook" or r.webhook is None:
+            if not self._basic_ok():
+                self._unauthorized()
+                return
             self._json(404, {"error": f"no such endpoint: {path}"})
             return
         token = r.webhook_token()
         if token is not None:
             given = self.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                self._json(401, {"error": "missing or wrong bearer token"})
+                self._json(401, {"error": "missing or wrong bearer token"}, {"WWW-Authenticate": "Bearer"})
                 return
+        elif not self._basic_ok():
+            self._unauthorized()
+            return
         try:
-            length = int(self.headers.get("Content-Length", ""))
-        except ValueError:
-            self._json(411, {"error": "Content-Length required"})
+            raw = self._read_body()
+        except _BodyError as exc:
+            self._json(exc.code, {"error": str(exc)})
             return
-        if length > MAX_BODY_BYTES or length < 0:
-            self.close_connection = True
-            self._json(413, {"error": f"body over {MAX_BODY_BYTES} bytes"})
-            return
-        raw = self.rfile.read(length)
+        self.close_connection = client_closes
         try:
             payload = json.loads(raw)
             if not isinstance(payload, dict):
                 raise ValueError("the body must be a JSON object")
-        except ValueError as exc:
+        except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             self._json(400, {"error": f"not an Alertmanager webhook payload: {exc}"})
             return
         code, body = r.webhook(payload)
         self._json(code, body)
 
+    def _read_body(self) -> bytes:
+        """The request body, at most MAX_BODY_BYTES; raises _BodyError with the status to answer."""
+        te = self.headers.get("Transfer-Encoding")
+        cl = self.headers.get("Content-Length")
+        if te is not None:
+            if cl is not None:  # ambiguous framing is how requests get smuggled: refuse it
+                raise _BodyError(400, "both Content-Length and Transfer-Encoding given")
+            if te.strip().lower() != "chunked":
+                raise _BodyError(501, f"Transfer-Encoding {te!r} not supported")
+            return self._read_chunked()
+        if cl is None:
+            raise _BodyError(411, "Content-Length required")
+        if not cl.strip().isdigit():
+            raise _BodyError(400, "Content-Length must be a non-negative integer")
+        length = int(cl)
+        if length > MAX_BODY_BYTES:
+            raise _BodyError(413, f"body over {MAX_BODY_BYTES} bytes")
+        raw = self.rfile.read(length)
+        if len(raw) < length:
+            raise _BodyError(400, "body shorter than Content-Length")
+        return raw
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            line = self.rfile.readline(1026)
+            if not line.endswith(b"\n"):
+                raise _BodyError(400, "bad chunk size line")
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise _BodyError(400, "bad chunk size line") from None
+            if size < 0:
+                raise _BodyError(400, "bad chunk size line")
+            if size == 0:
+                for _ in range(64):  # trailers, up to the empty line
+                    if self.rfile.readline(8194) in (b"\r\n", b"\n", b""):
+                        return b"".join(parts)
+                raise _BodyError(400, "too many trailer lines")
+            total += size
+            if total > MAX_BODY_BYTES:
+                raise _BodyError(413, f"body over {MAX_BODY_BYTES} bytes")
+            data = self.rfile.read(size)
+            if len(data) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise _BodyError(400, "chunk shorter than its size")
+            parts.append(data)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # a burst of scrapers (or an attacker) should queue in the kernel, not be refused
+    request_queue_size = 128
+
+    def __init__(self, address: tuple[str, int], handler: type[_Handler], *, tls: ssl.SSLContext | None,
+                 max_connections: int) -> None:
+        self.tls = tls
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            if self.refused in (1, 10, 100) or self.refused % 1000 == 0:
+                log.warning("http_connections_refused", refused=self.refused,
+                            hint="too many open connections: a client is holding them open, or raise the limit")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(SOCKET_TIMEOUT)
+        if self.tls is None:
+            self.RequestHandlerClass(request, client_address, self)
+            return
+        # the handshake happens here, in this connection's thread, within the socket timeout
+        try:
+            conn = self.tls.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            log.debug("tls_handshake_failed", client=client_address[0], error=str(exc))
+            return
+        try:
+            self.RequestHandlerClass(conn, client_address, self)
+        finally:
+            conn.close()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # a client that vanished or timed out mid-request is routine, not a traceback on stderr
+        import sys
+
+        exc = sys.exc_info()[1]
+        log.debug("http_connection_error", client=client_address[0] if client_address else None,
+                  error=f"{type(exc).__name__}: {exc}")
+
 
 class ExporterServer:
-    def __init__(self, host: str, port: int, routes: Routes) -> None:
-        handler = type("Handler", (_Handler,), {"routes": routes})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
-        self.httpd.daemon_threads = True
+    def __init__(self, host: str, port: int, routes: Routes, web: WebConfig | None = None, *,
+                 request_timeout: float = REQUEST_TIMEOUT, max_connections: int = MAX_CONNECTIONS) -> None:
+        web = web or WebConfig()
+        self.web = web
+        self.auth = BasicAuth(web.users) if web.auth_required else None
+        handler = type("Handler", (_Handler,), {"routes": routes, "web": web, "auth": self.auth,
+                                                "request_timeout": request_timeout})
+        tls = web.tls.context() if web.tls is not None else None
+        self.httpd = _Server((host, port), handler, tls=tls, max_connections=max_connections)
         self._thread: threading.Thread | None = None
 
     @property
     def port(self) -> int:
         return self.httpd.server_address[1]
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.web.tls is not None else "http"
 
     def serve_forever(self) -> None:
         self.httpd.serve_forever(poll_interval=0.5)

@@ -1,0 +1,321 @@
+"""The web config file: TLS, basic auth and response headers, in the style of exporter-toolkit's ``web.yml``.
+
+The same file a Go exporter takes works here for the keys both understand::
+
+    tls_server_config:
+      cert_file: server.crt        # relative paths are relative to this file
+      key_file: server.key
+      client_auth_type: RequireAndVerifyClientCert   # optional
+      client_ca_file: clients.crt                    # required by the Verify* types
+      min_version: TLS12                             # TLS10..TLS13 [TLS12]
+    basic_auth_users:
+      prometheus: $2b$12$...       # bcrypt hashes only, never plain passwords
+    http_server_config:
+      headers: {Strict-Transport-Security: max-age=31536000}
+
+Every problem is reported with its path, as in the main config. Checking a password
+costs a bcrypt round (tens of milliseconds by design); a successful check is cached by
+a hash of the credentials so that a scrape every 15 s pays it once, not every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import ssl
+import threading
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.config import ConfigError, _Checker, _typename
+
+TLS_VERSIONS = {
+    "TLS10": ssl.TLSVersion.TLSv1,
+    "TLS11": ssl.TLSVersion.TLSv1_1,
+    "TLS12": ssl.TLSVersion.TLSv1_2,
+    "TLS13": ssl.TLSVersion.TLSv1_3,
+}
+# exporter-toolkit's names. Python's ssl cannot ask for a client certificate without
+# verifying it against a CA, so the two "accept any certificate" policies are refused
+# rather than silently made stricter or looser.
+CLIENT_AUTH = {
+    "NoClientCert": ssl.CERT_NONE,
+    "VerifyClientCertIfGiven": ssl.CERT_OPTIONAL,
+    "RequireAndVerifyClientCert": ssl.CERT_REQUIRED,
+}
+UNSUPPORTED_CLIENT_AUTH = ("RequestClientCert", "RequireAnyClientCert")
+# the headers exporter-toolkit allows, with the values it allows where it restricts them
+HEADER_VALUES: dict[str, tuple[str, ...] | None] = {
+    "Strict-Transport-Security": None,
+    "X-Content-Type-Options": ("nosniff",),
+    "X-Frame-Options": ("deny", "sameorigin"),
+    "X-XSS-Protection": None,
+    "Content-Security-Policy": None,
+}
+BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+AUTH_CACHE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    cert_file: Path
+    key_file: Path
+    client_auth_type: str = "NoClientCert"
+    client_ca_file: Path | None = None
+    min_version: str = "TLS12"
+    max_version: str | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """A server-side context; raises ssl.SSLError or OSError when a file is unusable."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.minimum_version = TLS_VERSIONS[self.min_version]
+        if self.max_version:
+            ctx.maximum_version = TLS_VERSIONS[self.max_version]
+        ctx.load_cert_chain(self.cert_file, self.key_file)
+        ctx.verify_mode = CLIENT_AUTH[self.client_auth_type]
+        if self.client_ca_file is not None:
+            ctx.load_verify_locations(cafile=self.client_ca_file)
+        return ctx
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    """What the HTTP server enforces; the empty WebConfig is plain HTTP with no auth."""
+
+    tls: TLSConfig | None = None
+    # user -> bcrypt hash; repr=False keeps hashes out of any log line that prints the config
+    users: Mapping[str, bytes] = field(default_factory=dict, repr=False)
+    headers: Mapping[str, str] = field(default_factory=dict)
+    origin: str = "none"
+
+    @property
+    def auth_required(self) -> bool:
+        return bool(self.users)
+
+
+def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
+    """The web config at ``path`` (None: plain HTTP, no auth); raises ConfigError listing every problem."""
+    if path is None:
+        return WebConfig()
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"(file): cannot read: {exc.strerror or exc}"], str(path)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["(file): is not UTF-8 text"], str(path)) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
+        raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"], str(path)) from None
+    return parse_web_config(raw, origin=str(path), base_dir=path.parent)
+
+
+def parse_web_config(raw: Any, origin: str = "web config", base_dir: Path | None = None) -> WebConfig:
+    """Check a parsed web config document; raise ConfigError with every ``path: problem``."""
+    base = base_dir or Path.cwd()
+    c = _Checker()
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(["(top level): must be a mapping of tls_server_config, basic_auth_users, "
+                           "http_server_config"], origin)
+    top = c.mapping(raw, "", ("tls_server_config", "basic_auth_users", "http_server_config"))
+    tls = _parse_tls(c, top.get("tls_server_config"), base) if top.get("tls_server_config") is not None else None
+    users = _parse_users(c, top.get("basic_auth_users"))
+    hs = c.mapping(top.get("http_server_config"), "http_server_config", ("headers", "http2"))
+    c.boolean(hs.get("http2"), "http_server_config.http2", True)  # accepted for compatibility; HTTP/1.1 only
+    headers = _parse_headers(c, hs.get("headers"))
+    if c.problems:
+        raise ConfigError(c.problems, origin)
+    return WebConfig(tls=tls, users=users, headers=headers, origin=origin)
+
+
+def _file(c: _Checker, value: Any, path: str, base: Path, *, required: bool) -> Path | None:
+    text = c.string(value, path, required=required)
+    if not text:
+        return None
+    p = Path(text).expanduser()
+    p = p if p.is_absolute() else base / p
+    if not os.access(p, os.R_OK) or not p.is_file():
+        c.err(path, f"cannot read {str(p)!r}")
+        return None
+    return p
+
+
+def _parse_tls(c: _Checker, value: Any, base: Path) -> TLSConfig | None:
+    path = "tls_server_config"
+    m = c.mapping(value, path, ("cert_file", "key_file", "client_auth_type", "client_ca_file", "min_version",
+                                "max_version"))
+    if not isinstance(value, dict):
+        return None
+    before = len(c.problems)
+    cert = _file(c, m.get("cert_file"), f"{path}.cert_file", base, required=True)
+    key = _file(c, m.get("key_file"), f"{path}.key_file", base, required=True)
+    ca = _file(c, m.get("client_ca_file"), f"{path}.client_ca_file", base, required=False)
+    auth = c.string(m.get("client_auth_type"), f"{path}.client_auth_type", default="")
+    if auth in UNSUPPORTED_CLIENT_AUTH:
+        c.err(f"{path}.client_auth_type", f"{auth} is not supported (a client certificate is always verified "
+                                          "here): use VerifyClientCertIfGiven or RequireAndVerifyClientCert")
+    elif auth and auth not in CLIENT_AUTH:
+        c.err(f"{path}.client_auth_type", f"must be one of {', '.join(CLIENT_AUTH)}, not {auth!r}")
+    if not auth:
+        auth = "NoClientCert"
+    if auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and "client_ca_file" not in m:
+        c.err(f"{path}.client_ca_file", f"is required with client_auth_type: {auth}")
+    if auth == "NoClientCert" and "client_ca_file" in m:
+        c.err(f"{path}.client_auth_type", "client_ca_file is set but no client certificate is asked for: "
+                                          "set VerifyClientCertIfGiven or RequireAndVerifyClientCert")
+    versions = {}
+    for k, default in (("min_version", "TLS12"), ("max_version", None)):
+        v = c.string(m.get(k), f"{path}.{k}", default="") or default
+        if v is not None and v not in TLS_VERSIONS:
+            c.err(f"{path}.{k}", f"must be one of {', '.join(TLS_VERSIONS)}, not {v!r}")
+            v = default
+        versions[k] = v
+    if versions["max_version"] and TLS_VERSIONS[versions["max_version"]] < TLS_VERSIONS[versions["min_version"]]:
+        c.err(f"{path}.max_version", "is below min_version")
+    if len(c.problems) > before or cert is None or key is None:
+        return None
+    tls = TLSConfig(cert_file=cert, key_file=key, client_auth_type=auth, client_ca_file=ca,
+                    min_version=versions["min_version"], max_version=versions["max_version"])
+    try:
+        tls.context()  # a wrong key, a cert that is not PEM: found now, not at the first scrape
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        c.err(path, f"cannot load the certificate, key or CA: {getattr(exc, 'reason', None) or exc}")
+        return None
+    return tls
+
+
+def _parse_users(c: _Checker, value: Any) -> dict[str, bytes]:
+    path = "basic_auth_users"
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        c.err(path, f"must be a mapping of user name to bcrypt hash, not {_typename(value)}")
+        return {}
+    users: dict[str, bytes] = {}
+    for user, hashed in value.items():
+        p = f"{path}.{user}"
+        if not isinstance(user, str) or not user or ":" in user:
+            c.err(p, "user name must be a non-empty string without ':'")
+            continue
+        if not isinstance(hashed, str) or not hashed.startswith(BCRYPT_PREFIXES) or len(hashed) != 60:
+            # never echo the value: it may be a plain password pasted by mistake
+            c.err(p, "must be a bcrypt hash ($2b$..., 60 characters), e.g. from "
+                     "htpasswd -nbBC 12 '' PASSWORD | tr -d ':\\n'")
+            continue
+        users[user] = hashed.encode()
+    return users
+
+
+def _parse_headers(c: _Checker, value: Any) -> dict[str, str]:
+    path = "http_server_config.headers"
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        c.err(path, f"must be a mapping of header name to value, not {_typename(value)}")
+        return {}
+    out: dict[str, str] = {}
+    canonical = {k.lower(): k for k in HEADER_VALUES}
+    for name, v in value.items():
+        p = f"{path}.{name}"
+        key = canonical.get(str(name).lower())
+        if key is None:
+            c.err(p, f"not a header that may be set (allowed: {', '.join(HEADER_VALUES)})")
+            continue
+        if not isinstance(v, str) or not v or "\n" in v or "\r" in v:
+            c.err(p, f"must be a one-line string, not {_typename(v)}")
+            continue
+        allowed = HEADER_VALUES[key]
+        if allowed is not None and v.lower() not in allowed:
+            c.err(p, f"must be one of {', '.join(allowed)}, not {v!r}")
+            continue
+        out[key] = v
+    return out
+
+
+# --------------------------------------------------------------------------- checking credentials
+
+
+class BasicAuth:
+    """Checks ``Authorization: Basic`` against the bcrypt hashes, caching successes.
+
+    The cache key is a SHA-256 of user, password and stored hash, so the cache holds no
+    password, and a changed hash (a new web config) misses. Failures are not cached: an
+    attacker cannot fill memory with them. At most two bcrypt rounds run at once, so a
+    flood of wrong passwords costs the attacker's own requests time, not every scrape's.
+    """
+
+    _DUMMY = b"$2b$10$" + b"N" * 53  # checked for unknown users, so timing does not reveal names
+
+    def __init__(self, users: Mapping[str, bytes], *, cache_size: int = AUTH_CACHE_SIZE) -> None:
+        self.users = dict(users)
+        self._ok: OrderedDict[bytes, None] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self._bcrypt_slots = threading.BoundedSemaphore(2)
+        self.bcrypt_checks = 0  # how many times bcrypt actually ran (tests and the benchmark read it)
+
+    def check(self, header: str | None) -> bool:
+        creds = _basic_credentials(header)
+        if creds is None:
+            return False
+        user, password = creds
+        hashed = self.users.get(user)
+        key = hashlib.sha256(b"\0".join((user.encode(), password, hashed or b""))).digest()
+        if hashed is not None:
+            with self._lock:
+                if key in self._ok:
+                    self._ok.move_to_end(key)
+                    return True
+        ok = self._bcrypt(password, hashed if hashed is not None else self._DUMMY)
+        if not ok or hashed is None:
+            return False
+        with self._lock:
+            self._ok[key] = None
+            while len(self._ok) > self._cache_size:
+                self._ok.popitem(last=False)
+        return True
+
+    def _bcrypt(self, password: bytes, hashed: bytes) -> bool:
+        import bcrypt
+
+        with self._bcrypt_slots:
+            self.bcrypt_checks += 1
+            try:
+                return bcrypt.checkpw(password, hashed)
+            except ValueError:
+                return False
+
+
+def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:
+    import base64
+    import binascii
+
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic" or not value:
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(b":")
+    if not sep:
+        return None
+    try:
+        return user.decode("utf-8"), password
+    except UnicodeDecodeError:
+        return None
+
+
+__all__ = ["BasicAuth", "TLSConfig", "WebConfig", "load_web_config", "parse_web_config"]

@@ -1,0 +1,622 @@
+"""Who gets in, and what a hostile or broken client can do: basic auth (bcrypt), TLS and client
+certificates from the web config, the breaker webhook's bearer token, slow clients, oversized
+bodies, and the admin key kept out of every log line, page, metric and state file.
+
+Most tests run the exporter as a real process; the ones that need a knob the command line
+does not offer (a 1 s request deadline, a connection cap of 5) run the same server class in
+process on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import io
+import json
+import shutil
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import bcrypt
+import pytest
+import structlog
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import CollectorRegistry
+
+from exporter import logsetup
+from exporter.config import FAST_POLL_ENV, ConfigError
+from exporter.server import MAX_BODY_BYTES, ExporterServer, Routes
+from exporter.webconfig import BasicAuth, WebConfig, load_web_config, parse_web_config
+from tests.conftest import clean_env, http_get, run_cli, sample
+from tests.fake_admin_api import FakeAdminApi
+
+PASSWORD = "correct horse battery staple"
+# cost 4: the lowest bcrypt allows, so the suite does not spend seconds hashing
+HASH = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+TOKEN = "webhook-token-0123456789"
+KEY = "sk-ant-admin01-security-test-key-0f1e2d3c4b5a69788796a5b4"
+
+
+def _basic(user: str, password: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+
+
+def _request(url: str, *, headers: dict[str, str] | None = None, data: bytes | None = None,
+             context: ssl.SSLContext | None = None, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def _webhook_payload(pool: str = "agent-sdk", status: str = "firing") -> bytes:
+    return json.dumps({"version": "4", "status": status, "receiver": "breaker", "alerts": [
+        {"status": status, "labels": {"alertname": "PoolNearlyExhausted", "pool": pool, "breaker": "open"},
+         "annotations": {"summary": "test"}, "startsAt": "2026-01-01T00:00:00Z", "fingerprint": "f1"}]}).encode()
+
+
+def _write_config(tmp: Path, extra: str = "") -> Path:
+    logs = tmp / "logs"
+    logs.mkdir(exist_ok=True)
+    cfg = tmp / "config.yaml"
+    cfg.write_text(f"""
+refresh_interval: 200ms
+sources:
+  - name: claude-code
+    kind: claude_code
+    paths: [{logs}]
+pools:
+  - name: agent-sdk
+    credit_usd: 200
+    match: {{sources: [claude-code]}}
+{extra}""")
+    return cfg
+
+
+# --------------------------------------------------------------------------- in-process server
+
+
+class _Const:
+    def collect(self):
+        g = GaugeMetricFamily("claude_test_value", "a constant for the tests")
+        g.add_metric([], 1)
+        yield g
+
+
+def _routes(webhook_token: str | None = None, seen: list | None = None) -> Routes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Const())
+
+    def webhook(payload):
+        if seen is not None:
+            seen.append(payload)
+        return 200, {"accepted": len(payload.get("alerts", []))}
+
+    return Routes(registry=registry, healthy=lambda: (True, "ok"), status_page=lambda: "<p>status</p>",
+                  breaker=lambda pool: (200, {"pool": pool, "state": "closed"}), webhook=webhook,
+                  webhook_token=lambda: webhook_token)
+
+
+@pytest.fixture
+def server_factory():
+    started: list[ExporterServer] = []
+
+    def make(web: WebConfig | None = None, **kw) -> ExporterServer:
+        routes = kw.pop("routes", None) or _routes()
+        s = ExporterServer("127.0.0.1", 0, routes, web, **kw)
+        s.start()
+        started.append(s)
+        return s
+
+    yield make
+    for s in started:
+        s.shutdown()
+
+
+# --------------------------------------------------------------------------- web config checking
+
+
+def test_bad_web_config_exits_2_listing_every_problem_with_its_path(tmp_path: Path) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text("""
+tls_server_config:
+  cert_file: missing.crt
+  min_version: TLS99
+  client_auth_type: RequireAnyClientCert
+basic_auth_users:
+  alice: hunter2-plain-password
+  "bob:x": $2b$04$abcdefghijklmnopqrstuu1234567890123456789012345678901
+http_server_config:
+  headers: {X-Frame-Options: allowall, Set-Cookie: a=b}
+listen_address: ":9100"
+""")
+    cfg = _write_config(tmp_path, f"web_config_file: {web}\n")
+    r = run_cli("serve", "--config", str(cfg), "--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"))
+    assert r.returncode == 2, r.stderr
+    for path in ("tls_server_config.cert_file: cannot read", "tls_server_config.key_file: is required",
+                 "tls_server_config.min_version: must be one of", "tls_server_config.client_auth_type:",
+                 "basic_auth_users.alice: must be a bcrypt hash", "basic_auth_users.bob:x: user name",
+                 "http_server_config.headers.X-Frame-Options: must be one of",
+                 "http_server_config.headers.Set-Cookie: not a header", "listen_address: unknown key"):
+        assert path in r.stderr, f"{path!r} missing from:\n{r.stderr}"
+    assert "hunter2" not in r.stderr  # a password pasted where a hash belongs is never echoed
+
+
+def test_web_config_problems_name_their_paths_and_a_good_file_loads(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        parse_web_config({"tls_server_config": {"cert_file": 5, "key_file": "k"}, "basic_auth_users": ["x"]},
+                         base_dir=tmp_path)
+    assert all(": " in p for p in e.value.problems)
+    assert any(p.startswith("basic_auth_users: must be a mapping") for p in e.value.problems)
+    with pytest.raises(ConfigError) as e:
+        load_web_config(tmp_path / "nope.yml")
+    assert e.value.problems == ["(file): cannot read: No such file or directory"]
+    good = tmp_path / "web.yml"
+    good.write_text(f"basic_auth_users: {{prometheus: '{HASH}'}}\n"
+                    "http_server_config: {headers: {X-Content-Type-Options: nosniff}}\n")
+    wc = load_web_config(good)
+    assert wc.auth_required and wc.tls is None and wc.headers == {"X-Content-Type-Options": "nosniff"}
+    assert HASH not in repr(wc)
+    assert load_web_config(None) == WebConfig()
+
+
+# --------------------------------------------------------------------------- basic auth
+
+
+def test_basic_auth_guards_every_endpoint_but_healthz(tmp_path: Path, exporter_factory) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users: {{prometheus: '{HASH}'}}\n"
+                   "http_server_config: {headers: {X-Frame-Options: deny}}\n")
+    cfg = _write_config(tmp_path, f"web_config_file: {web}\n")
+    e = exporter_factory(["--config", str(cfg), "--state-dir", str(tmp_path / "state")]).start()
+    good, bad = _basic("prometheus", PASSWORD), _basic("prometheus", PASSWORD + "x")
+
+    for path in ("/metrics", "/", "/breaker/agent-sdk", "/no-such-page"):
+        for headers in ({}, bad, _basic("nobody", PASSWORD), {"Authorization": "Bearer " + PASSWORD},
+                        {"Authorization": "Basic !!!not-base64"}):
+            code, hdrs, body = _request(e.url + path, headers=headers)
+            assert code == 401, (path, headers, code)
+            assert hdrs["WWW-Authenticate"].startswith("Basic ")
+            assert b"claude_" not in body and b"agent-sdk" not in body
+    code, _, body = _request(e.url + "/metrics", headers=good)
+    assert code == 200 and b"claude_pool_credit_usd" in body
+    code, hdrs, _ = _request(e.url + "/breaker/agent-sdk", headers=good)
+    assert code == 200 and hdrs["X-Frame-Options"] == "deny"
+    assert _request(e.url + "/", headers=good)[0] == 200
+    # liveness probes and container health checks carry no credentials
+    code, hdrs, body = _request(e.url + "/healthz")
+    assert code == 200 and body == b"ok\n" and hdrs["X-Frame-Options"] == "deny"
+    # with no bearer token configured, the webhook is behind basic auth like the rest
+    assert _request(e.url + "/alertmanager/webhook", data=_webhook_payload())[0] == 401
+    code, _, body = _request(e.url + "/alertmanager/webhook", data=_webhook_payload(), headers=good)
+    assert code == 200, body
+    code, _, body = _request(e.url + "/breaker/agent-sdk", headers=good)
+    assert code == 503 and json.loads(body)["state"] == "open"
+
+
+def test_a_successful_bcrypt_check_is_cached_and_failures_always_pay() -> None:
+    auth = BasicAuth({"prometheus": HASH.encode()})
+    good = _basic("prometheus", PASSWORD)["Authorization"]
+    assert auth.check(good)
+    assert auth.bcrypt_checks == 1
+    t = time.perf_counter()
+    for _ in range(1000):
+        assert auth.check(good)
+    assert auth.bcrypt_checks == 1  # a scrape every 15 s pays bcrypt once
+    assert (time.perf_counter() - t) / 1000 < 0.001
+    for header in (_basic("prometheus", "wrong")["Authorization"], _basic("prometheus", "wrong")["Authorization"],
+                   _basic("mallory", PASSWORD)["Authorization"]):
+        assert not auth.check(header)
+    assert auth.bcrypt_checks == 4  # wrong passwords are not cached; unknown users pay bcrypt too
+    # a changed hash (a new web config) does not inherit the old cache
+    other = BasicAuth({"prometheus": bcrypt.hashpw(b"new", bcrypt.gensalt(4))})
+    assert not other.check(good)
+    # malformed headers and over-long passwords are refusals, not exceptions
+    for header in (None, "", "Basic", "Basic =", "Digest x", "Basic " + base64.b64encode(b"nocolon").decode(),
+                   "Basic " + base64.b64encode(b"prometheus:" + b"x" * 100).decode(),
+                   "Basic " + base64.b64encode(b"\xff\xfe:pw").decode()):
+        assert not auth.check(header)
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory) -> Path:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make test certificates")
+    d = tmp_path_factory.mktemp("pki")
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2",
+             "-subj", "/CN=test-ca", cwd=d)
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={name}", cwd=d)
+        _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                 "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+    return d
+
+
+def _client_ctx(pki: Path, cert: bool = False) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    if cert:
+        ctx.load_cert_chain(pki / "client.crt", pki / "client.key")
+    return ctx
+
+
+def test_tls_and_basic_auth_end_to_end(tmp_path: Path, pki: Path, exporter_factory) -> None:
+    web = tmp_path / "web.yml"
+    # relative paths are relative to the web config file, as in exporter-toolkit
+    for f in ("server.crt", "server.key"):
+        shutil.copy(pki / f, tmp_path / f)
+    web.write_text(f"tls_server_config: {{cert_file: server.crt, key_file: server.key, min_version: TLS13}}\n"
+                   f"basic_auth_users: {{prometheus: '{HASH}'}}\n")
+    cfg = _write_config(tmp_path, f"web_config_file: {web}\n")
+    e = exporter_factory(["--config", str(cfg), "--state-dir", str(tmp_path / "state")])
+    e.start(wait=0)
+    url = f"https://127.0.0.1:{e.port}"
+    ctx = _client_ctx(pki)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if _request(url + "/healthz", context=ctx, timeout=1)[0] == 200:
+                break
+        except OSError:
+            pass
+        assert time.monotonic() < deadline and e.proc.poll() is None, e.log_path.read_text()
+        time.sleep(0.1)
+    assert _request(url + "/metrics", context=ctx)[0] == 401
+    code, _, body = _request(url + "/metrics", context=ctx, headers=_basic("prometheus", PASSWORD))
+    assert code == 200 and b"claude_exporter_build_info" in body
+    # plain HTTP on the TLS port gets nothing: the handshake fails and the connection closes
+    with pytest.raises((OSError, http.client.HTTPException)):
+        _request(f"http://127.0.0.1:{e.port}/metrics", timeout=3)
+    # a client below min_version is refused
+    old = _client_ctx(pki)
+    old.maximum_version = ssl.TLSVersion.TLSv1_2
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, OSError)):
+        _request(url + "/healthz", context=old, timeout=3)
+
+
+def test_client_certificates_are_required_and_verified(pki: Path, server_factory) -> None:
+    web = parse_web_config({"tls_server_config": {
+        "cert_file": str(pki / "server.crt"), "key_file": str(pki / "server.key"),
+        "client_auth_type": "RequireAndVerifyClientCert", "client_ca_file": str(pki / "ca.crt")}})
+    s = server_factory(web)
+    url = f"https://127.0.0.1:{s.port}/metrics"
+    code, _, body = _request(url, context=_client_ctx(pki, cert=True))
+    assert code == 200 and b"claude_test_value 1.0" in body
+    with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
+        _request(url, context=_client_ctx(pki, cert=False), timeout=3)
+
+
+def test_a_stalled_tls_handshake_does_not_block_other_clients(pki: Path, server_factory) -> None:
+    web = parse_web_config({"tls_server_config": {"cert_file": str(pki / "server.crt"),
+                                                  "key_file": str(pki / "server.key")}})
+    s = server_factory(web)
+    stalled = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(30)]  # connect, never say hello
+    try:
+        time.sleep(0.2)
+        t = time.perf_counter()
+        code, _, _ = _request(f"https://127.0.0.1:{s.port}/metrics", context=_client_ctx(pki))
+        assert code == 200 and time.perf_counter() - t < 1.0
+    finally:
+        for c in stalled:
+            c.close()
+
+
+# --------------------------------------------------------------------------- the breaker webhook's token
+
+
+def test_webhook_bearer_token(tmp_path: Path, exporter_factory) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users: {{prometheus: '{HASH}'}}\n")
+    cfg = _write_config(tmp_path, f"web_config_file: {web}\nbreaker_webhook: {{token_env: HOOK_TOKEN}}\n")
+    env = clean_env(HOOK_TOKEN=TOKEN)
+    e = exporter_factory(["--config", str(cfg), "--state-dir", str(tmp_path / "state")], env).start()
+    hook = e.url + "/alertmanager/webhook"
+    for headers in ({}, {"Authorization": f"Bearer {TOKEN}x"}, {"Authorization": f"Bearer {TOKEN[:-1]}"},
+                    {"Authorization": TOKEN}, {"Authorization": f"bearer  {TOKEN}"},
+                    _basic("prometheus", PASSWORD)):  # basic auth is not the webhook's credential
+        code, hdrs, body = _request(hook, data=_webhook_payload(), headers=headers)
+        assert code == 401, (headers, code, body)
+        assert hdrs["WWW-Authenticate"] == "Bearer"
+    good = _basic("prometheus", PASSWORD)
+    assert json.loads(_request(e.url + "/breaker/agent-sdk", headers=good)[2])["state"] == "closed"
+    code, _, body = _request(hook, data=_webhook_payload(), headers={"Authorization": f"Bearer {TOKEN}"})
+    assert code == 200 and json.loads(body)["open_pools"] == ["agent-sdk"]
+    code, _, body = _request(e.url + "/breaker/agent-sdk", headers=good)
+    assert code == 503 and json.loads(body)["state"] == "open"
+    # a resolved notification closes it again
+    code, _, _ = _request(hook, data=_webhook_payload(status="resolved"), headers={"Authorization": f"Bearer {TOKEN}"})
+    assert code == 200
+    assert _request(e.url + "/breaker/agent-sdk", headers=good)[0] == 200
+
+
+# --------------------------------------------------------------------------- slow clients
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_fifty_slowloris_connections_do_not_slow_metrics(tmp_path: Path, exporter_factory) -> None:
+    cfg = _write_config(tmp_path)
+    e = exporter_factory(["--config", str(cfg), "--state-dir", str(tmp_path / "state")]).start()
+    stop = threading.Event()
+    slow = [socket.create_connection(("127.0.0.1", e.port)) for _ in range(50)]
+    for c in slow:
+        c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+
+    def dribble() -> None:
+        n = 0
+        while not stop.wait(0.3):
+            for c in slow:
+                try:
+                    c.sendall(b"X-%d: y\r\n" % n)
+                except OSError:
+                    pass
+            n += 1
+
+    t = threading.Thread(target=dribble, daemon=True)
+    t.start()
+    try:
+        time.sleep(0.5)
+        latencies = []
+        for _ in range(30):
+            started = time.perf_counter()
+            code, body = http_get(e.url + "/metrics")
+            latencies.append(time.perf_counter() - started)
+            assert code == 200 and b"claude_exporter_build_info" in body
+            time.sleep(0.05)
+        latencies.sort()
+        assert latencies[-1] < 0.5, f"slowest scrape {latencies[-1] * 1000:.0f} ms"
+        assert latencies[len(latencies) // 2] < 0.1
+    finally:
+        stop.set()
+        t.join()
+        for c in slow:
+            c.close()
+
+
+def test_a_dribbling_client_is_cut_off_at_the_request_deadline(server_factory) -> None:
+    s = server_factory(request_timeout=1.0)
+    c = socket.create_connection(("127.0.0.1", s.port))
+    c.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+    started = time.monotonic()
+    closed_after = None
+    c.settimeout(0.1)
+    try:
+        while time.monotonic() - started < 5:
+            try:
+                c.sendall(b"X-a: b\r\n")  # one header every 0.1 s, each well within the socket timeout
+                if c.recv(1024) == b"":
+                    closed_after = time.monotonic() - started
+                    break
+            except TimeoutError:
+                continue
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+    finally:
+        c.close()
+    assert closed_after is not None, "the server kept a dribbling client for 5 s"
+    assert 0.8 < closed_after < 2.0
+    assert http_get(f"http://127.0.0.1:{s.port}/metrics")[0] == 200
+
+
+def test_connections_beyond_the_cap_are_closed_and_service_resumes(server_factory) -> None:
+    s = server_factory(request_timeout=1.0, max_connections=5)
+    idle = [socket.create_connection(("127.0.0.1", s.port)) for _ in range(5)]
+    time.sleep(0.2)
+    extra = socket.create_connection(("127.0.0.1", s.port))
+    extra.settimeout(2)
+    extra.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert extra.recv(1024) == b""  # closed unanswered, no thread spent on it
+    extra.close()
+    time.sleep(1.2)  # the idle ones pass their deadline
+    assert http_get(f"http://127.0.0.1:{s.port}/metrics")[0] == 200
+    for c in idle:
+        c.close()
+
+
+# --------------------------------------------------------------------------- request bodies
+
+
+def _raw(port: int, data: bytes, *, body_sender=None, timeout: float = 5.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as c:
+        c.sendall(data)
+        if body_sender is not None:
+            threading.Thread(target=body_sender, args=(c,), daemon=True).start()
+        out = b""
+        try:
+            while chunk := c.recv(65536):
+                out += chunk
+        except (ConnectionResetError, TimeoutError):
+            pass
+        return out
+
+
+def _status(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
+
+
+def test_webhook_bodies_are_bounded(tmp_path: Path, exporter_factory) -> None:
+    cfg = _write_config(tmp_path)
+    e = exporter_factory(["--config", str(cfg), "--state-dir", str(tmp_path / "state")]).start()
+    head = b"POST /alertmanager/webhook HTTP/1.1\r\nHost: x\r\n"
+    payload = _webhook_payload(status="resolved")
+
+    # a declared 100 MB body is refused before a byte of it is read
+    r = _raw(e.port, head + b"Content-Length: 100000000\r\n\r\n")
+    assert _status(r) == 413 and b"Connection: close" in r
+    # no length at all, a negative one, or both framings at once
+    assert _status(_raw(e.port, head + b"\r\n" + payload)) == 411
+    assert _status(_raw(e.port, head + b"Content-Length: -5\r\n\r\n")) == 400
+    assert _status(_raw(e.port, head + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")) == 400
+    assert _status(_raw(e.port, head + b"Transfer-Encoding: gzip\r\n\r\n")) == 501
+    # a body that stops short of its length: the deadline ends the wait, nothing is applied
+    r = _raw(e.port, head + b"Content-Length: 5000\r\n\r\n" + payload, timeout=15)
+    assert _status(r) in (0, 400)
+    # chunked within the bound is fine
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (payload[:10], payload[10:])) + b"0\r\n\r\n"
+    r = _raw(e.port, head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked)
+    assert _status(r) == 200, r
+    assert _status(_raw(e.port, head + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n")) == 400
+
+    rss_before = _rss_kib(e.proc.pid)
+    # chunked past 1 MiB: 413 after at most the bound is read, then the connection is dropped
+    for _ in range(10):
+        def send_forever(c: socket.socket) -> None:
+            block = b"x" * 65536
+            try:
+                for _ in range(200):  # up to 13 MB offered
+                    c.sendall(b"%x\r\n%s\r\n" % (len(block), block))
+            except OSError:
+                pass
+
+        r = _raw(e.port, head + b"Transfer-Encoding: chunked\r\n\r\n", body_sender=send_forever)
+        assert _status(r) == 413, r[:200]
+    # a 5 MB body with an honest Content-Length
+    big = b"[" + b"1," * (5 << 19) + b"1]"
+    assert len(big) > 5 * MAX_BODY_BYTES
+    r = _raw(e.port, head + b"Content-Length: %d\r\n\r\n" % len(big),
+             body_sender=lambda c: _swallow(lambda: c.sendall(big)))
+    assert _status(r) == 413
+    assert _rss_kib(e.proc.pid) - rss_before < 20 * 1024, "oversized bodies grew the exporter's memory"
+    assert http_get(e.url + "/healthz")[0] == 200
+
+
+def _swallow(fn) -> None:
+    try:
+        fn()
+    except OSError:
+        pass
+
+
+def test_headers_and_keep_alive_after_rejections(server_factory) -> None:
+    seen: list = []
+    s = server_factory(routes=_routes(seen=seen))
+    # a 404 POST with a body: the body must not be parsed as the next request on the connection
+    body = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
+    r = _raw(s.port, b"POST /elsewhere HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    assert r.count(b"HTTP/1.1 ") == 1 and _status(r) == 404
+    # two good webhook calls on one keep-alive connection both land
+    p = _webhook_payload()
+    one = b"POST /alertmanager/webhook HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(p), p)
+    with socket.create_connection(("127.0.0.1", s.port), timeout=5) as c:
+        c.sendall(one + one)
+        got = b""
+        while got.count(b"HTTP/1.1 200") < 2:
+            chunk = c.recv(65536)
+            assert chunk, got
+            got += chunk
+    assert len(seen) == 2
+    # too many headers: refused, not buffered without end
+    many = b"".join(b"X-%d: y\r\n" % i for i in range(200))
+    assert _status(_raw(s.port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")) == 431
+
+
+# --------------------------------------------------------------------------- the admin key
+
+
+def test_admin_key_appears_in_no_output(tmp_path: Path, exporter_factory) -> None:
+    """A whole run with the key set: faults, a wrong key, report, check; grep everything it wrote."""
+    now = datetime.now(UTC)
+    fake = FakeAdminApi(key=KEY, now=now).start()
+    try:
+        fake.add_spend(now - timedelta(days=1), "123.45", workspace_id="wrkspc_1",
+                       model="claude-sonnet-4-5-20250929", token_type="output_tokens", tokens=1000)
+        logs = tmp_path / "logs"
+        logs.mkdir()
+        (logs / "s.jsonl").write_text(json.dumps({
+            "type": "assistant", "timestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"), "requestId": "r1",
+            "message": {"id": "m1", "model": "claude-sonnet-4-5-20250929",
+                        "usage": {"input_tokens": 10, "output_tokens": 5}}}) + "\n")
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(f"""
+refresh_interval: 200ms
+admin_api: {{key_env: TEST_ADMIN_KEY, base_url: "{fake.url}", poll_interval: 500ms}}
+sources: [{{name: claude-code, kind: claude_code, paths: ["{logs}"]}}]
+pools:
+  - {{name: agent-sdk, credit_usd: 200, match: {{workspaces: [wrkspc_1], sources: [claude-code]}}}}
+""")
+        state = tmp_path / "state"
+        env = clean_env(TEST_ADMIN_KEY=KEY, **{FAST_POLL_ENV: "1"})
+        args = ["--config", str(cfg), "--state-dir", str(state)]
+        e = exporter_factory(args, env).start()
+        e.wait_for(lambda s: sample(s, "claude_source_up", source="admin_api") == 1, what="the first poll")
+        for kind in ("500", "truncated", "reset", "429", "not_report"):
+            fake.inject(kind, count=2)
+        e.wait_for(lambda s: sample(s, "claude_source_up", source="admin_api") == 0, what="a failed poll")
+        fake.clear_faults()
+        pages = []
+        for path in ("/metrics", "/", "/healthz", "/breaker/agent-sdk", "/breaker/nope", "/x"):
+            pages.append(http_get(e.url + path)[1])
+        e.stop()
+
+        # a second exporter holding a wrong key: 401s from the API, logged
+        wrong = KEY[:-6] + "WRONG1"
+        env2 = clean_env(TEST_ADMIN_KEY=wrong, **{FAST_POLL_ENV: "1"})
+        e2 = exporter_factory(["--config", str(cfg), "--state-dir", str(tmp_path / "state2")], env2).start()
+        e2.wait_for(lambda s: sample(s, "claude_source_up", source="admin_api") == 0, what="401s")
+        pages.append(http_get(e2.url + "/metrics")[1])
+        e2.stop()
+        assert fake.count(status=401) > 0
+
+        outputs = [run_cli(*cmd, env=env) for cmd in (
+            ("report", *args), ("report", "--json", *args), ("check", "--pool", "agent-sdk", *args),
+            ("validate-config", str(cfg)), ("--log-level", "debug", "report", *args))]
+        assert all(r.returncode in (0, 1) for r in outputs), [r.stderr for r in outputs]
+    finally:
+        fake.stop()
+
+    texts = [p for p in pages] + [(r.stdout + r.stderr).encode() for r in outputs]
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name.endswith(".log") for p in files) and any(p.parent.name == "state" for p in files)
+    log_text = b"".join(p.read_bytes() for p in files if p.name.endswith(".log"))
+    assert b"admin_api" in log_text or b"billing" in log_text  # the logs did talk about the API
+    for secret in (KEY, wrong):
+        for s in (secret, secret[len("sk-ant-admin01-"):]):
+            needle = s.encode()
+            for i, t in enumerate(texts):
+                assert needle not in t, f"admin key in output #{i}"
+            for p in files:
+                assert needle not in p.read_bytes(), f"admin key in {p}"
+
+
+def test_the_key_is_redacted_from_exceptions_in_log_lines() -> None:
+    saved = structlog.get_config()
+    stream = io.StringIO()
+    try:
+        logsetup.configure("debug", "json", stream=stream)
+        logsetup.register_secret(KEY)
+        log = structlog.get_logger()
+        try:
+            raise RuntimeError(f"request failed with headers {{'x-api-key': '{KEY}'}}")
+        except RuntimeError:
+            log.exception("admin_api_failed", url=f"https://x/?k={KEY}", detail={"key": KEY})
+        log.error("plain", error=RuntimeError(KEY))
+    finally:
+        structlog.configure(**saved)
+    out = stream.getvalue()
+    assert "admin_api_failed" in out and "RuntimeError" in out and "[REDACTED]" in out
+    assert KEY not in out
