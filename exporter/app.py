@@ -61,8 +61,13 @@ class App:
     refresher: Refresher
     routes: Routes
 
-    def make_server(self, host: str, port: int) -> ExporterServer:
-        return ExporterServer(host, port, self.routes)
+    def make_server(self, host: str, port: int, web: WebConfig | None = None) -> ExporterServer:
+        """The HTTP server; ``web`` defaults to the config's web_config_file (ConfigError if it is bad)."""
+        from exporter.webconfig import load_web_config
+
+        if web is None:
+            web = load_web_config(self.config.web_config_file)
+        return ExporterServer(host, port, self.routes, web)
 
     def start(self) -> None:
         self.refresher.start()

@@ -155,6 +155,11 @@ def serve(config: Config) -> int:
         return EXIT_FAIL
     try:
         server = app.make_server(host, port)
+    except ConfigError as exc:  # the web config file: TLS, basic auth, headers
+        print(f"claude-budget-exporter: invalid web config {exc.source}:", file=sys.stderr)
+        for p in exc.problems:
+            print(f"  {p}", file=sys.stderr)
+        return EXIT_USAGE
     except OSError as exc:
         print(f"claude-budget-exporter: cannot listen on {config.listen}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_USAGE
