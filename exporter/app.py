@@ -125,28 +125,16 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
             return False, f"stale: last refresh {age:.0f}s ago"
         return True, "ok"
 
-    routes = Routes(registry=registry, healthy=healthy, status_page=lambda: status_page(refresher.snapshot()),
+    routes = Routes(registry=registry, healthy=healthy,
+                    status_page=lambda: status_page(refresher.snapshot(), board, clock(), config.origin),
                     breaker=breaker, webhook=webhook, webhook_token=config.breaker_webhook.read_token)
     return App(config=config, refresher=refresher, routes=routes)
 
 
-def status_page(snap: Snapshot) -> str:
-    rows = "".join(
-        f"<tr><td>{html.escape(s.name)}</td><td>{html.escape(s.kind)}</td>"
-        f"<td class={'up' if s.up else 'down'}>{'up' if s.up else 'down'}</td><td>{s.files}</td>"
-        f"<td>{html.escape(s.error or '')}</td></tr>"
-        for s in snap.sources
-    )
-    total = sum(snap.estimated_cost.values(), Decimal(0))
-    return f"""<!doctype html><html><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><meta http-equiv="refresh" content="30">
-<title>claude-budget-exporter</title>
-<style>body{{font-family:system-ui,sans-serif;margin:1.5rem;max-width:60rem}}td,th{{padding:.2rem .6rem;text-align:left}}
-.up{{color:#1a7f37}}.down{{color:#cf222e}}</style></head><body>
-<h1>claude-budget-exporter</h1>
-<p>Estimated spend from local logs since the state began: <strong>${total:,.2f}</strong></p>
-<table><tr><th>source</th><th>kind</th><th>state</th><th>files</th><th>error</th></tr>{rows}</table>
-<p><a href="/metrics">/metrics</a> · <a href="/healthz">/healthz</a></p>
-</body></html>"""
+def status_page(snap: Snapshot, board: BreakerBoard, now: float, origin: str = "") -> str:
+    """The landing page: see :mod:`exporter.statuspage`."""
+    from exporter.statuspage import render
+
+    return render(snap, decisions(board, snap.pools, datetime.fromtimestamp(now, UTC)), now=now, origin=origin)
 
 

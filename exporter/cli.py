@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the exporter (the main job)")
     _add_config(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default 0.0.0.0:9833)")
+    serve.add_argument("--demo", action="store_true",
+                       help="run against a built-in simulated organisation (no key or logs needed; "
+                            "never contacts the real Admin API)")
 
     report = sub.add_parser("report", help="daily estimated and billed spend, and drift")
     _add_config(report)
@@ -99,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{config.origin}: ok ({len(config.sources)} source(s), {len(config.pools)} pool(s))")
         return EXIT_OK
     if args.command == "serve":
-        return serve(config)
+        return serve(config, demo=args.demo)
     if args.command == "report":
         return report(config, args)
     if args.command == "check":
@@ -134,10 +137,19 @@ class StateLock:
 # ---------------------------------------------------------------------- serve
 
 
-def serve(config: Config) -> int:
+def serve(config: Config, *, demo: bool = False) -> int:
+    from exporter import demo as demo_mode
     from exporter.app import build_app
     from exporter.state import StateError
 
+    if demo:
+        try:
+            config = demo_mode.start_demo(config).config
+        except demo_mode.DemoError as exc:
+            print(f"claude-budget-exporter: --demo: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        demo_mode.log_if_nothing_to_read(config)
     try:
         lock = StateLock(config.state_dir)
     except OSError as exc:

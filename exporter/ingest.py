@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import multiprocessing as mp
 import os
+import struct
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 from decimal import Decimal
 
 import structlog
@@ -31,6 +36,8 @@ HEAD_BYTES = 1024  # enough to hold the first line's ids, which tell two files a
 CHUNK_BYTES = 32 << 20
 MAX_LINE_BYTES = 10 << 20
 RETENTION_SECONDS = 45 * 86400
+PARALLEL_MIN_BYTES = 64 << 20  # below this a cold read is faster in one process than starting helpers
+MAX_WORKERS = 4
 PICO = 10**12
 _GLOB_CHARS = set("*?[")
 
@@ -97,26 +104,35 @@ class Ingestor:
     def __init__(
         self,
         sources: Iterable[SourceConfig],
-        state: StateDB,
+        state: StateDB | None,
         pricer: Pricer,
         *,
         clock: Callable[[], float] = time.time,
         retention_seconds: int = RETENTION_SECONDS,
         max_line_bytes: int = MAX_LINE_BYTES,
+        parallel_min_bytes: int = PARALLEL_MIN_BYTES,
+        workers: int | None = None,
     ) -> None:
         self.sources = tuple(sources)
-        self.state = state
+        self.state = state  # None in a helper process of a parallel read: it never writes
         self.pricer = pricer
         self.clock = clock
         self.retention = retention_seconds
         self.max_line = max_line_bytes
+        self.parallel_min_bytes = parallel_min_bytes
+        self.workers = min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else workers
         self.parsers = {s.name: readers.parser_for(s) for s in self.sources}
-        self.files: dict[str, FileState] = state.files()
-        self.known: dict[int, int] = state.request_totals()
-        self.aggregates: dict[AggKey, list[int]] = state.aggregates()
-        self.line_counts: dict[tuple[str, str], int] = state.line_counts()
+        self.files: dict[str, FileState] = state.files() if state else {}
+        self.known: dict[int, int] = state.request_totals() if state else {}
+        self.dim_list: list[tuple[str, str, str]] = state.dims() if state else []
+        self.dims: dict[tuple[str, str, str], int] = {d: i for i, d in enumerate(self.dim_list)}
+        self.aggregates: dict[AggKey, list[int]] = state.aggregates() if state else {}
+        self.line_counts: dict[tuple[str, str], int] = state.line_counts() if state else {}
         self.status: dict[str, SourceStatus] = {s.name: SourceStatus() for s in self.sources}
         self._unpriced_logged: set[str] = set()
+        self.unpriced_seen: list[tuple[str, str]] = []
+        self.quiet = False
+        self._next_prune = 0.0
         self.last_stats = RefreshStats()
 
     # ------------------------------------------------------------------ the refresh
@@ -137,20 +153,27 @@ class Ingestor:
             plan.extend((source, p) for p in paths)
             seen_paths.update(paths)
 
-        total_bytes = sum(_size(p) for _, p in plan) if progress else 0
-        done = 0
-        for source, path in plan:
-            try:
-                upd, nbytes = self._tail(source, path, batch)
-            except OSError as exc:
-                self.status[source.name].error = f"{path}: {exc.strerror or exc}"
-                log.warning("log_file_unreadable", source=source.name, path=path, error=exc.strerror or str(exc))
-                continue
-            if upd is not None:
-                file_updates.append(upd)
-            done += nbytes
-            if progress:
-                progress(done, total_bytes)
+        groups = self._split(plan)
+        pool, futures = None, []
+        if len(groups) > 1:
+            pool, futures = self._start_helpers(groups[1:], now)
+            log.info("parallel_read", processes=len(groups), files=len(plan))
+        try:
+            own = groups[0]
+            total_bytes = sum(self._new_bytes(p) for _, p in own) if progress else 0
+            done = 0
+            for source, path in own:
+                upd, nbytes = self._tail_safely(source, path, batch)
+                if upd is not None:
+                    file_updates.append(upd)
+                done += nbytes
+                if progress:
+                    progress(done, total_bytes)
+            for fut in futures:
+                self._merge(batch, fut.result(), file_updates)
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
 
         gone = [p for p, f in self.files.items() if p not in seen_paths]
         self._commit(batch, file_updates, gone, now)
@@ -164,6 +187,100 @@ class Ingestor:
                      replaced=stats.replaced, bytes=stats.bytes_read, files=stats.files_read,
                      files_gone=len(gone), seconds=round(stats.duration, 4))
         return stats
+
+    def _tail_safely(self, source: SourceConfig, path: str, batch: _Batch) -> tuple[FileState | None, int]:
+        try:
+            return self._tail(source, path, batch)
+        except OSError as exc:
+            self.status[source.name].error = f"{path}: {exc.strerror or exc}"
+            log.warning("log_file_unreadable", source=source.name, path=path, error=exc.strerror or str(exc))
+            return None, 0
+
+    # ------------------------------------------------------------------ parallel cold reads
+
+    def _new_bytes(self, path: str) -> int:
+        prev = self.files.get(path)
+        size = _size(path)
+        return size - prev.offset if prev is not None and prev.offset <= size else size
+
+    def _split(self, plan: list[tuple[SourceConfig, str]]) -> list[list[tuple[SourceConfig, str]]]:
+        """One group per process, balanced by bytes to read; one group when the read is small."""
+        if self.workers < 2 or self.state is None or len(plan) < 2:
+            return [plan]
+        sizes = [(self._new_bytes(p), i) for i, (_, p) in enumerate(plan)]
+        if sum(b for b, _ in sizes) < self.parallel_min_bytes:
+            return [plan]
+        n = min(self.workers, len(plan))
+        groups: list[list[int]] = [[] for _ in range(n)]
+        loads = [0] * n
+        for b, i in sorted(sizes, reverse=True):
+            k = loads.index(min(loads))
+            groups[k].append(i)
+            loads[k] += b
+        # each group in plan order, so files are still read in a stable order
+        return [[plan[i] for i in sorted(g)] for g in groups if g]
+
+    def _start_helpers(self, groups, now: float):
+        # fork is cheap and safe while this is the only thread (report, the first refresh);
+        # a serving process has threads, and forking those is not, so it spawns
+        method = "fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods() else "spawn"
+        pool = ProcessPoolExecutor(max_workers=len(groups), mp_context=mp.get_context(method))
+        tasks = [_Task(
+            sources=self.sources, overrides=self.pricer.overrides,
+            plan=[(s.name, p) for s, p in g], files={p: self.files[p] for _, p in g if p in self.files},
+            known=self.known, dim_list=list(self.dim_list), now=now, max_line=self.max_line,
+        ) for g in groups]
+        return pool, [pool.submit(_helper_read, t) for t in tasks]
+
+    def _merge(self, batch: _Batch, res: _Result, file_updates: list[FileState]) -> None:
+        """Fold a helper's batch into this one, as if this process had read those files itself."""
+        base = res.dim_base
+        remap: dict[int, int] = {}
+        for local, *dk in res.new_dims:
+            key = tuple(dk)
+            dim = self.dims.get(key)  # type: ignore[arg-type]
+            if dim is None:
+                dim = self.dims[key] = len(self.dim_list)  # type: ignore[index]
+                self.dim_list.append(key)  # type: ignore[arg-type]
+                batch.new_dims.append((dim, *key))  # type: ignore[arg-type]
+            remap[local] = dim
+
+        def fix(row: bytes) -> bytes:
+            vals = ROW.unpack(row)
+            if vals[2] < base:
+                return row
+            return ROW.pack(vals[0], vals[1], remap[vals[2]], *vals[3:])
+
+        pending = batch.pending
+        for key, row in res.pending.items():
+            row = fix(row)
+            held = pending.get(key)
+            if held is None:
+                pending[key] = row
+                continue
+            # both processes took the request as new: one of those lines was a duplicate
+            source = self.dim_list[ROW.unpack(row)[2]][0]
+            batch.lines[(source, readers.COUNTED)] -= 1
+            batch.lines[(source, readers.DUPLICATE)] += 1
+            if row_total(row) > row_total(held):
+                pending[key] = row
+        batch.unkeyed.extend(fix(r) for r in res.unkeyed)
+        for key in res.replacing:
+            if key not in batch.replacing and self.state is not None:
+                old = self.state.request_row(key)
+                if old is not None:
+                    batch.replacing[key] = old
+        for k, n in res.lines.items():
+            batch.lines[k] += n
+        records, nbytes, nfiles = res.stats
+        batch.stats.records += records
+        batch.stats.bytes_read += nbytes
+        batch.stats.files_read += nfiles
+        file_updates.extend(res.file_updates)
+        for name, error in res.errors.items():
+            self.status[name].error = error
+        for model, source in res.unpriced:
+            self._log_unpriced(model, source)
 
     def _tail(self, source: SourceConfig, path: str, batch: _Batch) -> tuple[FileState | None, int]:
         """Read the new complete lines of one file; the FileState to store, and bytes read."""
@@ -220,10 +337,13 @@ class Ingestor:
         offset = start
         carry = b""
         skipping = False  # inside a line longer than max_line, discarding to its newline
+        remaining = max(0, os.fstat(f.fileno()).st_size - start)
         while True:
-            chunk = f.read(CHUNK_BYTES)
+            # read what the file holds (a read of CHUNK_BYTES on a small file would allocate it all)
+            chunk = f.read(min(CHUNK_BYTES, remaining) + 1 if remaining < CHUNK_BYTES else CHUNK_BYTES)
             if not chunk:
                 break
+            remaining = max(0, remaining - len(chunk))
             batch.stats.bytes_read += len(chunk)
             data = carry + chunk if carry else chunk
             last_nl = data.rfind(b"\n")
@@ -259,8 +379,10 @@ class Ingestor:
         """Visit only the lines that mention usage; the rest are counted without being decoded."""
         # A JSON object line ends in "}"; one that does not is cut short. Counting both in C
         # tells malformed lines from ignorable ones without decoding either.
-        total_lines = data.count(b"\n", pos, end) - data.count(b"\n\n", pos, end)
-        closed = data.count(b"}\n", pos, end) + data.count(b"}\r\n", pos, end)
+        total_lines = data.count(b"\n", pos, end)
+        first_nl = data.find(b"\n", pos, end)
+        crlf = first_nl > 0 and data[first_nl - 1] == 13  # a file written with CRLF line ends
+        closed = data.count(b"}\r\n" if crlf else b"}\n", pos, end)
         visited = visited_closed = 0
         find, rfind = data.find, data.rfind
         max_line = self.max_line
@@ -300,15 +422,17 @@ class Ingestor:
 
     def _commit(self, batch: _Batch, file_updates: list[FileState], gone: list[str], now: float) -> None:
         request_rows, deltas = batch.finish()
-        prune_before = int(now - self.retention) // 3600 * 3600
+        # pruning scans the dedup table, so it runs hourly, not on every 15 s refresh
+        prune_before = int(now - self.retention) // 3600 * 3600 if now >= self._next_prune else None
         with self.state.transaction() as conn:
+            StateDB.put_dims(conn, batch.new_dims)
             StateDB.add_aggregates(conn, deltas)
             StateDB.put_requests(conn, request_rows)
             StateDB.add_line_counts(conn, batch.lines)
             for f in file_updates:
                 StateDB.put_file(conn, f)
             StateDB.drop_files(conn, gone)
-            pruned = StateDB.prune_requests(conn, prune_before)
+            pruned = StateDB.prune_requests(conn, prune_before) if prune_before is not None else 0
         # only after the commit succeeded does memory move on
         for k, v in deltas.items():
             agg = self.aggregates.get(k)
@@ -319,20 +443,35 @@ class Ingestor:
                     agg[i] += x
         for (src, res), n in batch.lines.items():
             self.line_counts[(src, res)] = self.line_counts.get((src, res), 0) + n
-        for row in request_rows:
-            self.known[row[0]] = row[5]
+        for key, _hour, row in request_rows:
+            self.known[key] = row_total(row)
         for f in file_updates:
             self.files[f.path] = f
         for p in gone:
             self.files.pop(p, None)
+        if prune_before is not None:
+            self._next_prune = now + 3600
         if pruned:
             self.known = self.state.request_totals()
 
     def _log_unpriced(self, model: str, source: str) -> None:
         if model not in self._unpriced_logged:
             self._unpriced_logged.add(model)
+            self.unpriced_seen.append((model, source))
+            if self.quiet:
+                return  # a helper process: the parent logs it
             log.warning("model_unpriced", model=model, source=source,
                         hint="its tokens are counted in claude_unpriced_tokens_total; add a pricing.overrides entry")
+
+
+# A request as the batch and the state keep it: 11 little-endian int64s (88 bytes) instead of
+# a few hundred bytes of Python objects, so a cold read of a large history stays small.
+ROW = struct.Struct("<11q")
+# total, hour, dim, input, output, cache_read, cache_write_5m, cache_write_1h, web_search, cost_pico, unpriced
+
+
+def row_total(row: bytes) -> int:
+    return int.from_bytes(row[:8], "little", signed=True)
 
 
 class _Batch:
@@ -343,89 +482,96 @@ class _Batch:
         self.now = now
         self.stats = stats
         self.lines: dict[tuple[str, str], int] = stats.lines
-        self.pending: dict[int, UsageRecord] = {}
-        self.unkeyed: list[UsageRecord] = []
-        self.replacing: dict[int, tuple] = {}
+        self.pending: dict[int, bytes] = {}
+        self.unkeyed: list[bytes] = []
+        self.replacing: dict[int, bytes] = {}
+        self.new_dims: list[tuple[int, str, str, str]] = []
 
     def count(self, source: str, result: str, n: int = 1) -> None:
         self.lines[(source, result)] += n
 
     def take(self, source: str, parsed: readers.Parsed) -> None:
-        if isinstance(parsed, str):
+        if type(parsed) is str:
             self.lines[(source, parsed)] += 1
             return
         if not parsed:
             self.lines[(source, readers.IGNORED)] += 1
             return
         duplicate = True
+        pending = self.pending
         for rec in parsed:
             self.stats.records += 1
+            t = rec.tokens
+            total = t[0] + t[1] + t[2] + t[3] + t[4]
             if rec.dedup_key is None:
-                self.unkeyed.append(rec)
+                self.unkeyed.append(self._pack(rec, total))
                 duplicate = False
                 continue
             key = key_hash(rec.dedup_key)
-            total = rec.tokens.total
-            held = self.pending.get(key)
+            held = pending.get(key)
             if held is not None:
-                if total > held.tokens.total:
-                    self.pending[key] = rec
+                if total > row_total(held):
+                    pending[key] = self._pack(rec, total)
                 continue
             old_total = self.ing.known.get(key)
             if old_total is None:
-                self.pending[key] = rec
+                pending[key] = self._pack(rec, total)
                 duplicate = False
             elif total > old_total:
-                row = self.ing.state.request_row(key)
+                state = self.ing.state
+                row = state.request_row(key) if state is not None else b""  # a helper: the parent looks it up
                 if row is not None:
                     self.replacing[key] = row
-                self.pending[key] = rec
+                pending[key] = self._pack(rec, total)
         self.lines[(source, readers.DUPLICATE if duplicate else readers.COUNTED)] += 1
 
-    def finish(self) -> tuple[list[tuple], dict[AggKey, list[int]]]:
-        """Price what is new and turn it into request rows and aggregate deltas."""
-        deltas: dict[AggKey, list[int]] = {}
-
-        def add(k: AggKey, vals: list[int], sign: int) -> None:
-            d = deltas.get(k)
-            if d is None:
-                deltas[k] = [sign * v for v in vals]
-            else:
-                for i, v in enumerate(vals):
-                    d[i] += sign * v
-
-        for key, row in self.replacing.items():
-            hour, source, model, entrypoint, _total, *tok, cost, unpriced = row
-            add((hour, source, model, entrypoint), [1, *tok, cost, sum(tok[:5]) if unpriced else 0], -1)
-            self.stats.replaced += 1
-        rows: list[tuple] = []
-        for key, rec in self.pending.items():
-            vals = self._values(rec)
-            hour = int(rec.timestamp // 3600) * 3600
-            add((hour, rec.source, rec.model, rec.entrypoint), vals, 1)
-            rows.append((key, hour, rec.source, rec.model, rec.entrypoint, rec.tokens.total, *vals[1:8],
-                         1 if vals[8] else 0))
-            if key not in self.replacing:
-                self.stats.new_requests += 1
-        for rec in self.unkeyed:
-            hour = int(rec.timestamp // 3600) * 3600
-            add((hour, rec.source, rec.model, rec.entrypoint), self._values(rec), 1)
-            self.stats.new_requests += 1
-        return rows, {k: v for k, v in deltas.items() if any(v)}
-
-    def _values(self, rec: UsageRecord) -> list[int]:
+    def _pack(self, rec: UsageRecord, total: int) -> bytes:
+        ing = self.ing
+        dk = (rec.source, rec.model, rec.entrypoint)
+        dim = ing.dims.get(dk)
+        if dim is None:
+            dim = ing.dims[dk] = len(ing.dim_list)
+            ing.dim_list.append(dk)
+            self.new_dims.append((dim, *dk))
         t = rec.tokens
         if rec.cost_usd is not None:
             cost: int | None = int((rec.cost_usd * PICO).to_integral_value())
         else:
-            cost = self.ing.pricer.cost_pico(rec.model, t, when=rec.timestamp, service_tier=rec.service_tier,
-                                             inference_geo=rec.inference_geo, speed=rec.speed)
+            cost = ing.pricer.cost_pico(rec.model, t, when=rec.timestamp, service_tier=rec.service_tier,
+                                        inference_geo=rec.inference_geo, speed=rec.speed)
         unpriced = 0
         if cost is None:
-            self.ing._log_unpriced(rec.model, rec.source)
-            cost, unpriced = 0, t.total
-        return [1, t.input, t.output, t.cache_read, t.cache_write_5m, t.cache_write_1h, t.web_search_requests,
-                cost, unpriced]
+            ing._log_unpriced(rec.model, rec.source)
+            cost, unpriced = 0, total
+        return ROW.pack(total, int(rec.timestamp) // 3600 * 3600, dim, *t, cost, unpriced)
+
+    def finish(self) -> tuple[list[tuple[int, int, bytes]], dict[AggKey, list[int]]]:
+        """Request rows to store and the aggregate deltas they make."""
+        deltas: dict[tuple[int, int], list[int]] = {}
+        unpack = ROW.unpack
+
+        def add(row: bytes, sign: int) -> None:
+            _total, hour, dim, *vals = unpack(row)
+            d = deltas.get((hour, dim))
+            if d is None:
+                d = deltas[(hour, dim)] = [0] * 9
+            d[0] += sign
+            for i, v in enumerate(vals, 1):
+                d[i] += sign * v
+
+        for row in self.replacing.values():
+            add(row, -1)
+            self.stats.replaced += 1
+        for key, row in self.pending.items():
+            add(row, 1)
+            if key not in self.replacing:
+                self.stats.new_requests += 1
+        for row in self.unkeyed:
+            add(row, 1)
+            self.stats.new_requests += 1
+        rows = [(key, int.from_bytes(row[8:16], "little", signed=True), row) for key, row in sorted(self.pending.items())]
+        dims = self.ing.dim_list
+        return rows, {(hour, *dims[dim]): v for (hour, dim), v in deltas.items() if any(v)}
 
 
 def _head_matches(f, head: bytes) -> bool:
@@ -451,3 +597,57 @@ def _size(path: str) -> int:
 def pico_to_usd(pico: int) -> Decimal:
     return Decimal(pico) / PICO
 
+
+# ---------------------------------------------------------------------- helper processes
+
+
+@dataclass(frozen=True)
+class _Task:
+    sources: tuple[SourceConfig, ...]
+    overrides: Any
+    plan: list[tuple[str, str]]
+    files: dict[str, FileState]
+    known: dict[int, int]
+    dim_list: list[tuple[str, str, str]]
+    now: float
+    max_line: int
+
+
+@dataclass(frozen=True)
+class _Result:
+    pending: dict[int, bytes]
+    unkeyed: list[bytes]
+    replacing: list[int]
+    lines: dict[tuple[str, str], int]
+    new_dims: list[tuple[int, str, str, str]]
+    dim_base: int
+    file_updates: list[FileState]
+    errors: dict[str, str]
+    stats: tuple[int, int, int]
+    unpriced: list[tuple[str, str]]
+
+
+def _helper_read(task: _Task) -> _Result:
+    """Read a share of the files in a helper process; the parent dedups, prices nothing twice, commits."""
+    ing = Ingestor(task.sources, None, Pricer(task.overrides), clock=lambda: task.now,
+                   max_line_bytes=task.max_line, workers=1)
+    ing.files = task.files
+    ing.known = task.known
+    ing.dim_list = list(task.dim_list)
+    ing.dims = {d: i for i, d in enumerate(ing.dim_list)}
+    ing.quiet = True
+    stats = RefreshStats()
+    batch = _Batch(ing, task.now, stats)
+    by_name = {s.name: s for s in task.sources}
+    updates = []
+    for name, path in task.plan:
+        upd, _ = ing._tail_safely(by_name[name], path, batch)
+        if upd is not None:
+            updates.append(upd)
+    errors = {name: st.error for name, st in ing.status.items() if st.error}
+    return _Result(
+        pending=batch.pending, unkeyed=batch.unkeyed, replacing=list(batch.replacing), lines=dict(batch.lines),
+        new_dims=batch.new_dims, dim_base=len(task.dim_list), file_updates=updates, errors=errors,
+        stats=(stats.records, stats.bytes_read, stats.files_read),
+        unpriced=[(m, s) for m, s in ing.unpriced_seen],
+    )

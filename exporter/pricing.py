@@ -252,6 +252,7 @@ class Pricer:
     def __init__(self, overrides: Mapping[str, PriceOverride] | None = None) -> None:
         self._shipped = _shipped()
         self._overrides = dict(overrides or {})
+        self.overrides: Mapping[str, PriceOverride] = self._overrides  # what a helper process needs to rebuild it
         self._provider = _anthropic()
         self._ids: dict[str, _Identity | None] = {}
         self._resolved: dict[tuple[str, int, str, str, str], ModelPrices | None] = {}

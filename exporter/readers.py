@@ -101,72 +101,80 @@ def _check_ts(ts: float | None, now: float) -> str | None:
 # ------------------------------------------------------------------ Claude Code transcripts
 
 
+def _interned(table: dict[str, str], value: object) -> str:
+    """Share one string object per model or entrypoint name across a few hundred thousand records."""
+    if type(value) is not str:
+        return ""
+    return table.setdefault(value, value)
+
+
 def parse_claude_code(source: str) -> LineParser:
-    """Parser for Claude Code transcript lines (``~/.claude/projects/**/*.jsonl``)."""
+    """Parser for Claude Code transcript lines (``~/.claude/projects/**/*.jsonl``).
+
+    Written for the cold read of a large history: the common case (a well-formed
+    assistant line with plain integer counts) takes one decode, a few dict lookups and
+    one tuple; anything unusual falls through to the careful checks.
+    """
+    names: dict[str, str] = {}
+    loads = orjson.loads
+    limit = MAX_TOKENS_PER_REQUEST
 
     def parse(line: bytes, now: float) -> Parsed:
         # Most lines (user turns, tool results, summaries) carry no usage; skipping them
         # before decoding is what keeps a cold read of a big history fast.
         if b'"usage"' not in line:
             return []
-        obj = _decode(line)
-        if isinstance(obj, str):
-            return obj
-        if not isinstance(obj, dict) or obj.get("type") != "assistant":
+        try:
+            obj = loads(line)
+        except orjson.JSONDecodeError:
+            return _decode(line)  # type: ignore[return-value]  # tells invalid UTF-8 from bad JSON
+        if type(obj) is not dict or obj.get("type") != "assistant":
             return []
         message = obj.get("message")
-        if not isinstance(message, dict):
+        if type(message) is not dict:
             return []
         usage = message.get("usage")
-        if not isinstance(usage, dict):
+        if type(usage) is not dict:
             return []
         if obj.get("isApiErrorMessage") is True:
             return API_ERROR
         model = message.get("model")
         if model == "<synthetic>":
             return SYNTHETIC
-        if not isinstance(model, str) or not model:
+        if type(model) is not str or not model:
             return BAD_USAGE
         ts = parse_timestamp(obj.get("timestamp"))
-        if (bad := _check_ts(ts, now)) is not None:
-            return bad
-        try:
-            creation = usage.get("cache_creation")
-            cw_total = _count(usage.get("cache_creation_input_tokens"))
-            if isinstance(creation, dict):
-                cw5 = _count(creation.get("ephemeral_5m_input_tokens"))
-                cw1h = _count(creation.get("ephemeral_1h_input_tokens"))
-                # older transcripts give only the total: it was all 5-minute writes then
-                if cw5 + cw1h < cw_total:
-                    cw5 += cw_total - cw5 - cw1h
-            elif creation is None:
-                cw5, cw1h = cw_total, 0
-            else:
-                raise _BadUsage
-            stu = usage.get("server_tool_use")
-            web = _count(stu.get("web_search_requests")) if isinstance(stu, dict) else 0
-            tokens = Tokens(
-                input=_count(usage.get("input_tokens")),
-                output=_count(usage.get("output_tokens")),
-                cache_read=_count(usage.get("cache_read_input_tokens")),
-                cache_write_5m=cw5,
-                cache_write_1h=cw1h,
-                web_search_requests=web,
-            )
-        except _BadUsage:
+        if ts is None or ts > now + MAX_FUTURE_SECONDS:
+            return BAD_TIMESTAMP
+        g = usage.get
+        inp, out, cr, cw = g("input_tokens", 0), g("output_tokens", 0), g("cache_read_input_tokens", 0), \
+            g("cache_creation_input_tokens", 0)
+        creation = g("cache_creation")
+        if type(creation) is dict:
+            cw5, cw1h = creation.get("ephemeral_5m_input_tokens", 0), creation.get("ephemeral_1h_input_tokens", 0)
+        elif creation is None:
+            cw5, cw1h = cw, 0
+        else:
             return BAD_USAGE
+        stu = g("server_tool_use")
+        web = stu.get("web_search_requests", 0) if type(stu) is dict else 0
+        for v in (inp, out, cr, cw, cw5, cw1h, web):
+            if type(v) is not int or v < 0 or v > limit:
+                try:  # the careful path: nulls, integral floats, or a real reject
+                    inp, out, cr, cw, cw5, cw1h, web = (_count(x) for x in (inp, out, cr, cw, cw5, cw1h, web))
+                except _BadUsage:
+                    return BAD_USAGE
+                break
+        if cw5 + cw1h < cw:  # older transcripts give only the total: it was all 5-minute writes then
+            cw5 = cw - cw1h
         mid, rid = message.get("id"), obj.get("requestId")
-        key = f"{mid}\x1f{rid}" if isinstance(mid, str) and isinstance(rid, str) and mid and rid else None
+        key = f"{mid}\x1f{rid}" if type(mid) is str and type(rid) is str and mid and rid else None
         return [UsageRecord(
-            source=source,
-            timestamp=ts,  # type: ignore[arg-type]
-            model=model,
-            tokens=tokens,
-            dedup_key=key,
-            entrypoint=_str(obj.get("entrypoint")),
-            service_tier=_str(usage.get("service_tier")) or "standard",
-            inference_geo=_str(usage.get("inference_geo")),
-            speed=_str(usage.get("speed")),
+            source, ts, _interned(names, model), Tokens(inp, out, cr, cw5, cw1h, web), key,
+            _interned(names, obj.get("entrypoint")),
+            _interned(names, g("service_tier")) or "standard",
+            _interned(names, g("inference_geo")),
+            _interned(names, g("speed")),
         )]
 
     return parse

@@ -1,16 +1,19 @@
-"""The shapes every log reader produces and every later stage consumes."""
+"""The shapes every log reader produces and every later stage consumes.
+
+NamedTuples rather than frozen dataclasses: a cold read builds a few hundred thousand
+of them, and a tuple is built several times faster while staying immutable.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from decimal import Decimal
+from typing import NamedTuple
 
 # token_type label values, in the order Tokens stores them
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
 
 
-@dataclass(frozen=True, slots=True)
-class Tokens:
+class Tokens(NamedTuple):
     """Token counts of one request (or a sum of requests). ``input`` is uncached input."""
 
     input: int = 0
@@ -22,23 +25,21 @@ class Tokens:
 
     @property
     def total(self) -> int:
-        return self.input + self.output + self.cache_read + self.cache_write_5m + self.cache_write_1h
+        return self[0] + self[1] + self[2] + self[3] + self[4]
 
     @property
     def total_input(self) -> int:
         """All input tokens of the request: what the long-context cliff is measured on."""
-        return self.input + self.cache_read + self.cache_write_5m + self.cache_write_1h
+        return self[0] + self[2] + self[3] + self[4]
 
     def as_tuple(self) -> tuple[int, int, int, int, int, int]:
-        return (self.input, self.output, self.cache_read, self.cache_write_5m, self.cache_write_1h,
-                self.web_search_requests)
+        return tuple(self)  # type: ignore[return-value]
 
-    def __add__(self, other: Tokens) -> Tokens:
-        return Tokens(*(a + b for a, b in zip(self.as_tuple(), other.as_tuple(), strict=True)))
+    def __add__(self, other: tuple) -> Tokens:  # type: ignore[override]  # element-wise, not concatenation
+        return Tokens(*(a + b for a, b in zip(self, other, strict=True)))
 
 
-@dataclass(frozen=True, slots=True)
-class UsageRecord:
+class UsageRecord(NamedTuple):
     """One billed request as a local log saw it.
 
     ``dedup_key`` is None when the source has no request identity (each line counts).

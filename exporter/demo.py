@@ -1,0 +1,824 @@
+"""``serve --demo``: the whole product working against a simulated organisation.
+
+Nothing real is read or contacted. The demo starts, in the exporter's own process:
+
+* a **simulated Admin API** on 127.0.0.1 (a free port) that speaks the real wire format:
+  ``x-api-key`` and ``anthropic-version`` checks with the real error body, amounts in
+  cents as decimal strings with fractional cents, ``group_by[]`` with brackets, RFC 3339
+  bounds snapped to the bucket, ``ending_at`` exclusive, per-width ``limit`` caps, opaque
+  ``next_page`` tokens and a partial current day;
+* a **Claude Code log folder** in a temporary directory, written in the real transcript
+  shape (a user line, then one assistant line per content block with the streamed
+  placeholder first, subagent files, the odd API error line);
+* a **workload** that keeps spending: an agent pipeline (``sdk-cli``), people using
+  Claude Code interactively (``cli``, ``claude-vscode``) and a research team calling the
+  API directly. Each request is written to the logs *and* billed by the simulated API
+  at list price times a small per-pool factor, so the exporter sees a realistic drift.
+
+How time works: the demo backfills about three weeks of history at start (so billed and
+drift have complete UTC days), then keeps writing requests stamped with the *real* time,
+at an accelerated spend rate: each real second carries ``SPEED`` simulated seconds of
+work (``CLAUDE_BUDGET_EXPORTER_DEMO_SPEED``, default 60). No clock is faked, so the
+exporter's clock, the API's buckets and the log timestamps always agree. The agent
+pool starts near its breaker threshold and crosses it within a couple of minutes; the
+simulated pipeline checks ``GET /breaker/agent-sdk`` before each batch, as a real one
+would, and pauses once it is open.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import bisect
+import hashlib
+import json
+import os
+import random
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import structlog
+
+from exporter.config import (
+    DEFAULT_KEY_ENV,
+    DEFAULT_STATE_DIR,
+    AdminApiConfig,
+    Config,
+    PeriodConfig,
+    PoolConfig,
+    PoolMatch,
+    SourceConfig,
+    parse_listen,
+)
+from exporter.statuspage import DEMO_ORIGIN
+from exporter.usage import Tokens
+
+log = structlog.get_logger()
+
+SPEED_ENV = "CLAUDE_BUDGET_EXPORTER_DEMO_SPEED"
+DEFAULT_SPEED = 60.0
+#: The simulated API's key: written to a file in the demo's temporary folder, never a real key.
+DEMO_KEY = "sk-ant-admin01-demo-simulated-organisation-not-a-real-key"
+API_VERSION = "2023-06-01"
+TICK_SECONDS = 1.0
+HISTORY_DAYS = 22
+
+COST_GROUPS = ("workspace_id", "description")
+USAGE_GROUPS = ("api_key_id", "workspace_id", "model", "service_tier", "context_window", "inference_geo")
+WIDTHS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+MAX_LIMIT = {"1m": 1440, "1h": 168, "1d": 31}
+DEFAULT_LIMIT = {"1m": 60, "1h": 24, "1d": 7}
+#: cost-report token_type of each Tokens field, in Tokens order
+COST_TOKEN_TYPES = ("uncached_input_tokens", "output_tokens", "cache_read_input_tokens",
+                    "cache_creation.ephemeral_5m_input_tokens", "cache_creation.ephemeral_1h_input_tokens")
+_CENTS_STEP = Decimal("0.0000001")
+
+OPUS, SONNET, HAIKU = "claude-opus-4-5-20251101", "claude-sonnet-4-5-20250929", "claude-haiku-4-5-20251001"
+#: a model the price table does not know: its tokens show in claude_unpriced_tokens_total
+PREVIEW = "claude-demo-preview"
+
+
+class DemoError(Exception):
+    """The demo cannot start as asked (e.g. combined with --config)."""
+
+
+# --------------------------------------------------------------------------- the simulated Admin API
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """One request as the API bills it: tokens and cents per token type (Tokens order)."""
+
+    at: float  # epoch seconds
+    workspace_id: str | None
+    api_key_id: str
+    model: str
+    tokens: Tokens
+    cents: tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error_type, self.message = status, error_type, message
+
+
+def _error_body(error_type: str, message: str) -> bytes:
+    return json.dumps({"type": "error", "error": {"type": error_type, "message": message},
+                       "request_id": f"req_{secrets.token_hex(12)}"}).encode()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(text: str | None, name: str) -> datetime:
+    if not text:
+        raise _ApiError(400, "invalid_request_error", f"{name}: field required")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise _ApiError(400, "invalid_request_error", f"{name}: invalid datetime format") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _floor(moment: datetime, width: str) -> datetime:
+    if width == "1d":
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if width == "1h":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(second=0, microsecond=0)
+
+
+class SimulatedAdminApi:
+    """The organisation's Admin API, in process, over real HTTP on 127.0.0.1.
+
+    Charges are kept sorted by time; a report reads the charges of each bucket with a
+    bisect, and only those already in the past, so today's bucket is partial and grows.
+    """
+
+    def __init__(self, *, key: str = DEMO_KEY, clock: Callable[[], float] = time.time) -> None:
+        self.key = key
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._times: list[float] = []
+        self._charges: list[Charge] = []
+        # (day, actor email, model) -> [tokens, estimated cents]: the Claude Code report
+        self._claude_code: dict[tuple[date, str, str], list[Any]] = {}
+        self._nonce = secrets.token_hex(4)
+        self._server: ThreadingHTTPServer | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> SimulatedAdminApi:
+        api = self
+
+        class Handler(_ApiHandler):
+            pass
+
+        Handler.api = api
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
+                         name="demo-admin-api", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None, "start() first"
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    # ------------------------------------------------------------------ data
+
+    def add(self, charges: list[Charge]) -> None:
+        with self._lock:
+            for c in sorted(charges, key=lambda c: c.at):
+                if not self._times or c.at >= self._times[-1]:
+                    self._times.append(c.at)
+                    self._charges.append(c)
+                else:
+                    i = bisect.bisect_right(self._times, c.at)
+                    self._times.insert(i, c.at)
+                    self._charges.insert(i, c)
+
+    def add_claude_code(self, day: date, actor: str, model: str, tokens: Tokens, cents: Decimal) -> None:
+        with self._lock:
+            acc = self._claude_code.setdefault((day, actor, model), [Tokens(), Decimal(0)])
+            acc[0] = acc[0] + tokens
+            acc[1] += cents
+
+    def _between(self, start: datetime, end: datetime) -> list[Charge]:
+        hi_t = min(end.timestamp(), self.clock())
+        with self._lock:
+            lo = bisect.bisect_left(self._times, start.timestamp())
+            hi = bisect.bisect_left(self._times, hi_t)
+            return self._charges[lo:hi]
+
+    # ------------------------------------------------------------------ query checks and paging
+
+    def _common(self, query: list[tuple[str, str]], allowed: tuple[str, ...], widths: tuple[str, ...],
+                max_groups: int) -> tuple[list[tuple[datetime, datetime]], int, list[str]]:
+        keys = {k for k, _ in query}
+        if "group_by" in keys:
+            raise _ApiError(400, "invalid_request_error",
+                            "group_by: Input should be a valid list (send arrays as group_by[]=...)")
+        width = next((v for k, v in query if k == "bucket_width"), "1d")
+        if width not in widths:
+            raise _ApiError(400, "invalid_request_error",
+                            f"bucket_width: Input should be {' or '.join(repr(w) for w in widths)}")
+        limit_text = next((v for k, v in query if k == "limit"), None)
+        limit = DEFAULT_LIMIT[width] if limit_text is None else (int(limit_text) if limit_text.isdigit() else -1)
+        if not 1 <= limit <= MAX_LIMIT[width]:
+            raise _ApiError(400, "invalid_request_error",
+                            f"limit: must be between 1 and {MAX_LIMIT[width]} for bucket_width {width}")
+        groups = [v for k, v in query if k == "group_by[]"]
+        bad = [g for g in groups if g not in allowed]
+        if bad or len(set(groups)) != len(groups) or len(groups) > max_groups:
+            raise _ApiError(400, "invalid_request_error",
+                            f"group_by[]: at most {max_groups} distinct values of {', '.join(allowed)}")
+        start = _parse_time(next((v for k, v in query if k == "starting_at"), None), "starting_at")
+        end_text = next((v for k, v in query if k == "ending_at"), None)
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        if start > now:
+            raise _ApiError(400, "invalid_request_error", "starting_at must not be in the future")
+        snapped = _floor(start, width)
+        end = _parse_time(end_text, "ending_at") if end_text else snapped + WIDTHS[width] * limit
+        if end <= start:
+            raise _ApiError(400, "invalid_request_error", "ending_at must be after starting_at")
+        buckets = []
+        b = snapped
+        while b < end and b < now:
+            buckets.append((b, b + WIDTHS[width]))
+            b += WIDTHS[width]
+        return buckets, limit, groups
+
+    def _digest(self, query: list[tuple[str, str]]) -> str:
+        return hashlib.sha256(json.dumps(sorted((k, v) for k, v in query if k != "page")).encode()).hexdigest()[:16]
+
+    def _page(self, query: list[tuple[str, str]], n: int, limit: int) -> tuple[int, int, str | None]:
+        """(first, end, next_page) of the page the query asks for; the token is opaque to clients."""
+        token = next((v for k, v in query if k == "page"), None)
+        first = 0
+        if token is not None:
+            try:
+                raw = json.loads(base64.urlsafe_b64decode(token.encode() + b"=="))
+                first = int(raw["o"])
+                ok = raw["n"] == self._nonce and raw["q"] == self._digest(query) and 0 <= first <= n
+            except (ValueError, KeyError, TypeError):
+                ok = False
+            if not ok:
+                raise _ApiError(400, "invalid_request_error", "page: invalid page token")
+        end = min(n, first + limit)
+        nxt = None
+        if end < n:
+            raw_next = json.dumps({"o": end, "n": self._nonce, "q": self._digest(query)}).encode()
+            nxt = base64.urlsafe_b64encode(raw_next).decode().rstrip("=")
+        return first, end, nxt
+
+    def _paged(self, query: list[tuple[str, str]], buckets: list[tuple[datetime, datetime]], limit: int,
+               results: Callable[[datetime, datetime], list[dict[str, Any]]]) -> dict[str, Any]:
+        first, end, nxt = self._page(query, len(buckets), limit)
+        data = [{"starting_at": _iso(s), "ending_at": _iso(e), "results": results(s, e)} for s, e in buckets[first:end]]
+        return {"data": data, "has_more": nxt is not None, "next_page": nxt}
+
+    # ------------------------------------------------------------------ reports
+
+    def cost_report(self, query: list[tuple[str, str]]) -> dict[str, Any]:
+        buckets, limit, groups = self._common(query, COST_GROUPS, ("1d",), 2)
+        by_ws, by_desc = "workspace_id" in groups, "description" in groups
+
+        def results(s: datetime, e: datetime) -> list[dict[str, Any]]:
+            sums: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
+            for c in self._between(s, e):
+                for token_type, cents in zip(COST_TOKEN_TYPES, c.cents, strict=True):
+                    if cents:
+                        sums[(c.workspace_id if by_ws else None,
+                              c.model if by_desc else None, token_type if by_desc else None)] += cents
+            out = []
+            for (ws, model, token_type), cents in sorted(sums.items(), key=lambda kv: tuple(map(str, kv[0]))):
+                out.append({
+                    "currency": "USD", "amount": f"{cents:f}", "workspace_id": ws,
+                    "description": f"{model} Usage - {token_type}" if by_desc else None,
+                    "model": model, "cost_type": "tokens" if by_desc else None, "token_type": token_type,
+                    "service_tier": "standard" if by_desc else None, "context_window": "0-200k" if by_desc else None,
+                })
+            return out
+
+        return self._paged(query, buckets, limit, results)
+
+    def usage_report(self, query: list[tuple[str, str]]) -> dict[str, Any]:
+        buckets, limit, groups = self._common(query, USAGE_GROUPS, ("1m", "1h", "1d"), 5)
+
+        def results(s: datetime, e: datetime) -> list[dict[str, Any]]:
+            sums: dict[tuple[Any, ...], Tokens] = {}
+            for c in self._between(s, e):
+                attrs = {"api_key_id": c.api_key_id, "workspace_id": c.workspace_id, "model": c.model,
+                         "service_tier": "standard", "context_window": "0-200k", "inference_geo": "global"}
+                key = tuple(attrs[g] if g in groups else None for g in USAGE_GROUPS)
+                sums[key] = sums.get(key, Tokens()) + c.tokens
+            out = []
+            for key, t in sorted(sums.items(), key=lambda kv: tuple(map(str, kv[0]))):
+                row: dict[str, Any] = dict(zip(USAGE_GROUPS, key, strict=True))
+                row.update({
+                    "uncached_input_tokens": t.input, "cache_read_input_tokens": t.cache_read,
+                    "cache_creation": {"ephemeral_5m_input_tokens": t.cache_write_5m,
+                                       "ephemeral_1h_input_tokens": t.cache_write_1h},
+                    "output_tokens": t.output, "server_tool_use": {"web_search_requests": t.web_search_requests},
+                })
+                out.append(row)
+            return out
+
+        return self._paged(query, buckets, limit, results)
+
+    def claude_code_report(self, query: list[tuple[str, str]]) -> dict[str, Any]:
+        try:
+            day = date.fromisoformat(next((v for k, v in query if k == "starting_at"), ""))
+        except ValueError:
+            raise _ApiError(400, "invalid_request_error", "starting_at: must be a date YYYY-MM-DD") from None
+        limit_text = next((v for k, v in query if k == "limit"), "20")
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
+            raise _ApiError(400, "invalid_request_error", "limit: must be between 1 and 1000")
+        with self._lock:
+            entries = sorted((k, v) for k, v in self._claude_code.items() if k[0] == day)
+        actors: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for (_d, actor, model), (t, cents) in entries:
+            actors[actor].append({
+                "model": model,
+                "tokens": {"input": t.input, "output": t.output, "cache_read": t.cache_read,
+                           "cache_creation": t.cache_write_5m + t.cache_write_1h},
+                "estimated_cost": {"currency": "USD", "amount": f"{cents.quantize(_CENTS_STEP):f}"},
+            })
+        items = [{"date": _iso(datetime(day.year, day.month, day.day, tzinfo=UTC)),
+                  "actor": {"type": "user_actor", "email_address": actor}, "organization_id": "org_demo",
+                  "customer_type": "api", "terminal_type": "cli", "model_breakdown": models}
+                 for actor, models in actors.items()]
+        first, end, nxt = self._page(query, len(items), int(limit_text))
+        return {"data": items[first:end], "has_more": nxt is not None, "next_page": nxt}
+
+
+class _ApiHandler(BaseHTTPRequestHandler):
+    api: SimulatedAdminApi
+    protocol_version = "HTTP/1.1"
+    server_version = "demo-admin-api"
+    sys_version = ""
+    PATHS = {"/v1/organizations/cost_report": "cost_report",
+             "/v1/organizations/usage_report/messages": "usage_report",
+             "/v1/organizations/usage_report/claude_code": "claude_code_report"}
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802
+        parts = urlsplit(self.path)
+        status, body = self._answer(parts.path, parse_qsl(parts.query, keep_blank_values=True))
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(body)))
+        self.send_header("request-id", f"req_{secrets.token_hex(8)}")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _answer(self, path: str, query: list[tuple[str, str]]) -> tuple[int, bytes]:
+        endpoint = self.PATHS.get(path)
+        if endpoint is None:
+            return 404, _error_body("not_found_error", f"Not found: {path}")
+        given = self.headers.get("x-api-key")
+        if given is None:
+            return 401, _error_body("authentication_error", "x-api-key header is required")
+        if not secrets.compare_digest(given.encode(), self.api.key.encode()):
+            return 401, _error_body("authentication_error", "invalid x-api-key")
+        if self.headers.get("anthropic-version") != API_VERSION:
+            return 400, _error_body("invalid_request_error", "anthropic-version: header is required")
+        try:
+            return 200, json.dumps(getattr(self.api, endpoint)(query)).encode()
+        except _ApiError as exc:
+            return exc.status, _error_body(exc.error_type, exc.message)
+
+
+# --------------------------------------------------------------------------- the organisation
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Who spends, how much per simulated hour, and how the bill differs from list price."""
+
+    pool: str
+    workspace_id: str
+    api_key_id: str
+    usd_per_hour: float  # live rate, per simulated hour, at list price
+    bill_factor: Decimal  # bill / list price: the drift the exporter should find is about 1 / this
+    models: tuple[tuple[str, float], ...]
+    entrypoints: tuple[str, ...] = ()  # () = calls the API directly: no Claude Code logs
+    actors: tuple[str, ...] = ()
+    project: str = ""
+    hour_weights: tuple[float, ...] = (1.0,) * 24  # by UTC hour, for the backfilled history
+    start_used: float = 0.5  # fraction of the credit spent at the demo's start
+    breaker_aware: bool = False  # checks GET /breaker/<pool> before each batch
+
+
+WORKDAY = tuple(0.15 if h < 7 or h > 19 else (1.0 if 9 <= h <= 17 else 0.6) for h in range(24))
+NIGHTLY = tuple(1.0 if h < 6 else 0.35 for h in range(24))
+STEADY = tuple(0.7 + 0.3 * (8 <= h <= 20) for h in range(24))
+
+WORKLOADS = (
+    Workload("agent-sdk", "wrkspc_demo_agents", "apikey_demo_agents", usd_per_hour=9.0,
+             bill_factor=Decimal("1.04"), models=((OPUS, 0.7), (SONNET, 0.25), (HAIKU, 0.05)),
+             entrypoints=("sdk-cli", "sdk-py"), actors=("agents@demo.example",), project="/srv/agents/triage-bot",
+             hour_weights=NIGHTLY, start_used=0.885, breaker_aware=True),
+    Workload("interactive", "wrkspc_demo_interactive", "apikey_demo_interactive", usd_per_hour=0.4,
+             bill_factor=Decimal("0.985"), models=((SONNET, 0.74), (OPUS, 0.15), (HAIKU, 0.10), (PREVIEW, 0.01)),
+             entrypoints=("cli", "cli", "claude-vscode"),
+             actors=("ada@demo.example", "grace@demo.example", "linus@demo.example"),
+             project="/home/ada/src/webshop", hour_weights=WORKDAY, start_used=0.41),
+    Workload("team-api", "wrkspc_demo_research", "apikey_demo_research", usd_per_hour=1.2,
+             bill_factor=Decimal("1.01"), models=((SONNET, 0.6), (HAIKU, 0.4)), hour_weights=STEADY,
+             start_used=0.52),
+)
+POOL_CREDIT = {"agent-sdk": Decimal(200), "interactive": Decimal(100), "team-api": Decimal(600)}
+PERIOD_AGO_DAYS = {"agent-sdk": 14, "interactive": 9, "team-api": 19}
+
+
+def _pools(now: datetime) -> tuple[PoolConfig, ...]:
+    def period(pool: str) -> PeriodConfig:
+        # a reset day some days back, so every pool has complete billed days in its period
+        return PeriodConfig(reset_day=(now - timedelta(days=PERIOD_AGO_DAYS[pool])).day)
+
+    return (
+        PoolConfig(name="agent-sdk", credit_usd=POOL_CREDIT["agent-sdk"], plan="max20x", team="platform",
+                   period=period("agent-sdk"),
+                   match=PoolMatch(workspaces=("wrkspc_demo_agents",), sources=("claude-code",),
+                                   entrypoints=("sdk-cli", "sdk-py", "sdk-ts")),
+                   open_below=Decimal("0.05")),
+        PoolConfig(name="interactive", credit_usd=POOL_CREDIT["interactive"], plan="max5x", team="platform",
+                   period=period("interactive"),
+                   match=PoolMatch(workspaces=("wrkspc_demo_interactive",), sources=("claude-code",),
+                                   entrypoints=("cli", "claude-vscode")),
+                   open_below=Decimal("0.10")),
+        PoolConfig(name="team-api", credit_usd=POOL_CREDIT["team-api"], team="research",
+                   period=period("team-api"), match=PoolMatch(workspaces=("wrkspc_demo_research",)),
+                   open_below=Decimal("0.05")),
+    )
+
+
+def _day_jitter(workload: Workload, day: date) -> Decimal:
+    """A per-day wobble of the bill factor (±1.5%), the same on every run."""
+    h = int(hashlib.sha256(f"{workload.pool}{day}".encode()).hexdigest()[:6], 16)
+    return Decimal(1) + (Decimal(h % 3001) - 1500) / Decimal(100_000)
+
+
+@dataclass
+class _Session:
+    path: Path
+    session_id: str
+    actor: str
+    entrypoint: str
+    requests: int = 0
+    parent: str | None = None
+    last_at: float = 0.0
+
+
+@dataclass
+class _Batch:
+    """What one step of the workload produced: log text per file, charges, Claude Code rows."""
+
+    lines: dict[Path, list[str]] = field(default_factory=lambda: defaultdict(list))
+    charges: list[Charge] = field(default_factory=list)
+    claude_code: list[tuple[date, str, str, Tokens, Decimal]] = field(default_factory=list)
+
+
+class DemoOrg:
+    """Generates the organisation's requests: transcript lines and the matching bill."""
+
+    def __init__(self, root: Path, api: SimulatedAdminApi, *, speed: float, seed: int = 7,
+                 workloads: tuple[Workload, ...] = WORKLOADS) -> None:
+        from exporter.pricing import Pricer
+
+        self.root = root
+        self.projects = root / "projects"
+        self.api = api
+        self.speed = speed
+        self.rng = random.Random(seed)
+        self.pricer = Pricer()
+        self.workloads = workloads
+        self._sessions: dict[tuple[str, str], _Session] = {}
+        self._carry: dict[str, float] = defaultdict(float)
+        self.paused: set[str] = set()
+        self.requests = 0
+
+    # ------------------------------------------------------------------ requests
+
+    def _ids(self, prefix: str, n: int) -> str:
+        alphabet = "0123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+        return prefix + "".join(self.rng.choice(alphabet) for _ in range(n))
+
+    def _uuid(self) -> str:
+        return f"{self.rng.getrandbits(128):032x}"
+
+    def _tokens(self, model: str, heavy: bool) -> Tokens:
+        r = self.rng.random
+        cache_read = 0 if r() < 0.1 else int(8_000 + r() * (150_000 if heavy else 90_000))
+        write = 0 if r() < 0.25 else int(200 + r() * (20_000 if heavy else 8_000))
+        write_1h = write if r() < 0.2 else 0
+        out = int(40 + r() ** 2 * (6_000 if heavy else 2_500))
+        if model == HAIKU:
+            out //= 3
+        return Tokens(input=int(1 + r() * (1_500 if r() < 0.9 else 20_000)), output=out, cache_read=cache_read,
+                      cache_write_5m=write - write_1h, cache_write_1h=write_1h)
+
+    def _model(self, w: Workload) -> str:
+        x = self.rng.random() * sum(p for _, p in w.models)
+        for model, p in w.models:
+            x -= p
+            if x <= 0:
+                return model
+        return w.models[-1][0]
+
+    def _bill(self, w: Workload, model: str, tokens: Tokens, at: float) -> tuple[Decimal, tuple[Decimal, ...], Decimal]:
+        """(list USD, billed cents per token type, list cents): the unpriced preview is billed as Sonnet."""
+        prices = self.pricer.prices(model, when=at) or self.pricer.prices(SONNET, when=at)
+        assert prices is not None, "the price table lost Claude Sonnet 4.5"
+        factor = w.bill_factor * _day_jitter(w, datetime.fromtimestamp(at, UTC).date())
+        counts = (tokens.input, tokens.output, tokens.cache_read, tokens.cache_write_5m, tokens.cache_write_1h)
+        # picodollars per token -> cents: x / 10**10
+        list_cents = [Decimal(n * p).scaleb(-10) for n, p in zip(counts, prices.base_pico, strict=True)]
+        billed = tuple((c * factor).quantize(_CENTS_STEP) for c in list_cents)
+        total_list = sum(list_cents, Decimal(0))
+        return total_list / 100, billed, total_list
+
+    def _request(self, w: Workload, at: float, batch: _Batch) -> Decimal:
+        """One request at ``at``: its log lines (if the workload uses Claude Code) and its bill."""
+        model = self._model(w)
+        tokens = self._tokens(model, heavy=w.pool == "agent-sdk")
+        usd, cents, list_cents = self._bill(w, model, tokens, at)
+        batch.charges.append(Charge(at, w.workspace_id, w.api_key_id, model, tokens, cents))  # type: ignore[arg-type]
+        if w.entrypoints:
+            s = self._session(w, at)
+            self._write_request(s, w, model, tokens, at, batch)
+            batch.claude_code.append((datetime.fromtimestamp(at, UTC).date(), s.actor, model, tokens, list_cents))
+        self.requests += 1
+        return usd
+
+    def _session(self, w: Workload, at: float) -> _Session:
+        actor = self.rng.choice(w.actors)
+        key = (w.pool, actor)
+        s = self._sessions.get(key)
+        if s is None or s.requests >= self.rng.randint(25, 60) or at - s.last_at > 2 * 3600:
+            project = w.project if w.pool == "agent-sdk" else f"/home/{actor.split('@')[0]}/src/webshop"
+            slug = project.replace("/", "-").replace(".", "-").replace("_", "-")
+            sid = self._uuid()
+            sid = f"{sid[:8]}-{sid[8:12]}-{sid[12:16]}-{sid[16:20]}-{sid[20:]}"
+            s = _Session(self.projects / slug / f"{sid}.jsonl", sid, actor, self.rng.choice(w.entrypoints))
+            self._sessions[key] = s
+        s.requests += 1
+        s.last_at = at
+        return s
+
+    def _write_request(self, s: _Session, w: Workload, model: str, t: Tokens, at: float, batch: _Batch) -> None:
+        cwd = w.project if w.pool == "agent-sdk" else f"/home/{s.actor.split('@')[0]}/src/webshop"
+        sidechain = w.pool == "agent-sdk" and self.rng.random() < 0.3
+        path = s.path
+        if sidechain:  # a subagent's own file beside its session
+            path = s.path.with_suffix("") / "subagents" / f"agent-{s.session_id[:8]}.jsonl"
+        head = {"isSidechain": sidechain, "userType": "external", "cwd": cwd, "sessionId": s.session_id,
+                "version": "2.0.31", "gitBranch": "main", "entrypoint": s.entrypoint}
+        stamp = datetime.fromtimestamp(at - 1.5, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        user_uuid = self._uuid()
+        lines = batch.lines[path]
+        lines.append(json.dumps({"parentUuid": s.parent, **head, "type": "user",
+                                 "message": {"role": "user", "content": "Run the next step of the plan."},
+                                 "uuid": user_uuid, "timestamp": stamp}))
+        msg_id, req_id = self._ids("msg_01", 22), self._ids("req_011C", 20)
+        ts = datetime.fromtimestamp(at, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if self.rng.random() < 0.004:  # Claude Code records a failed call as a synthetic error message
+            lines.append(json.dumps({
+                "parentUuid": user_uuid, **head, "type": "assistant", "uuid": self._uuid(), "timestamp": ts,
+                "isApiErrorMessage": True, "requestId": req_id,
+                "message": {"model": model, "id": msg_id, "type": "message", "role": "assistant",
+                            "content": [{"type": "text", "text": "API Error: 529 Overloaded"}],
+                            "usage": _usage(Tokens(input=t.input))}}))
+        parent = user_uuid
+        # one line per content block; the first streamed copy carries a placeholder usage
+        for i, (block, usage) in enumerate((
+                ({"type": "thinking", "thinking": "Checking the failing test first.", "signature": "sig"},
+                 Tokens(input=t.input, output=min(t.output, 12), cache_read=t.cache_read,
+                        cache_write_5m=t.cache_write_5m, cache_write_1h=t.cache_write_1h)),
+                ({"type": "text", "text": "Done: the step passed."}, t))):
+            uuid = self._uuid()
+            lines.append(json.dumps({
+                "parentUuid": parent, **head,
+                "message": {"model": model, "id": msg_id, "type": "message", "role": "assistant",
+                            "content": [block], "stop_reason": None if i == 0 else "end_turn",
+                            "stop_sequence": None, "usage": _usage(usage)},
+                "requestId": req_id, "type": "assistant", "uuid": uuid, "timestamp": ts}))
+            parent = uuid
+        if not sidechain:
+            s.parent = parent
+
+    # ------------------------------------------------------------------ history and live spend
+
+    def backfill(self, now: float, pools: tuple[PoolConfig, ...]) -> None:
+        """Write about three weeks of history, sized so each pool starts at its ``start_used``."""
+        from exporter.budget import hour_in_period, period_bounds
+
+        now_dt = datetime.fromtimestamp(now, UTC)
+        first_hour = (now_dt - timedelta(days=HISTORY_DAYS)).replace(minute=0, second=0, microsecond=0)
+        batch = _Batch()
+        for w in self.workloads:
+            pool = next(p for p in pools if p.name == w.pool)
+            start, end = period_bounds(pool.period, now_dt)
+            hours: list[tuple[datetime, float]] = []
+            h = first_hour
+            while h < now_dt:
+                span = min(1.0, (now - h.timestamp()) / 3600)
+                hours.append((h, w.hour_weights[h.hour] * span * (0.6 + 0.8 * self.rng.random())))
+                h += timedelta(hours=1)
+            in_period = sum(wt for h, wt in hours if hour_in_period(h, start, end))
+            # billed is list price x factor: aim the bill at start_used of the credit
+            target = float(POOL_CREDIT[w.pool]) * w.start_used / float(w.bill_factor)
+            scale = target / in_period if in_period else 0.0
+            for h, wt in hours:
+                self._spend(w, h.timestamp(), min(now, h.timestamp() + 3600), wt * scale, batch)
+        self._flush(batch)
+
+    def _spend(self, w: Workload, t0: float, t1: float, usd: float, batch: _Batch) -> None:
+        """Requests worth about ``usd`` at list price, spread over ``[t0, t1)``."""
+        usd += self._carry[w.pool]
+        while usd > 0:
+            at = t0 + self.rng.random() * max(0.001, t1 - t0)
+            usd -= float(self._request(w, at, batch))
+        self._carry[w.pool] = usd  # overshoot: taken off the next step
+
+    def _flush(self, batch: _Batch) -> None:
+        for path, lines in batch.lines.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="utf-8") as fh:
+                fh.write("\n".join(lines) + "\n")
+        self.api.add(batch.charges)
+        for row in batch.claude_code:
+            self.api.add_claude_code(*row)
+
+    def step(self, t0: float, t1: float) -> None:
+        """The spend of real seconds ``[t0, t1)``: ``speed`` times as much simulated work."""
+        batch = _Batch()
+        for w in self.workloads:
+            if w.pool in self.paused:
+                continue
+            self._spend(w, t0, t1, w.usd_per_hour * self.speed * (t1 - t0) / 3600, batch)
+        self._flush(batch)
+
+
+def _usage(t: Tokens) -> dict[str, Any]:
+    return {"input_tokens": t.input, "cache_creation_input_tokens": t.cache_write_5m + t.cache_write_1h,
+            "cache_read_input_tokens": t.cache_read, "output_tokens": t.output,
+            "server_tool_use": {"web_search_requests": 0, "web_fetch_requests": 0}, "service_tier": "standard",
+            "cache_creation": {"ephemeral_1h_input_tokens": t.cache_write_1h,
+                               "ephemeral_5m_input_tokens": t.cache_write_5m},
+            "inference_geo": "", "speed": "standard"}
+
+
+# --------------------------------------------------------------------------- running it
+
+
+@dataclass
+class Demo:
+    """A running demo: its config for the exporter, the simulated API, and the workload thread."""
+
+    config: Config
+    api: SimulatedAdminApi
+    org: DemoOrg
+    workdir: Path
+    breaker_url: str | None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Demo:
+        self._thread = threading.Thread(target=self._run, name="demo-organisation", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        last = time.time()
+        while not self._stop.wait(TICK_SECONDS):
+            now = time.time()
+            self._check_breakers()
+            try:
+                self.org.step(last, now)
+            except OSError as exc:  # the temporary folder went away: nothing more to simulate
+                log.error("demo_stopped", error=str(exc))
+                return
+            last = now
+
+    def _check_breakers(self) -> None:
+        """The pipeline asks the exporter before each batch, as ``check --pool`` would."""
+        if self.breaker_url is None:
+            return
+        for w in self.org.workloads:
+            if not w.breaker_aware or w.pool in self.org.paused:
+                continue
+            try:
+                with urllib.request.urlopen(f"{self.breaker_url}/breaker/{w.pool}", timeout=2):
+                    pass
+            except urllib.error.HTTPError as exc:
+                if exc.code == 503:
+                    self.org.paused.add(w.pool)
+                    log.info(f"demo: the simulated {w.pool} pipeline found its breaker open and paused its work",
+                             pool=w.pool)
+            except OSError:
+                pass  # exporter not listening yet: carry on, as `check` exit 2 would leave it to the caller
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.api.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def demo_speed(env: dict[str, str] | None = None) -> float:
+    env = dict(os.environ) if env is None else env
+    text = env.get(SPEED_ENV, "").strip()
+    if not text:
+        return DEFAULT_SPEED
+    try:
+        speed = float(text)
+    except ValueError:
+        raise DemoError(f"{SPEED_ENV} must be a number, not {text!r}") from None
+    if not 0 < speed <= 100_000:
+        raise DemoError(f"{SPEED_ENV} must be between 0 and 100000")
+    return speed
+
+
+def start_demo(base: Config, *, clock: Callable[[], float] = time.time) -> Demo:
+    """Start the simulated organisation and return the Config that points the exporter at it.
+
+    ``base`` is the command-line config: only ``listen`` is taken from it; ``--config`` and
+    ``--state-dir`` are refused, since the demo's state must start empty with its logs.
+    """
+    if base.origin != "built-in default":
+        raise DemoError(f"the demo builds its own config; drop --config {base.origin}")
+    if base.state_dir != Path(DEFAULT_STATE_DIR).expanduser():
+        raise DemoError("the demo keeps its state in a temporary folder of its own; drop --state-dir")
+    speed = demo_speed()
+    api = SimulatedAdminApi(clock=clock).start()
+    log.info(f"demo mode: a simulated organisation served by {api.url}; the real Admin API is never contacted "
+             "and no real logs are read", admin_api=api.url, speed=speed)
+    workdir = Path(tempfile.mkdtemp(prefix="claude-budget-demo-"))
+    key_file = workdir / "admin_key"
+    key_file.write_text(DEMO_KEY + "\n", encoding="utf-8")
+    key_file.chmod(0o600)
+    now = clock()
+    pools = _pools(datetime.fromtimestamp(now, UTC))
+    org = DemoOrg(workdir / "claude", api, speed=speed)
+    org.backfill(now, pools)
+    config = replace(
+        base,
+        state_dir=workdir / "state",
+        admin_api=AdminApiConfig(key_file=key_file, base_url=api.url, poll_interval=max(2.0, 300.0 / speed),
+                                 claude_code_report=True),
+        sources=(SourceConfig(name="claude-code", kind="claude_code", paths=(str(org.projects),)),),
+        pools=pools,
+        refresh_interval=2.0,
+        origin=DEMO_ORIGIN,
+    )
+    host, port = parse_listen(config.listen)
+    breaker_url = None
+    if port:
+        host = "127.0.0.1" if host in ("", "0.0.0.0", "::") else host
+        breaker_url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    demo = Demo(config=config, api=api, org=org, workdir=workdir, breaker_url=breaker_url)
+    log.info("demo: organisation ready", logs=str(org.projects), requests=org.requests,
+             pools=[p.name for p in pools], near_exhaustion="agent-sdk")
+    atexit.register(demo.stop)
+    return demo.start()
+
+
+# --------------------------------------------------------------------------- the hint on an empty machine
+
+
+def _has_jsonl(folder: Path) -> bool:
+    if not folder.is_dir():
+        return False
+    for _dirpath, _dirs, files in os.walk(folder):
+        if any(f.endswith(".jsonl") for f in files):
+            return True
+    return False
+
+
+def nothing_to_read(config: Config) -> str | None:
+    """The one plain line to log when the built-in default finds no logs and no admin key."""
+    if config.origin != "built-in default":
+        return None
+    if config.admin_api is not None and config.admin_api.read_key():
+        return None
+    folders = [p for s in config.sources if s.kind == "claude_code" for p in s.paths]
+    if any(_has_jsonl(Path(f).expanduser()) for f in folders):
+        return None
+    return (f"No Claude Code logs in {' or '.join(folders)} and no admin key in ${DEFAULT_KEY_ENV}, so there is "
+            "nothing to show yet; run `claude-budget-exporter serve --demo` to see it work on a simulated "
+            "organisation.")
+
+
+def log_if_nothing_to_read(config: Config) -> None:
+    line = nothing_to_read(config)
+    if line is not None:
+        log.warning(line, looked_in=[p for s in config.sources if s.kind == "claude_code" for p in s.paths])

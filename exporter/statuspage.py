@@ -1,0 +1,258 @@
+"""The landing page ``/``: what a person wants to see without Grafana, in one glance.
+
+Plain server-rendered HTML with inline CSS: no script, no external assets, no build step.
+It refreshes itself, reflows to one column on a phone, and escapes every value that came
+from a config, a log or the Admin API. Pure: the snapshot, the breaker decisions and
+``now`` come in, a string goes out.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+from urllib.parse import quote
+
+#: ``Config.origin`` of ``serve --demo``; the page then says it shows a simulated organisation.
+DEMO_ORIGIN = "built-in demo (a simulated organisation)"
+REFRESH_SECONDS = 15
+_CENT = Decimal("0.01")
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def usd(value: Decimal | None) -> str:
+    if value is None:
+        return "–"
+    rounded = Decimal(value).quantize(_CENT, rounding=ROUND_HALF_UP)
+    return f"-${-rounded:,.2f}" if rounded < 0 else f"${rounded:,.2f}"
+
+
+def pct(value: Decimal | None, places: int = 1) -> str:
+    if value is None:
+        return "–"
+    return f"{Decimal(value) * 100:.{places}f}%"
+
+
+def ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 5:
+        return "just now"
+    if seconds < 90:
+        return f"{seconds:.0f} s ago"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min ago"
+    if seconds < 36 * 3600:
+        return f"{seconds / 3600:.0f} h ago"
+    return f"{seconds / 86400:.0f} days ago"
+
+
+def until(seconds: float) -> str:
+    if seconds <= 0:
+        return "now"
+    if seconds < 90:
+        return f"in {seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"in {seconds / 60:.0f} min"
+    if seconds < 48 * 3600:
+        return f"in {seconds / 3600:.1f} h"
+    return f"in {seconds / 86400:.0f} days"
+
+
+def when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _day(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%b %-d")
+
+
+def _drift_words(ratio: Decimal | None) -> str:
+    if ratio is None:
+        return "no complete billed day yet"
+    off = (Decimal(ratio) - 1) * 100
+    if abs(off) < Decimal("0.05"):
+        return "estimates match the bill"
+    return f"estimates run {abs(off):.1f}% {'over' if off > 0 else 'under'} the bill"
+
+
+def _level(ratio: Decimal | None, open_below: Decimal, is_open: bool) -> str:
+    if is_open or (ratio is not None and ratio <= 0):
+        return "bad"
+    if ratio is not None and ratio < max(2 * open_below, Decimal("0.25")):
+        return "warn"
+    return "ok"
+
+
+def _pool_card(s: Any, decision: Any, now: float) -> str:
+    is_open = bool(decision.open) if decision is not None else bool(s.breaker_open_by_threshold)
+    ratio = s.remaining_ratio
+    level = _level(ratio, s.open_below, is_open)
+    fill = min(Decimal(100), max(Decimal(0), (ratio or Decimal(0)) * 100))
+    state = "open" if is_open else "closed"
+    reason = decision.reason if decision is not None else ""
+    tags = "".join(f'<span class="tag">{_e(t)}</span>' for t in (s.team and f"team {s.team}",
+                                                                  s.plan and f"plan {s.plan}") if t)
+    # spend: billed through the last complete day + calibrated estimate since
+    if s.billed_through is not None:
+        split = (f"billed {usd(s.spend_billed)} through {_e(_day(datetime.combine(s.billed_through, datetime.min.time(), UTC)))}"
+                 f" + estimate {usd(s.spend_estimated)} since")
+    elif s.billed_basis == "none":
+        split = "estimate only (the pool names no workspaces or API keys)"
+    else:
+        split = f"estimate {usd(s.spend_estimated)}: no complete billed day in this period yet"
+    if s.calibration is not None:
+        split += f", calibrated by drift {Decimal(s.calibration):.3f}"
+
+    def windows(values: Mapping[str, Decimal] | None) -> str:
+        if values is None:
+            return '<span class="muted">not billed to this pool</span>'
+        return (f'{usd(values.get("period"))} <span class="muted">period</span> · '
+                f'{usd(values.get("yesterday"))} <span class="muted">yesterday</span> · '
+                f'{usd(values.get("today"))} <span class="muted">today</span>')
+
+    drift_y, drift_p = s.drift.get("yesterday"), s.drift.get("period")
+    drift = (f'<span class="num">{_e("–" if drift_p is None else f"{Decimal(drift_p):.3f}")}</span>'
+             f' <span class="muted">period</span> · '
+             f'<span class="num">{_e("–" if drift_y is None else f"{Decimal(drift_y):.3f}")}</span>'
+             f' <span class="muted">yesterday</span><br><span class="muted">{_e(_drift_words(drift_p))}</span>')
+    end = s.period_end
+    if s.exhaustion is None:
+        dry = "not at the current rate"
+    elif s.exhaustion >= end:
+        dry = f"after the reset ({_e(when(s.exhaustion))})"
+    else:
+        dry = f'<strong>{_e(when(s.exhaustion))}</strong> <span class="muted">{_e(until(s.exhaustion.timestamp() - now))}</span>'
+    basis = f"billed from {s.billed_basis.replace('_', ' ')}, estimated from {s.estimate_basis.replace('_', ' ')}"
+    name = _e(s.pool)
+    return f"""
+<section class="pool {level}" data-pool="{name}" data-breaker="{state}">
+  <header><h2>{name}</h2>{tags}<span class="breaker {state}">breaker {state.upper() if is_open else state}</span></header>
+  <div class="remaining"><span class="big">{usd(s.remaining)}</span> left of {usd(s.credit)}
+    <span class="ratio">{pct(ratio)}</span></div>
+  <div class="bar" role="meter" aria-label="remaining credit of {name}" aria-valuemin="0" aria-valuemax="100"
+       aria-valuenow="{fill:.1f}"><div class="fill" style="width:{fill:.2f}%"></div>
+    <div class="mark" style="left:{Decimal(s.open_below) * 100:.2f}%" title="breaker opens below {pct(s.open_below)}"></div></div>
+  <p class="reason">{_e(reason)}</p>
+  <dl>
+    <dt>Spend this period</dt><dd><span class="num">{usd(s.spend)}</span><br><span class="muted">{split}</span></dd>
+    <dt>Billed</dt><dd>{windows(s.billed)}</dd>
+    <dt>Estimated</dt><dd>{windows(s.estimated)}</dd>
+    <dt>Drift (est. / billed)</dt><dd>{drift}</dd>
+    <dt>Burn rate</dt><dd><span class="num">{usd(s.burn_rate_per_hour)}/h</span>
+      <span class="muted">projected {usd(s.projected_spend)} by the reset</span></dd>
+    <dt>Runs dry</dt><dd>{dry}</dd>
+    <dt>Period</dt><dd>{_e(_day(s.period_start))} → {_e(_day(end))}
+      <span class="muted">resets {_e(until(end.timestamp() - now))}</span></dd>
+  </dl>
+  <footer><span class="muted">{_e(basis)}</span> · <a href="/breaker/{_e(quote(s.pool, safe=''))}">/breaker/{name}</a></footer>
+</section>"""
+
+
+def _sources(snap: Any, now: float) -> str:
+    rows = []
+    billing = snap.billing
+    for src in snap.sources:
+        fresh = ago(now - src.last_success) if src.last_success else "never"
+        detail = f"{src.files} file{'s' if src.files != 1 else ''}" if src.kind != "admin_api" else ""
+        if src.kind == "admin_api" and billing is not None and billing.complete_through is not None:
+            detail = f"bill complete through {_day(billing.complete_through - timedelta(days=1))}"
+        state = "up" if src.up else "down"
+        rows.append(f'<tr data-source="{_e(src.name)}"><td>{_e(src.name)}</td><td>{_e(src.kind)}</td>'
+                    f'<td class="{state}">{state}</td><td>{_e(fresh)}</td><td>{_e(detail)}</td>'
+                    f'<td class="err">{_e(src.error or "")}</td></tr>')
+    if not rows:
+        return '<p class="muted">No sources configured.</p>'
+    return ('<div class="scroll"><table><thead><tr><th>source</th><th>kind</th><th>state</th><th>last success</th>'
+            f'<th></th><th></th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+
+
+def _estimated_by_model(snap: Any) -> str:
+    by_model: dict[str, Decimal] = {}
+    for (_source, model), amount in snap.estimated_cost.items():
+        by_model[model] = by_model.get(model, Decimal(0)) + amount
+    if not by_model:
+        return ""
+    rows = "".join(f"<tr><td>{_e(m)}</td><td class=\"num\">{usd(v)}</td></tr>"
+                   for m, v in sorted(by_model.items(), key=lambda kv: -kv[1]))
+    total = sum(by_model.values(), Decimal(0))
+    return (f'<h3>Estimated from logs since the state began</h3><div class="scroll"><table class="models">'
+            f'<tbody>{rows}</tbody><tfoot><tr><td>total</td><td class="num">{usd(total)}</td></tr></tfoot>'
+            f"</table></div>")
+
+
+def render(snap: Any, decided: Mapping[str, Any], *, now: float, origin: str = "",
+           refresh_seconds: int = REFRESH_SECONDS) -> str:
+    """The whole page for one snapshot (``exporter.snapshot.Snapshot``) and its breaker decisions."""
+    if not snap.ready:
+        body = '<p class="notice">Starting: the first read of the logs is not done yet.</p>'
+    elif snap.pools:
+        body = '<div class="pools">' + "".join(_pool_card(s, decided.get(s.pool), now) for s in snap.pools) + "</div>"
+    else:
+        body = ('<p class="notice">No pools configured: add <code>pools:</code> to the config to track a credit, '
+                "its drift and its breaker.</p>")
+    banner = ""
+    if origin == DEMO_ORIGIN:
+        banner = ('<p class="demo">Demo: a simulated organisation, with spend running faster than real time. '
+                  "Nothing here is real and the real Admin API is never contacted.</p>")
+    breakers = " ".join(f'<a href="/breaker/{_e(quote(s.pool, safe=""))}">{_e(s.pool)}</a>' for s in snap.pools)
+    as_of = when(datetime.fromtimestamp(snap.built_at, UTC))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="{int(refresh_seconds)}">
+<title>Claude credit · claude-budget-exporter</title>
+<style>
+:root{{--bg:#f5f6f8;--card:#fff;--fg:#1f2328;--muted:#656d76;--line:#d8dee4;--ok:#1a7f37;--warn:#b35900;
+--bad:#cf222e;--track:#e6e9ee}}
+@media (prefers-color-scheme:dark){{:root{{--bg:#0d1117;--card:#161b22;--fg:#e6edf3;--muted:#8d96a0;
+--line:#30363d;--ok:#3fb950;--warn:#d29922;--bad:#f85149;--track:#30363d}}}}
+*{{box-sizing:border-box}}
+body{{margin:0;padding:1rem;background:var(--bg);color:var(--fg);font:15px/1.45 system-ui,-apple-system,
+"Segoe UI",Roboto,"DejaVu Sans",sans-serif}}
+main{{max-width:78rem;margin:0 auto}}
+h1{{font-size:1.35rem;margin:.2rem 0 .6rem}} h2{{font-size:1.15rem;margin:0}} h3{{font-size:1rem;margin:1.4rem 0 .4rem}}
+a{{color:inherit}} .muted{{color:var(--muted)}} .num{{font-variant-numeric:tabular-nums}}
+.top{{display:flex;flex-wrap:wrap;gap:.4rem 1rem;align-items:baseline;justify-content:space-between}}
+.demo,.notice{{background:var(--card);border:1px solid var(--line);border-left:4px solid var(--warn);
+padding:.6rem .8rem;border-radius:6px}}
+.pools{{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,22rem),1fr));gap:1rem}}
+.pool{{background:var(--card);border:1px solid var(--line);border-top:4px solid var(--ok);border-radius:8px;
+padding:.9rem 1rem}}
+.pool.warn{{border-top-color:var(--warn)}} .pool.bad{{border-top-color:var(--bad)}}
+.pool header{{display:flex;flex-wrap:wrap;gap:.4rem;align-items:center}}
+.tag{{font-size:.75rem;color:var(--muted);border:1px solid var(--line);border-radius:99px;padding:0 .5rem}}
+.breaker{{margin-left:auto;font-weight:600;font-size:.8rem;border-radius:99px;padding:.1rem .6rem;color:#fff;
+background:var(--ok)}}
+.breaker.open{{background:var(--bad)}}
+.remaining{{margin:.7rem 0 .3rem}} .big{{font-size:1.7rem;font-weight:650;font-variant-numeric:tabular-nums}}
+.ratio{{float:right;font-weight:600;margin-top:.7rem}}
+.bar{{position:relative;height:.9rem;background:var(--track);border-radius:99px;overflow:hidden}}
+.fill{{height:100%;background:var(--ok)}} .warn .fill{{background:var(--warn)}} .bad .fill{{background:var(--bad)}}
+.mark{{position:absolute;top:0;bottom:0;width:2px;background:var(--fg);opacity:.55}}
+.reason{{font-size:.82rem;color:var(--muted);margin:.45rem 0 .2rem}}
+dl{{display:grid;grid-template-columns:max-content 1fr;gap:.35rem .9rem;margin:.6rem 0}}
+dt{{color:var(--muted)}} dd{{margin:0}}
+.pool footer{{font-size:.8rem;border-top:1px solid var(--line);padding-top:.45rem}}
+table{{border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:6px;min-width:100%}}
+td,th{{padding:.3rem .7rem;text-align:left;border-bottom:1px solid var(--line);white-space:nowrap}}
+td.num{{text-align:right}} .models{{min-width:auto}} .scroll{{overflow-x:auto}}
+.up{{color:var(--ok);font-weight:600}} .down{{color:var(--bad);font-weight:600}} .err{{color:var(--bad);white-space:normal}}
+nav{{margin-top:1.4rem;font-size:.9rem}} nav a{{margin-right:.8rem}}
+@media (max-width:30rem){{body{{padding:.6rem}} dl{{grid-template-columns:1fr}} dt{{margin-top:.3rem}}}}
+</style></head>
+<body><main>
+<div class="top"><h1>Claude credit</h1><span class="muted">as of {_e(as_of)} · refreshes every {int(refresh_seconds)} s</span></div>
+{banner}
+{body}
+<h3>Data freshness</h3>
+{_sources(snap, now)}
+{_estimated_by_model(snap)}
+<nav><a href="/metrics">/metrics</a><a href="/healthz">/healthz</a>{' breakers: ' + breakers if breakers else ''}</nav>
+<p class="muted">config: {_e(origin or "unknown")}</p>
+</main></body></html>
+"""
