@@ -224,7 +224,7 @@ class _Checker:
             return {}
         for key in value:
             if not isinstance(key, str) or key not in allowed:
-                self.err(_join(path, str(key)), f"unknown key (allowed: {', '.join(allowed)})")
+                self.err(_join(path, _key_text(key)), f"unknown key (allowed: {', '.join(allowed)})")
         return value
 
     def string(self, value: Any, path: str, *, required: bool = False, default: str = "") -> str:
@@ -320,6 +320,12 @@ class _Checker:
     def path(self, value: Any, path: str) -> Path | None:
         text = self.string(value, path)
         return Path(text).expanduser() if text else None
+
+
+def _key_text(key: Any) -> str:
+    """A key as it can stand in a path: quoted when it is empty or would blur the ``path: message`` form."""
+    text = str(key)
+    return text if text.strip() == text and text and ":" not in text and "\n" not in text else repr(text)
 
 
 def _join(path: str, key: str) -> str:
@@ -541,7 +547,7 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
         tz = c.string(pm.get("timezone"), f"{p}.period.timezone", default="UTC")
         try:
             ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a name too long for a file
             c.err(f"{p}.period.timezone", f"unknown time zone {tz!r}")
         reset_time = c.string(pm.get("reset_time"), f"{p}.period.reset_time", default="00:00")
         if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", reset_time):

@@ -33,7 +33,7 @@ from exporter.usage import UsageRecord
 log = structlog.get_logger()
 
 HEAD_BYTES = 1024  # enough to hold the first line's ids, which tell two files apart
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 4 << 20
 MAX_LINE_BYTES = 10 << 20
 RETENTION_SECONDS = 45 * 86400
 PARALLEL_MIN_BYTES = 64 << 20  # below this a cold read is faster in one process than starting helpers
@@ -123,7 +123,9 @@ class Ingestor:
         self.workers = min(os.cpu_count() or 1, MAX_WORKERS) if workers is None else workers
         self.parsers = {s.name: readers.parser_for(s) for s in self.sources}
         self.files: dict[str, FileState] = state.files() if state else {}
-        self.known: dict[int, int] = state.request_totals() if state else {}
+        # dedup key -> the packed row kept for it: its total decides a later copy, its figures
+        # are what a bigger copy replaces (no lookup in the database on the hot path)
+        self.known: dict[int, bytes] = state.request_rows() if state else {}
         self.dim_list: list[tuple[str, str, str]] = state.dims() if state else []
         self.dims: dict[tuple[str, str, str], int] = {d: i for i, d in enumerate(self.dim_list)}
         self.aggregates: dict[AggKey, list[int]] = state.aggregates() if state else {}
@@ -265,11 +267,8 @@ class Ingestor:
             if row_total(row) > row_total(held):
                 pending[key] = row
         batch.unkeyed.extend(fix(r) for r in res.unkeyed)
-        for key in res.replacing:
-            if key not in batch.replacing and self.state is not None:
-                old = self.state.request_row(key)
-                if old is not None:
-                    batch.replacing[key] = old
+        for key, old in res.replacing.items():
+            batch.replacing.setdefault(key, old)
         for k, n in res.lines.items():
             batch.lines[k] += n
         records, nbytes, nfiles = res.stats
@@ -421,7 +420,9 @@ class Ingestor:
     # ------------------------------------------------------------------ commit
 
     def _commit(self, batch: _Batch, file_updates: list[FileState], gone: list[str], now: float) -> None:
-        request_rows, deltas = batch.finish()
+        keys, deltas = batch.finish()
+        pending = batch.pending
+        request_rows = ((k, int.from_bytes(pending[k][8:16], "little", signed=True), pending[k]) for k in keys)
         # pruning scans the dedup table, so it runs hourly, not on every 15 s refresh
         prune_before = int(now - self.retention) // 3600 * 3600 if now >= self._next_prune else None
         with self.state.transaction() as conn:
@@ -443,8 +444,7 @@ class Ingestor:
                     agg[i] += x
         for (src, res), n in batch.lines.items():
             self.line_counts[(src, res)] = self.line_counts.get((src, res), 0) + n
-        for key, _hour, row in request_rows:
-            self.known[key] = row_total(row)
+        self.known.update(pending)
         for f in file_updates:
             self.files[f.path] = f
         for p in gone:
@@ -452,7 +452,7 @@ class Ingestor:
         if prune_before is not None:
             self._next_prune = now + 3600
         if pruned:
-            self.known = self.state.request_totals()
+            self.known = self.state.request_rows()
 
     def _log_unpriced(self, model: str, source: str) -> None:
         if model not in self._unpriced_logged:
@@ -513,15 +513,12 @@ class _Batch:
                 if total > row_total(held):
                     pending[key] = self._pack(rec, total)
                 continue
-            old_total = self.ing.known.get(key)
-            if old_total is None:
+            old = self.ing.known.get(key)
+            if old is None:
                 pending[key] = self._pack(rec, total)
                 duplicate = False
-            elif total > old_total:
-                state = self.ing.state
-                row = state.request_row(key) if state is not None else b""  # a helper: the parent looks it up
-                if row is not None:
-                    self.replacing[key] = row
+            elif total > row_total(old):
+                self.replacing[key] = old
                 pending[key] = self._pack(rec, total)
         self.lines[(source, readers.DUPLICATE if duplicate else readers.COUNTED)] += 1
 
@@ -545,8 +542,8 @@ class _Batch:
             cost, unpriced = 0, total
         return ROW.pack(total, int(rec.timestamp) // 3600 * 3600, dim, *t, cost, unpriced)
 
-    def finish(self) -> tuple[list[tuple[int, int, bytes]], dict[AggKey, list[int]]]:
-        """Request rows to store and the aggregate deltas they make."""
+    def finish(self) -> tuple[list[int], dict[AggKey, list[int]]]:
+        """The keys to store (sorted) and the aggregate deltas their rows make."""
         deltas: dict[tuple[int, int], list[int]] = {}
         unpack = ROW.unpack
 
@@ -569,9 +566,8 @@ class _Batch:
         for row in self.unkeyed:
             add(row, 1)
             self.stats.new_requests += 1
-        rows = [(key, int.from_bytes(row[8:16], "little", signed=True), row) for key, row in sorted(self.pending.items())]
         dims = self.ing.dim_list
-        return rows, {(hour, *dims[dim]): v for (hour, dim), v in deltas.items() if any(v)}
+        return sorted(self.pending), {(hour, *dims[dim]): v for (hour, dim), v in deltas.items() if any(v)}
 
 
 def _head_matches(f, head: bytes) -> bool:
@@ -607,7 +603,7 @@ class _Task:
     overrides: Any
     plan: list[tuple[str, str]]
     files: dict[str, FileState]
-    known: dict[int, int]
+    known: dict[int, bytes]
     dim_list: list[tuple[str, str, str]]
     now: float
     max_line: int
@@ -617,7 +613,7 @@ class _Task:
 class _Result:
     pending: dict[int, bytes]
     unkeyed: list[bytes]
-    replacing: list[int]
+    replacing: dict[int, bytes]
     lines: dict[tuple[str, str], int]
     new_dims: list[tuple[int, str, str, str]]
     dim_base: int
@@ -646,7 +642,7 @@ def _helper_read(task: _Task) -> _Result:
             updates.append(upd)
     errors = {name: st.error for name, st in ing.status.items() if st.error}
     return _Result(
-        pending=batch.pending, unkeyed=batch.unkeyed, replacing=list(batch.replacing), lines=dict(batch.lines),
+        pending=batch.pending, unkeyed=batch.unkeyed, replacing=batch.replacing, lines=dict(batch.lines),
         new_dims=batch.new_dims, dim_base=len(task.dim_list), file_updates=updates, errors=errors,
         stats=(stats.records, stats.bytes_read, stats.files_read),
         unpriced=[(m, s) for m, s in ing.unpriced_seen],

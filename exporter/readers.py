@@ -82,8 +82,11 @@ def parse_timestamp(value: Any) -> float | None:
 
 
 def _decode(line: bytes) -> Any | str:
+    """The decoded line, or a reason string (a line that is a bare JSON string is malformed,
+    so that a returned str is always a reason and never becomes a label value)."""
     try:
-        return orjson.loads(line)
+        obj = orjson.loads(line)
+        return MALFORMED if isinstance(obj, str) else obj
     except orjson.JSONDecodeError:
         try:
             line.decode("utf-8")

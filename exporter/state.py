@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,14 +118,9 @@ class StateDB:
         rows = self.conn.execute("SELECT path, source, dev, ino, offset, head FROM files")
         return {r[0]: FileState(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows}
 
-    def request_totals(self) -> dict[int, int]:
-        """Dedup key -> largest token total seen (the first 8 bytes of each packed row)."""
-        return {k: int.from_bytes(r[:8], "little", signed=True)
-                for k, r in self.conn.execute("SELECT key, row FROM requests")}
-
-    def request_row(self, key: int) -> bytes | None:
-        row = self.conn.execute("SELECT row FROM requests WHERE key = ?", (key,)).fetchone()
-        return bytes(row[0]) if row else None
+    def request_rows(self) -> dict[int, bytes]:
+        """Dedup key -> the packed row of the largest copy seen (ingest.ROW)."""
+        return dict(self.conn.execute("SELECT key, row FROM requests"))
 
     def dims(self) -> list[tuple[str, str, str]]:
         """(source, model, entrypoint) by id; ids are dense from 0."""
@@ -155,7 +150,7 @@ class StateDB:
         conn.executemany("INSERT INTO dims VALUES (?, ?, ?, ?)", rows)
 
     @staticmethod
-    def put_requests(conn: sqlite3.Connection, rows: list[tuple[int, int, bytes]]) -> None:
+    def put_requests(conn: sqlite3.Connection, rows: Iterable[tuple[int, int, bytes]]) -> None:
         """Rows sorted by key: B-tree inserts in order are several times faster than random ones."""
         conn.executemany("INSERT OR REPLACE INTO requests VALUES (?, ?, ?)", rows)
 
