@@ -8,10 +8,12 @@ commits offsets, dedup keys, aggregates and line counts in one transaction.
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import multiprocessing as mp
 import os
+import stat
 import struct
 import threading
 import time
@@ -19,8 +21,8 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 from decimal import Decimal
+from typing import Any
 
 import structlog
 
@@ -68,8 +70,57 @@ def key_hash(key: str) -> int:
                           "big", signed=True)
 
 
-def discover(source: SourceConfig) -> tuple[list[str], list[str]]:
+class DirCache:
+    """Log folder listings, re-read only when a folder's mtime says a file or folder came or went.
+
+    Appending to a file does not change its folder's mtime, so every refresh still stats
+    each file; but thousands of unchanged session folders cost one stat each, not a scan.
+    """
+
+    TRUST_AFTER_NS = 2_000_000_000  # a folder changed in the last 2 s may change again in the same tick
+
+    def __init__(self) -> None:
+        self.entries: dict[str, tuple[int, list[str], list[str]]] = {}
+
+    def walk(self, root: str, errors: list[str]) -> Iterator[str]:
+        stack = [root]
+        seen: set[tuple[int, int]] = set()
+        now_ns = time.time_ns()
+        while stack:
+            d = stack.pop()
+            try:
+                st = os.stat(d)
+            except OSError as exc:
+                errors.append(f"{d}: {exc.strerror}")
+                continue
+            ident = (st.st_dev, st.st_ino)
+            if ident in seen:  # a loop through a bind mount or the root itself linked below
+                continue
+            seen.add(ident)
+            cached = self.entries.get(d)
+            if cached is not None and cached[0] == st.st_mtime_ns and now_ns - st.st_mtime_ns > self.TRUST_AFTER_NS:
+                _, subdirs, files = cached
+            else:
+                subdirs, files = [], []
+                try:
+                    with os.scandir(d) as it:
+                        for e in it:
+                            # follow_symlinks=False: a symlink loop in a log folder must not recurse forever
+                            if e.is_dir(follow_symlinks=False):
+                                subdirs.append(e.path)
+                            elif e.name.endswith(".jsonl"):
+                                files.append(e.path)
+                except OSError as exc:
+                    errors.append(f"{d}: {exc.strerror}")
+                    continue
+                self.entries[d] = (st.st_mtime_ns, subdirs, files)
+            yield from files
+            stack.extend(subdirs)
+
+
+def discover(source: SourceConfig, cache: DirCache | None = None) -> tuple[list[str], list[str]]:
     """(files, errors) for a source's paths: folders are walked for ``*.jsonl``, globs expanded."""
+    cache = cache or DirCache()
     found: set[str] = set()
     errors: list[str] = []
     for raw in source.paths:
@@ -77,25 +128,14 @@ def discover(source: SourceConfig) -> tuple[list[str], list[str]]:
         if _GLOB_CHARS & set(path):
             for p in glob.glob(path, recursive=True):
                 if os.path.isdir(p):
-                    found.update(_walk(p, errors))
-                elif os.path.isfile(p):
+                    found.update(cache.walk(p, errors))
+                else:
                     found.add(p)
         elif os.path.isdir(path):
-            found.update(_walk(path, errors))
-        elif os.path.isfile(path):
+            found.update(cache.walk(path, errors))
+        elif os.path.exists(path):
             found.add(path)
     return sorted(found), errors
-
-
-def _walk(root: str, errors: list[str]) -> Iterator[str]:
-    def onerror(exc: OSError) -> None:
-        errors.append(f"{exc.filename}: {exc.strerror}")
-
-    # followlinks=False: a symlink loop in a log folder must not hang or recurse forever
-    for dirpath, _dirs, names in os.walk(root, onerror=onerror, followlinks=False):
-        for name in names:
-            if name.endswith(".jsonl"):
-                yield os.path.join(dirpath, name)
 
 
 class Ingestor:
@@ -131,6 +171,8 @@ class Ingestor:
         self.aggregates: dict[AggKey, list[int]] = state.aggregates() if state else {}
         self.line_counts: dict[tuple[str, str], int] = state.line_counts() if state else {}
         self.status: dict[str, SourceStatus] = {s.name: SourceStatus() for s in self.sources}
+        self._dircache = DirCache()
+        self._stats: dict[str, os.stat_result] = {}  # this refresh's stat of each file
         self._unpriced_logged: set[str] = set()
         self.unpriced_seen: list[tuple[str, str]] = []
         self.quiet = False
@@ -147,13 +189,25 @@ class Ingestor:
         seen_paths: set[str] = set()
         file_updates: list[FileState] = []
         plan: list[tuple[SourceConfig, str]] = []
+        self._stats = {}
         for source in self.sources:
-            paths, errors = discover(source)
-            st = self.status[source.name]
-            st.files = len(paths)
-            st.error = "; ".join(errors[:3]) if errors else None
-            plan.extend((source, p) for p in paths)
-            seen_paths.update(paths)
+            paths, errors = discover(source, self._dircache)
+            status = self.status[source.name]
+            regular = []
+            for p in paths:
+                try:
+                    st = os.stat(p)
+                except OSError as exc:  # a dangling link, a file gone since the listing
+                    if exc.errno != errno.ENOENT or os.path.islink(p):
+                        errors.append(f"{p}: {exc.strerror}")
+                    continue
+                if stat.S_ISREG(st.st_mode):  # not a FIFO or device that happens to end in .jsonl
+                    self._stats[p] = st
+                    regular.append(p)
+            status.files = len(regular)
+            status.error = "; ".join(errors[:3]) if errors else None
+            plan.extend((source, p) for p in regular)
+            seen_paths.update(regular)
 
         groups = self._split(plan)
         pool, futures = None, []
@@ -202,7 +256,8 @@ class Ingestor:
 
     def _new_bytes(self, path: str) -> int:
         prev = self.files.get(path)
-        size = _size(path)
+        st = self._stats.get(path)
+        size = st.st_size if st is not None else _size(path)
         return size - prev.offset if prev is not None and prev.offset <= size else size
 
     def _split(self, plan: list[tuple[SourceConfig, str]]) -> list[list[tuple[SourceConfig, str]]]:
@@ -285,7 +340,7 @@ class Ingestor:
         """Read the new complete lines of one file; the FileState to store, and bytes read."""
         prev = self.files.get(path)
         if prev is not None:
-            st = os.stat(path)
+            st = self._stats.get(path) or os.stat(path)
             if (prev.dev, prev.ino) == (st.st_dev, st.st_ino) and st.st_size == prev.offset:
                 return None, 0  # unchanged since the last refresh: not even opened
         with open(path, "rb") as f:
