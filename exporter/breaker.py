@@ -7,8 +7,10 @@ An alert counts for the breaker only when it carries the labels ``breaker="open"
 ``pool``; it holds that pool's breaker open while it is firing and its ``endsAt`` (if set) is
 still ahead. Alertmanager sends firing alerts to webhooks with a zero ``endsAt``
 (``0001-01-01T00:00:00Z``), which means "no end known"; a resolved notification, or an
-``endsAt`` that has passed, closes it. The board lives in memory: after a restart it fills
-again on Alertmanager's next notification (its ``repeat_interval``).
+``endsAt`` that has passed, closes it. An alert Alertmanager stops repeating (a silence
+stops notifications, so no "resolved" ever comes) expires ``stale_after`` after its last
+notification: set that above the route's ``repeat_interval``. The board lives in memory:
+after a restart it fills again on Alertmanager's next notification.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
@@ -59,8 +61,11 @@ class BreakerAlert:
     starts_at: datetime | None
     ends_at: datetime | None
     summary: str
+    expires_at: datetime | None = None  # last notification + the board's stale_after
 
     def active(self, now: datetime) -> bool:
+        if self.expires_at is not None and now >= self.expires_at:
+            return False
         return self.ends_at is None or now < self.ends_at
 
     def to_json(self) -> dict[str, Any]:
@@ -185,8 +190,10 @@ def _pct(value: Decimal) -> str:
 class BreakerBoard:
     """Breaker alerts received from Alertmanager, by fingerprint. Safe across threads."""
 
-    def __init__(self, pools: Iterable[str] | None = None) -> None:
+    def __init__(self, pools: Iterable[str] | None = None, *, stale_after: timedelta | None = timedelta(minutes=15),
+                 ) -> None:
         self._pools = frozenset(pools) if pools is not None else None
+        self.stale_after = stale_after
         self._alerts: dict[str, BreakerAlert] = {}
         self._lock = threading.Lock()
 
@@ -216,6 +223,7 @@ class BreakerBoard:
                     alertname=alert.labels.get("alertname", ""),
                     starts_at=alert.starts_at, ends_at=alert.ends_at,
                     summary=alert.annotations.get("summary") or alert.annotations.get("description", ""),
+                    expires_at=now + self.stale_after if self.stale_after is not None else None,
                 )
             self._prune(now)
         return applied

@@ -214,3 +214,22 @@ def test_concurrent_webhooks_and_decisions():
     for t in threads:
         t.join()
     assert not errors and board.open_pools(NOW) == frozenset()
+
+
+def test_an_alert_alertmanager_stops_repeating_expires() -> None:
+    """A silence stops notifications, so no "resolved" arrives: the breaker must not stay open forever."""
+    from datetime import UTC, datetime, timedelta
+
+    from exporter.breaker import BreakerBoard
+
+    t0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
+    board = BreakerBoard(["agent-sdk"], stale_after=timedelta(minutes=15))
+    payload = {"version": "4", "status": "firing", "alerts": [{
+        "status": "firing", "labels": {"alertname": "ClaudePoolCreditCritical", "pool": "agent-sdk", "breaker": "open"},
+        "annotations": {}, "startsAt": "2026-11-01T11:59:00Z", "endsAt": "0001-01-01T00:00:00Z",
+        "fingerprint": "abc"}]}
+    board.apply_webhook(payload, t0)
+    assert board.open_pools(t0 + timedelta(minutes=14)) == {"agent-sdk"}
+    board.apply_webhook(payload, t0 + timedelta(minutes=10))  # a repeat notification renews it
+    assert board.open_pools(t0 + timedelta(minutes=24)) == {"agent-sdk"}
+    assert board.open_pools(t0 + timedelta(minutes=25)) == frozenset()
