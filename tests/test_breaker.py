@@ -99,7 +99,7 @@ def test_unknown_pools_are_ignored_when_the_board_knows_its_pools():
 
 
 def test_an_alert_whose_ends_at_has_passed_counts_as_resolved():
-    board = BreakerBoard()
+    board = BreakerBoard(stale_after=None)  # endsAt alone decides here
     board.apply_webhook(webhook(alert("a", ends_at="2026-06-10T12:30:00Z")), NOW)
     assert board.decide("a", None, NOW).open
     assert board.decide("a", None, datetime(2026, 6, 10, 12, 29, 59, tzinfo=UTC)).open
@@ -110,7 +110,7 @@ def test_an_alert_whose_ends_at_has_passed_counts_as_resolved():
 
 
 def test_zero_ends_at_means_no_end():
-    board = BreakerBoard()
+    board = BreakerBoard(stale_after=None)  # endsAt alone decides here
     board.apply_webhook(webhook(alert("a")), NOW)
     assert board.decide("a", None, datetime(2030, 1, 1, tzinfo=UTC)).open
 
