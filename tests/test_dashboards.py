@@ -2,7 +2,9 @@
 
 Every dashboard loads from any Prometheus data source (``${datasource}``), keeps its
 uid, shows units and coloured thresholds, and every query is valid PromQL naming
-only metrics the exporter emits or the shipped recording rules define.
+only metrics the exporter emits or the shipped recording rules define. "Emits" is
+what a real exporter serves: one runs here with pools, two log sources and the fake
+Admin API, so a metric renamed in the code fails these tests, not a dashboard user.
 """
 
 from __future__ import annotations
@@ -12,11 +14,16 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from exporter.config import FAST_POLL_ENV
+from tests.conftest import Exporter, clean_env, sample
+from tests.fake_admin_api import FakeAdminApi
 
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana" / "dashboards"
@@ -24,34 +31,88 @@ PROVISIONING = ROOT / "grafana" / "provisioning"
 PROM = ROOT / "deploy" / "prometheus"
 EXPECTED_UIDS = {"overview.json": "claude-budget-overview", "team.json": "claude-budget-team"}
 
-# What the exporter emits (PRODUCT.md "Interface contract"). Counters appear with
-# their _total suffix, as Prometheus stores them.
-EXPORTER_METRICS = frozenset({
-    "claude_pool_credit_usd",
-    "claude_pool_spend_usd",
-    "claude_pool_remaining_usd",
-    "claude_pool_burn_rate_usd_per_hour",
-    "claude_pool_exhaustion_timestamp_seconds",
-    "claude_pool_period_end_timestamp_seconds",
-    "claude_pool_info",
-    "claude_breaker_open",
-    "claude_billed_spend_usd",
-    "claude_estimated_spend_usd",
-    "claude_spend_drift_ratio",
-    "claude_billed_cost_usd",
-    "claude_billed_tokens",
-    "claude_estimated_cost_usd_total",
-    "claude_estimated_tokens_total",
-    "claude_unpriced_tokens_total",
-    "claude_source_up",
-    "claude_source_last_success_timestamp_seconds",
-    "claude_billed_complete_through_timestamp_seconds",
-    "claude_admin_api_requests_total",
-    "claude_log_lines_total",
-    "claude_exporter_build_info",
-})
-
 METRIC_RE = re.compile(r"\bclaude[_:][A-Za-z0-9_:]*")
+
+KEY = "sk-ant-admin01-dashboards-test-key-0123456789"
+WS = "wrkspc_01AgentSDK"
+HAIKU = "claude-haiku-4-5-20251001"
+
+
+def _transcript_line(n: int, at: datetime, entrypoint: str, model: str = HAIKU) -> str:
+    return json.dumps({
+        "type": "assistant", "timestamp": at.strftime("%Y-%m-%dT%H:%M:%S.000Z"), "requestId": f"req_{n}",
+        "entrypoint": entrypoint, "message": {
+            "id": f"msg_{n}", "model": model, "role": "assistant", "content": [],
+            "usage": {"input_tokens": 1000, "output_tokens": 200, "cache_read_input_tokens": 300,
+                      "cache_creation_input_tokens": 0}}})
+
+
+@pytest.fixture(scope="module")
+def emitted_metrics(tmp_path_factory: pytest.TempPathFactory) -> frozenset[str]:
+    """Every sample name a running exporter serves (counters with ``_total``, as Prometheus
+    stores them), from one with billed and estimated spend, pools, an unpriced model and the
+    Claude Code report: everything a normal setup shows."""
+    tmp = tmp_path_factory.mktemp("emitted")
+    now = datetime.now(UTC)
+    today = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    yesterday = today - timedelta(days=1)
+    fake = FakeAdminApi(key=KEY, now=now).start()
+    fake.add_spend(yesterday + timedelta(hours=3), "41.25", workspace_id=WS, model=HAIKU,
+                   token_type="output_tokens", tokens=80_000)
+    fake.add_spend(yesterday + timedelta(hours=4), "7.5", workspace_id=None, model=HAIKU,
+                   token_type="uncached_input_tokens", tokens=75_000)
+    fake.add_spend(max(today, now - timedelta(minutes=10)), "2.5", workspace_id=WS, model=HAIKU,
+                   token_type="output_tokens", tokens=5_000)
+    fake.add_claude_code(yesterday.date(), "dev@example.com", HAIKU, "35.5", input_tokens=1000, output_tokens=100)
+
+    transcripts = tmp / "claude" / "projects" / "p"
+    transcripts.mkdir(parents=True)
+    recent = max(today + timedelta(seconds=1), now - timedelta(minutes=1))
+    (transcripts / "s.jsonl").write_text("\n".join([
+        _transcript_line(1, yesterday + timedelta(hours=12), "sdk-cli"),
+        _transcript_line(2, recent, "sdk-cli"),
+        _transcript_line(3, recent, "cli"),
+        _transcript_line(4, recent, "sdk-cli", model="claude-imaginary-9"),  # no price: unpriced tokens
+        "{not json",
+    ]) + "\n")
+    token_log = tmp / "agents" / "tokens.jsonl"
+    token_log.parent.mkdir()
+    token_log.write_text(json.dumps({"ts": recent.isoformat(), "model": HAIKU, "input_tokens": 5000,
+                                     "output_tokens": 700}) + "\n")
+    reset_day = yesterday.day  # the period began yesterday: complete billed days in it
+    config = tmp / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "refresh_interval": "200ms",
+        "admin_api": {"key_env": "TEST_ADMIN_KEY", "base_url": fake.url, "poll_interval": "1s",
+                      "claude_code_report": True},
+        "sources": [
+            {"name": "claude-code", "kind": "claude_code", "paths": [str(tmp / "claude" / "projects")]},
+            {"name": "token-metrics", "kind": "jsonl", "paths": [str(token_log)],
+             "fields": {"timestamp": "ts", "model": "model", "input_tokens": "input_tokens",
+                        "output_tokens": "output_tokens"}},
+        ],
+        "pools": [
+            {"name": "agent-sdk", "credit_usd": 200, "team": "platform",
+             "period": {"reset_day": reset_day, "timezone": "UTC"},
+             "match": {"workspaces": [WS], "sources": ["claude-code"], "entrypoints": ["sdk-cli"]}},
+            {"name": "interactive", "plan": "max5x", "team": "research",
+             "period": {"reset_day": reset_day, "timezone": "UTC"},
+             "match": {"workspaces": ["default"], "sources": ["claude-code", "token-metrics"]}},
+        ],
+    }), encoding="utf-8")
+    exporter = Exporter(["--config", str(config), "--state-dir", str(tmp / "state")],
+                        clean_env(TEST_ADMIN_KEY=KEY, **{FAST_POLL_ENV: "1"}), tmp / "exporter.log")
+    try:
+        exporter.start()
+        samples = exporter.wait_for(
+            lambda s: sample(s, "claude_source_up", source="admin_api") == 1
+            and sample(s, "claude_spend_drift_ratio", pool="agent-sdk", window="yesterday") is not None
+            and any(name == "claude_unpriced_tokens_total" for name, _ in s),
+            what="billed, estimated and unpriced spend")
+    finally:
+        exporter.stop()
+        fake.stop()
+    return frozenset(name for name, _ in samples)
 
 
 def dashboard_files() -> list[Path]:
@@ -203,8 +264,16 @@ def test_team_view_filters_by_team_then_pool() -> None:
             assert 'pool=~"$pool"' in t["expr"], p["title"]
 
 
-def test_every_metric_named_is_emitted_or_recorded() -> None:
-    known = EXPORTER_METRICS | recording_rules()
+def test_a_live_exporter_emits_the_contract_metrics(emitted_metrics: frozenset[str]) -> None:
+    """The live set is a real one: the pool, billed, estimate and health families are in it."""
+    for family in ("claude_pool_remaining_usd", "claude_billed_cost_usd", "claude_estimated_cost_usd_total",
+                   "claude_spend_drift_ratio", "claude_pool_exhaustion_timestamp_seconds",
+                   "claude_unpriced_tokens_total", "claude_source_up", "claude_exporter_build_info"):
+        assert family in emitted_metrics, sorted(n for n in emitted_metrics if n.startswith("claude_"))
+
+
+def test_every_metric_named_is_emitted_or_recorded(emitted_metrics: frozenset[str]) -> None:
+    known = emitted_metrics | recording_rules()
     unknown: dict[str, str] = {}
     sources = list(rule_texts())
     for path in dashboard_files():
@@ -216,8 +285,8 @@ def test_every_metric_named_is_emitted_or_recorded() -> None:
     assert not unknown, f"metrics neither emitted nor recorded: {unknown}"
 
 
-def test_metric_check_catches_a_misspelt_name() -> None:
-    assert "claude_pool_remaining_usd_typo" not in EXPORTER_METRICS | recording_rules()
+def test_metric_check_catches_a_misspelt_name(emitted_metrics: frozenset[str]) -> None:
+    assert "claude_pool_remaining_usd_typo" not in emitted_metrics | recording_rules()
     assert METRIC_RE.findall('x{a="claude-budget-exporter"} + claude:pool_spend_usd:hybrid') == [
         "claude:pool_spend_usd:hybrid"]
 
