@@ -94,51 +94,115 @@ def _color(out: TextIO) -> bool:
     return bool(getattr(out, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
 
 
-def write_table(report: dict[str, Any], out: TextIO = sys.stdout) -> None:
-    """An aligned table a person reads at a glance; colour only on a terminal without NO_COLOR."""
+_DRIFT_FINE, _DRIFT_WARN = Decimal("0.05"), Decimal("0.15")
+
+
+def _drift_style(ratio: Decimal) -> str:
+    """Green within 5% of the bill, yellow within 15%, red beyond."""
+    off = abs(ratio - 1)
+    return "32" if off <= _DRIFT_FINE else "33" if off <= _DRIFT_WARN else "31"
+
+
+def _money(value: float) -> str:
+    return f"-${-value:,.2f}" if value < 0 else f"${value:,.2f}"
+
+
+def write_table(report: dict[str, Any], out: TextIO = sys.stdout, *, today: date | None = None) -> None:
+    """An aligned table a person reads at a glance, like ccusage's daily view.
+
+    Numbers are right-aligned with a totals row. The Billed and Drift columns appear when
+    the Admin API has billed days; today's bill is partial, so its cells are marked and it
+    is left out of the total drift, which covers complete days with both figures. Colour
+    only on a terminal, and never with ``NO_COLOR`` set.
+    """
     color = _color(out)
-    has_billed = any(d["billed_usd"] is not None for d in report["days"])
+    today_iso = (today or datetime.now(UTC).date()).isoformat()
+    days = report["days"]
+    has_billed = any(d["billed_usd"] is not None for d in days)
+    partial = has_billed and any(d["date"] == today_iso and d["billed_usd"] is not None for d in days)
     head = ["Date", "Models", "Input", "Output", "Cache write", "Cache read", "Requests", "Estimated"]
     if has_billed:
         head += ["Billed", "Drift"]
-    rows: list[list[str]] = []
-    for d in report["days"]:
+    Cell = tuple[str, str]  # (text, ANSI style)
+    rows: list[list[Cell]] = []
+    drift_est = drift_billed = Decimal(0)
+    drift_days = 0
+    for d in days:
         ms = d["models"]
-        row = [
-            d["date"],
-            ", ".join(_short(m["model"]) for m in ms) or "-",
-            f"{sum(m['input_tokens'] for m in ms):,}",
-            f"{sum(m['output_tokens'] for m in ms):,}",
-            f"{sum(m['cache_write_5m_tokens'] + m['cache_write_1h_tokens'] for m in ms):,}",
-            f"{sum(m['cache_read_tokens'] for m in ms):,}",
-            f"{sum(m['requests'] for m in ms):,}",
-            f"${d['estimated_usd']:,.2f}",
+        row: list[Cell] = [
+            (d["date"], ""),
+            (", ".join(_short(m["model"]) for m in ms) or "-", "2" if not ms else ""),
+            (f"{sum(m['input_tokens'] for m in ms):,}", ""),
+            (f"{sum(m['output_tokens'] for m in ms):,}", ""),
+            (f"{sum(m['cache_write_5m_tokens'] + m['cache_write_1h_tokens'] for m in ms):,}", ""),
+            (f"{sum(m['cache_read_tokens'] for m in ms):,}", ""),
+            (f"{sum(m['requests'] for m in ms):,}", ""),
+            (_money(d["estimated_usd"]), ""),
         ]
         if has_billed:
-            row += ["-" if d["billed_usd"] is None else f"${d['billed_usd']:,.2f}",
-                    "-" if d["drift_ratio"] is None else f"{d['drift_ratio']:.3f}"]
+            is_today = d["date"] == today_iso
+            mark = "*" if is_today else (" " if partial else "")
+            if d["billed_usd"] is None:
+                row += [("-" + (" " if partial else ""), "2"), ("-" + (" " if partial else ""), "2")]
+            else:
+                ratio = None if d["drift_ratio"] is None else Decimal(str(d["drift_ratio"]))
+                row += [(_money(d["billed_usd"]) + mark, ""),
+                        ("-" + mark, "2") if ratio is None else (f"{ratio:.3f}{mark}",
+                                                                 "2" if is_today else _drift_style(ratio))]
+                if not is_today and d["billed_usd"]:
+                    drift_est += Decimal(str(d["estimated_usd"]))
+                    drift_billed += Decimal(str(d["billed_usd"]))
+                    drift_days += 1
         rows.append(row)
     t = report["totals"]
-    total = ["Total", "", f"{t['input_tokens']:,}", f"{t['output_tokens']:,}",
-             f"{t['cache_write_5m_tokens'] + t['cache_write_1h_tokens']:,}", f"{t['cache_read_tokens']:,}",
-             f"{t['requests']:,}", f"${t['estimated_usd']:,.2f}"]
+    total: list[Cell] = [(c, "") for c in (
+        "Total", "", f"{t['input_tokens']:,}", f"{t['output_tokens']:,}",
+        f"{t['cache_write_5m_tokens'] + t['cache_write_1h_tokens']:,}", f"{t['cache_read_tokens']:,}",
+        f"{t['requests']:,}", _money(t["estimated_usd"]))]
     if has_billed:
-        total += ["-" if t["billed_usd"] is None else f"${t['billed_usd']:,.2f}", ""]
-    widths = [max(len(r[i]) for r in [head, *rows, total]) for i in range(len(head))]
+        pad = " " if partial else ""
+        total.append(("-" + pad if t["billed_usd"] is None else _money(t["billed_usd"]) + pad, ""))
+        if drift_billed:
+            ratio = drift_est / drift_billed
+            total.append((f"{ratio:.3f}{pad}", _drift_style(ratio)))
+        else:
+            total.append(("-" + pad, "2"))
+    widths = [max(len(r[i][0]) for r in [[(h, "") for h in head], *rows, total]) for i in range(len(head))]
 
-    def fmt(r: list[str], style: str = "") -> str:
-        cells = [c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True))]
-        line = "  ".join(cells).rstrip()
-        return f"\x1b[{style}m{line}\x1b[0m" if color and style else line
+    def paint(text: str, style: str) -> str:
+        return f"\x1b[{style}m{text}\x1b[0m" if color and style else text
 
-    out.write(fmt(head, "1") + "\n")
-    out.write("  ".join("-" * w for w in widths) + "\n")
+    def line(cells: list[Cell], row_style: str = "") -> str:
+        parts = []
+        for i, ((text, style), w) in enumerate(zip(cells, widths, strict=True)):
+            padded = text.ljust(w) if i < 2 else text.rjust(w)
+            parts.append(paint(padded, ";".join(s for s in (row_style, style) if s)))
+        return "  ".join(parts).rstrip()
+
+    try:
+        "─".encode(getattr(out, "encoding", None) or "utf-8")
+        dash = "─"
+    except (UnicodeEncodeError, LookupError):
+        dash = "-"
+    rule = "  ".join(dash * w for w in widths)
+    out.write(line([(h, "") for h in head], "1") + "\n")
+    out.write(paint(rule, "2") + "\n")
     for r in rows:
-        out.write(fmt(r) + "\n")
-    out.write("  ".join("-" * w for w in widths) + "\n")
-    out.write(fmt(total, "1;33") + "\n")
+        out.write(line(r) + "\n")
+    out.write(paint(rule, "2") + "\n")
+    out.write(line(total, "1") + "\n")
     if not rows:
         out.write("(no usage in the selected days)\n")
+    notes = []
+    if has_billed:
+        notes.append(f"Drift = estimated / billed. The total drift covers the {drift_days} complete day"
+                     f"{'s' if drift_days != 1 else ''} with both.")
+        if partial:
+            notes.append("* today so far: the bill is still partial.")
+    elif rows:
+        notes.append("No billed days: with an admin key, Billed and Drift columns compare the estimate with the bill.")
+    for n in notes:
+        out.write(paint(n, "2") + "\n")
 
 
 def _short(model: str) -> str:

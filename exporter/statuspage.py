@@ -108,18 +108,22 @@ def _pool_card(s: Any, decision: Any, now: float) -> str:
     if s.calibration is not None:
         split += f", calibrated by drift {Decimal(s.calibration):.3f}"
 
-    def windows(values: Mapping[str, Decimal] | None) -> str:
+    def cells(values: Mapping[str, Any] | None, fmt: Any) -> str:
         if values is None:
-            return '<span class="muted">not billed to this pool</span>'
-        return (f'{usd(values.get("period"))} <span class="muted">period</span> · '
-                f'{usd(values.get("yesterday"))} <span class="muted">yesterday</span> · '
-                f'{usd(values.get("today"))} <span class="muted">today</span>')
+            return '<td colspan="3" class="muted">not billed to this pool</td>'
+        return "".join(f'<td class="num">{_e(fmt(values.get(w)))}</td>' for w in ("period", "yesterday", "today"))
 
-    drift_y, drift_p = s.drift.get("yesterday"), s.drift.get("period")
-    drift = (f'<span class="num">{_e("–" if drift_p is None else f"{Decimal(drift_p):.3f}")}</span>'
-             f' <span class="muted">period</span> · '
-             f'<span class="num">{_e("–" if drift_y is None else f"{Decimal(drift_y):.3f}")}</span>'
-             f' <span class="muted">yesterday</span><br><span class="muted">{_e(_drift_words(drift_p))}</span>')
+    def ratio3(value: Any) -> str:
+        return "–" if value is None else f"{Decimal(value):.3f}"
+
+    windows = f"""<div class="scroll"><table class="windows"><thead><tr><th></th><th>period</th><th>yesterday</th>
+    <th>today</th></tr></thead><tbody>
+    <tr><th>Billed</th>{cells(s.billed, usd)}</tr>
+    <tr><th>Estimated</th>{cells(s.estimated, usd)}</tr>
+    <tr><th>Drift</th>{cells({"period": s.drift.get("period"), "yesterday": s.drift.get("yesterday"),
+                             "today": None}, ratio3)}</tr>
+    </tbody></table></div>
+    <p class="note">drift = estimated / billed on complete UTC days: {_e(_drift_words(s.drift.get("period")))}</p>"""
     end = s.period_end
     if s.exhaustion is None:
         dry = "not at the current rate"
@@ -138,11 +142,9 @@ def _pool_card(s: Any, decision: Any, now: float) -> str:
        aria-valuenow="{fill:.1f}"><div class="fill" style="width:{fill:.2f}%"></div>
     <div class="mark" style="left:{Decimal(s.open_below) * 100:.2f}%" title="breaker opens below {pct(s.open_below)}"></div></div>
   <p class="reason">{_e(reason)}</p>
+  {windows}
   <dl>
     <dt>Spend this period</dt><dd><span class="num">{usd(s.spend)}</span><br><span class="muted">{split}</span></dd>
-    <dt>Billed</dt><dd>{windows(s.billed)}</dd>
-    <dt>Estimated</dt><dd>{windows(s.estimated)}</dd>
-    <dt>Drift (est. / billed)</dt><dd>{drift}</dd>
     <dt>Burn rate</dt><dd><span class="num">{usd(s.burn_rate_per_hour)}/h</span>
       <span class="muted">projected {usd(s.projected_spend)} by the reset</span></dd>
     <dt>Runs dry</dt><dd>{dry}</dd>
@@ -168,20 +170,26 @@ def _sources(snap: Any, now: float) -> str:
     if not rows:
         return '<p class="muted">No sources configured.</p>'
     return ('<div class="scroll"><table><thead><tr><th>source</th><th>kind</th><th>state</th><th>last success</th>'
-            f'<th></th><th></th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
+            f'<th>detail</th><th>error</th></tr></thead><tbody>{"".join(rows)}</tbody></table></div>')
 
 
 def _estimated_by_model(snap: Any) -> str:
     by_model: dict[str, Decimal] = {}
     for (_source, model), amount in snap.estimated_cost.items():
         by_model[model] = by_model.get(model, Decimal(0)) + amount
+    unpriced: dict[str, int] = {}
+    for (_source, model), n in snap.unpriced_tokens.items():
+        unpriced[model] = unpriced.get(model, 0) + n
+        by_model.setdefault(model, Decimal(0))
     if not by_model:
         return ""
-    rows = "".join(f"<tr><td>{_e(m)}</td><td class=\"num\">{usd(v)}</td></tr>"
-                   for m, v in sorted(by_model.items(), key=lambda kv: -kv[1]))
+    rows = []
+    for m, v in sorted(by_model.items(), key=lambda kv: (-kv[1], kv[0])):
+        extra = f' <span class="muted">+ {unpriced[m]:,} tokens with no price</span>' if unpriced.get(m) else ""
+        rows.append(f'<tr><td>{_e(m)}</td><td class="num">{usd(v)}{extra}</td></tr>')
     total = sum(by_model.values(), Decimal(0))
     return (f'<h3>Estimated from logs since the state began</h3><div class="scroll"><table class="models">'
-            f'<tbody>{rows}</tbody><tfoot><tr><td>total</td><td class="num">{usd(total)}</td></tr></tfoot>'
+            f'<tbody>{"".join(rows)}</tbody><tfoot><tr><th>total</th><td class="num">{usd(total)}</td></tr></tfoot>'
             f"</table></div>")
 
 
@@ -237,6 +245,10 @@ background:var(--ok)}}
 .reason{{font-size:.82rem;color:var(--muted);margin:.45rem 0 .2rem}}
 dl{{display:grid;grid-template-columns:max-content 1fr;gap:.35rem .9rem;margin:.6rem 0}}
 dt{{color:var(--muted)}} dd{{margin:0}}
+.windows{{min-width:100%;border:0;margin:.6rem 0 0}} .windows td,.windows th{{padding:.2rem .4rem;border:0}}
+.windows thead th{{color:var(--muted);font-weight:500;font-size:.8rem;text-align:right}}
+.windows tbody th{{color:var(--muted);font-weight:400}} .windows td{{text-align:right;font-variant-numeric:tabular-nums}}
+.note{{font-size:.8rem;color:var(--muted);margin:.1rem 0 .4rem .4rem}}
 .pool footer{{font-size:.8rem;border-top:1px solid var(--line);padding-top:.45rem}}
 table{{border-collapse:collapse;background:var(--card);border:1px solid var(--line);border-radius:6px;min-width:100%}}
 td,th{{padding:.3rem .7rem;text-align:left;border-bottom:1px solid var(--line);white-space:nowrap}}
