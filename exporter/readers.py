@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
-from decimal import Decimal, InvalidOperation
+from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
 import orjson
@@ -289,7 +289,8 @@ def parse_jsonl(source: SourceConfig) -> LineParser:
 
     def chars_to_tokens(value: Any) -> int:
         chars = _count(value)
-        return int(-(-Decimal(chars) // cpt)) if chars else 0  # round up: a budget errs high
+        # round up: a budget errs high (Decimal's // truncates toward zero, so no -(-a // b) trick)
+        return int((Decimal(chars) / cpt).to_integral_value(rounding=ROUND_CEILING)) if chars else 0
 
     def parse(line: bytes, now: float) -> Parsed:
         obj = _decode(line)

@@ -1,0 +1,105 @@
+"""The CLI JSON and generic JSONL sources, read through the real ingest into the state."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from pathlib import Path
+
+from exporter.config import parse_config
+from exporter.ingest import Ingestor
+from exporter.pricing import Pricer
+from exporter.state import StateDB
+
+NOW = 1795000000.0  # 2026-11-18T07:06:40Z
+
+
+def _ingest(tmp: Path, raw_config: dict) -> Ingestor:
+    cfg = parse_config(raw_config, env={})
+    ing = Ingestor(cfg.sources, StateDB(tmp / "state"), Pricer(cfg.price_overrides), clock=lambda: NOW)
+    ing.refresh()
+    return ing
+
+
+def _by_model(ing: Ingestor) -> dict[str, tuple[int, Decimal, list[int]]]:
+    out: dict[str, tuple[int, Decimal, list[int]]] = {}
+    for (_h, _s, model, _e), v in ing.aggregates.items():
+        req, cost, toks = out.get(model, (0, Decimal(0), [0] * 5))
+        out[model] = (req + v[0], cost + Decimal(v[7]) / 10**12, [a + b for a, b in zip(toks, v[1:6], strict=True)])
+    return out
+
+
+def test_cli_json_results_take_the_cli_cost_per_model(tmp_path: Path) -> None:
+    log = tmp_path / "cli" / "runs.jsonl"
+    log.parent.mkdir()
+    results = [
+        {"type": "result", "subtype": "success", "is_error": False, "session_id": "s1", "uuid": "u1",
+         "timestamp": "2026-11-17T08:00:00Z", "total_cost_usd": 0.0123,
+         "usage": {"input_tokens": 10, "output_tokens": 20},
+         "modelUsage": {"claude-sonnet-4-5-20250929": {"inputTokens": 10, "outputTokens": 20,
+                                                       "cacheReadInputTokens": 300, "cacheCreationInputTokens": 40,
+                                                       "webSearchRequests": 0, "costUSD": 0.0103},
+                        "claude-haiku-4-5-20251001": {"inputTokens": 5, "outputTokens": 6, "costUSD": 0.002}}},
+        # the seeds' array form of modelUsage
+        {"type": "result", "session_id": "s2", "uuid": "u2", "timestamp": "2026-11-17T09:00:00Z",
+         "total_cost_usd": 0.5, "modelUsage": [{"model": "claude-opus-4-5-20251101", "inputTokens": 1000,
+                                                "outputTokens": 2000, "cost": 0.5}]},
+    ]
+    lines = [json.dumps(r) for r in results]
+    log.write_text("\n".join([*lines, lines[0], "not json"]) + "\n")  # a repeated result is not counted twice
+    ing = _ingest(tmp_path, {"sources": [{"name": "cli", "kind": "cli_json", "paths": [str(log)]}]})
+    got = _by_model(ing)
+    assert got["claude-sonnet-4-5-20250929"][:2] == (1, Decimal("0.0103"))
+    assert got["claude-sonnet-4-5-20250929"][2] == [10, 20, 300, 40, 0]
+    assert got["claude-haiku-4-5-20251001"][:2] == (1, Decimal("0.002"))
+    assert got["claude-opus-4-5-20251101"][:2] == (1, Decimal("0.5"))
+    assert ing.line_counts[("cli", "duplicate")] == 1
+    assert ing.line_counts[("cli", "malformed_json")] == 1
+
+
+def test_jsonl_field_mapping_chars_per_token_and_stated_cost(tmp_path: Path) -> None:
+    log = tmp_path / "agents" / "tokens.jsonl"
+    log.parent.mkdir()
+    records = [
+        # tokens given: priced at list price (sonnet 4.5: $3 in, $15 out per MTok)
+        {"ts": "2026-11-17T10:00:00Z", "model": "claude-sonnet-4-5", "usage": {"in": 1000, "out": 100}, "id": "a"},
+        # characters only: 4 per token by default, rounded up: 10 chars -> 3 tokens, 7 -> 2
+        {"ts": "2026-11-17T10:01:00Z", "model": "claude-sonnet-4-5", "prompt_chars": 10, "completion_chars": 7,
+         "id": "b"},
+        # a stated cost wins over tokens
+        {"ts": 1794909720, "model": "claude-haiku-4-5", "usage": {"in": 5, "out": 5}, "cost": "0.25", "id": "c"},
+        # the same request id again: counted once
+        {"ts": "2026-11-17T10:00:00Z", "model": "claude-sonnet-4-5", "usage": {"in": 1000, "out": 100}, "id": "a"},
+        {"ts": "2026-11-17T10:03:00Z", "model": "claude-sonnet-4-5", "usage": {"in": -1, "out": 1}, "id": "d"},
+        {"ts": "someday", "model": "claude-sonnet-4-5", "usage": {"in": 1, "out": 1}, "id": "e"},
+        {"ts": "2026-11-17T10:04:00Z", "model": "mystery-model-9", "usage": {"in": 50, "out": 50}, "id": "f"},
+    ]
+    log.write_text("".join(json.dumps(r) + "\n" for r in records))
+    ing = _ingest(tmp_path, {"sources": [{
+        "name": "pipeline", "kind": "jsonl", "paths": [str(tmp_path / "agents" / "*.jsonl")],
+        "fields": {"timestamp": "ts", "model": "model", "input_tokens": "usage.in", "output_tokens": "usage.out",
+                   "input_chars": "prompt_chars", "output_chars": "completion_chars", "cost_usd": "cost",
+                   "request_id": "id"},
+    }]})
+    got = _by_model(ing)
+    sonnet_req, sonnet_usd, sonnet_tok = got["claude-sonnet-4-5"]
+    assert sonnet_req == 2
+    assert sonnet_tok[:2] == [1003, 102]
+    assert sonnet_usd == (Decimal(1000 * 3 + 100 * 15) + Decimal(3 * 3 + 2 * 15)) / 10**6
+    assert got["claude-haiku-4-5"][:2] == (1, Decimal("0.25"))
+    # an unknown model is counted, never priced at $0 silently
+    assert got["mystery-model-9"][1] == 0
+    unpriced = sum(v[8] for (_h, _s, m, _e), v in ing.aggregates.items() if m == "mystery-model-9")
+    assert unpriced == 100
+    assert ing.line_counts[("pipeline", "bad_usage")] == 1
+    assert ing.line_counts[("pipeline", "bad_timestamp")] == 1
+    assert ing.line_counts[("pipeline", "duplicate")] == 1
+
+
+def test_chars_per_token_is_configurable(tmp_path: Path) -> None:
+    log = tmp_path / "t.jsonl"
+    log.write_text(json.dumps({"ts": "2026-11-17T10:00:00Z", "model": "claude-haiku-4-5", "pc": 35, "cc": 7}) + "\n")
+    ing = _ingest(tmp_path, {"sources": [{
+        "name": "p", "kind": "jsonl", "paths": [str(log)], "chars_per_token": 3.5,
+        "fields": {"timestamp": "ts", "model": "model", "input_chars": "pc", "output_chars": "cc"}}]})
+    assert _by_model(ing)["claude-haiku-4-5"][2][:2] == [10, 2]
