@@ -1,3 +1,4 @@
 from exporter.cli import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # guarded: helper processes started by spawn import this module too
+    raise SystemExit(main())
