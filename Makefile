@@ -21,6 +21,10 @@ system-deps:
 run: install
 	$(VENV)/bin/claude-budget-exporter serve $(ARGS)
 
+# The whole product on a simulated organisation: no key, no logs, never the real Admin API.
+demo: install
+	$(VENV)/bin/claude-budget-exporter serve --demo $(ARGS)
+
 test: install system-deps
 	$(PY) -m pytest $(ARGS)
 

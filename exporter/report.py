@@ -122,7 +122,8 @@ def write_table(report: dict[str, Any], out: TextIO = sys.stdout, *, today: date
     partial = has_billed and any(d["date"] == today_iso and d["billed_usd"] is not None for d in days)
     head = ["Date", "Models", "Input", "Output", "Cache write", "Cache read", "Requests", "Estimated"]
     if has_billed:
-        head += ["Billed", "Drift"]
+        # with a partial day, figures carry a mark column: headers end where the digits do
+        head += ["Billed" + (" " if partial else ""), "Drift" + (" " if partial else "")]
     Cell = tuple[str, str]  # (text, ANSI style)
     rows: list[list[Cell]] = []
     drift_est = drift_billed = Decimal(0)
