@@ -31,6 +31,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -156,8 +157,8 @@ class Machine:
                      self.root / "exporter.log")
         if port is not None:
             e.port = port
-        self.exporter = e.start()
-        return e
+        self.exporter = e  # before start(): a process that never turns healthy is still stopped
+        return e.start()
 
     def check(self, pool: str) -> tuple[int, str]:
         r = run_cli("check", "--pool", pool, "--url", self.url, env=clean_env())
@@ -188,66 +189,65 @@ def stack(tmp_path: Path) -> Iterator[dict[str, Any]]:
     # the period starts yesterday (00:00 UTC): yesterday is a complete billed day inside it
     reset_day = yesterday.day
 
-    fake = FakeAdminApi(key=KEY, now=now).start()
-    for pool, cents in BILLED_YESTERDAY_CENTS.items():
-        for i, amount in enumerate(cents):
-            fake.add_spend(yesterday + timedelta(hours=3 + i), amount, workspace_id=WORKSPACE[pool], model=HAIKU,
-                           token_type=("uncached_input_tokens", "output_tokens")[i % 2], tokens=10_000)
-    for pool, cents in BILLED_TODAY_CENTS.items():
-        for amount in cents:
-            fake.add_spend(max(today, now - timedelta(minutes=10)), amount, workspace_id=WORKSPACE[pool],
-                           model=HAIKU, token_type="output_tokens", tokens=2_000)
+    with ExitStack() as cleanup:
+        fake = FakeAdminApi(key=KEY, now=now).start()
+        cleanup.callback(fake.stop)
+        for pool, cents in BILLED_YESTERDAY_CENTS.items():
+            for i, amount in enumerate(cents):
+                fake.add_spend(yesterday + timedelta(hours=3 + i), amount, workspace_id=WORKSPACE[pool],
+                               model=HAIKU, token_type=("uncached_input_tokens", "output_tokens")[i % 2],
+                               tokens=10_000)
+        for pool, cents in BILLED_TODAY_CENTS.items():
+            for amount in cents:
+                fake.add_spend(max(today, now - timedelta(minutes=10)), amount, workspace_id=WORKSPACE[pool],
+                               model=HAIKU, token_type="output_tokens", tokens=2_000)
 
-    machines = {name: Machine(name, tmp_path / name, with_key=(name == "a"), fake_url=fake.url) for name in "ab"}
-    at_yesterday = yesterday + timedelta(hours=12)
-    at_today = max(today + timedelta(seconds=1), now - timedelta(minutes=2))
-    a, b = machines["a"], machines["b"]
-    a.write("agent-sdk", 4, at_yesterday)
-    a.write("interactive", 1, at_yesterday)
-    b.write("agent-sdk", 1, at_yesterday)
-    b.write("interactive", 1, at_yesterday)
-    a.write("agent-sdk", 2, at_today)
-    a.write("interactive", 1, at_today)
-    b.write("agent-sdk", 2, at_today)
-    b.write("interactive", 1, at_today)
+        a = Machine("a", tmp_path / "a", with_key=True, fake_url=fake.url)
+        b = Machine("b", tmp_path / "b", with_key=False, fake_url=fake.url)
+        at_yesterday = yesterday + timedelta(hours=12)
+        at_today = max(today + timedelta(seconds=1), now - timedelta(minutes=2))
+        a.write("agent-sdk", 4, at_yesterday)
+        a.write("interactive", 1, at_yesterday)
+        b.write("agent-sdk", 1, at_yesterday)
+        b.write("interactive", 1, at_yesterday)
+        a.write("agent-sdk", 2, at_today)
+        a.write("interactive", 1, at_today)
+        b.write("agent-sdk", 2, at_today)
+        b.write("interactive", 1, at_today)
+        credit = {name: c for name, (_, _, c) in POOLS.items()}
+        for m in (a, b):
+            cleanup.callback(lambda m=m: m.exporter.stop() if m.exporter is not None else None)
+            m.start(m.config(credit, reset_day))
 
-    credit = {name: c for name, (_, _, c) in POOLS.items()}
-    for m in machines.values():
-        m.start(m.config(credit, reset_day))
+        recorder = WebhookRecorder().start()
+        cleanup.callback(recorder.stop)
+        shipped = yaml.safe_load(SHIPPED_ALERTMANAGER.read_text(encoding="utf-8"))
+        # the pager and the team chat are the recorder; the breaker receiver posts to both
+        # exporters (each machine's `check` must agree) and to the recorder, which keeps a copy
+        am_config = alertmanager_test_config(shipped, factor=FACTOR, urls={
+            SHIPPED_BREAKER_URL: [f"{m.url}/alertmanager/webhook" for m in (a, b)] + [recorder.url("/breaker")],
+            "http://pager-gateway:8080/alertmanager": [recorder.url("/pager")],
+            "http://team-chat-gateway:8080/alertmanager": [recorder.url("/team")],
+        })
+        (tmp_path / "alertmanager").mkdir()
+        alertmanager = Alertmanager(tmp_path / "alertmanager", am_config, binary=alertmanager_bin)
+        cleanup.callback(alertmanager.stop)
+        alertmanager.start()
 
-    recorder = WebhookRecorder().start()
-    am_dir, prom_dir = tmp_path / "alertmanager", tmp_path / "prometheus"
-    am_dir.mkdir(), prom_dir.mkdir()
-    shipped = yaml.safe_load(SHIPPED_ALERTMANAGER.read_text(encoding="utf-8"))
-    # the pager and the team chat are the recorder; the breaker receiver posts to both
-    # exporters (each machine's `check` must agree) and to the recorder, which keeps a copy
-    am_config = alertmanager_test_config(shipped, factor=FACTOR, urls={
-        SHIPPED_BREAKER_URL: [f"{m.url}/alertmanager/webhook" for m in machines.values()] + [recorder.url("/breaker")],
-        "http://pager-gateway:8080/alertmanager": [recorder.url("/pager")],
-        "http://team-chat-gateway:8080/alertmanager": [recorder.url("/team")],
-    })
-    alertmanager = Alertmanager(am_dir, am_config, binary=alertmanager_bin).start()
-
-    rule_files = [prom_dir / "recording_rules.yml", prom_dir / "alert_rules.yml"]
-    rule_files[0].write_text((PROM / "recording_rules.yml").read_text(encoding="utf-8"), encoding="utf-8")
-    rule_files[1].write_text(scale_durations((PROM / "alert_rules.yml").read_text(encoding="utf-8"), FACTOR),
-                             encoding="utf-8")
-    prometheus = Prometheus(prom_dir, prometheus_config(
-        rule_files=rule_files, alertmanager=f"127.0.0.1:{alertmanager.port}",
-        targets=[f"127.0.0.1:{m.exporter.port}" for m in machines.values() if m.exporter]), binary=prometheus_bin)
-    prometheus.start()
-    try:
-        yield {"machines": machines, "fake": fake, "prometheus": prometheus, "alertmanager": alertmanager,
+        prom_dir = tmp_path / "prometheus"
+        prom_dir.mkdir()
+        rule_files = [prom_dir / "recording_rules.yml", prom_dir / "alert_rules.yml"]
+        rule_files[0].write_text((PROM / "recording_rules.yml").read_text(encoding="utf-8"), encoding="utf-8")
+        rule_files[1].write_text(scale_durations((PROM / "alert_rules.yml").read_text(encoding="utf-8"), FACTOR),
+                                 encoding="utf-8")
+        prometheus = Prometheus(prom_dir, prometheus_config(
+            rule_files=rule_files, alertmanager=f"127.0.0.1:{alertmanager.port}",
+            targets=[f"127.0.0.1:{m.exporter.port}" for m in (a, b) if m.exporter]), binary=prometheus_bin)
+        cleanup.callback(prometheus.stop)
+        prometheus.start()
+        yield {"machines": {"a": a, "b": b}, "fake": fake, "prometheus": prometheus, "alertmanager": alertmanager,
                "recorder": recorder, "today": today.date(), "yesterday": yesterday.date(), "reset_day": reset_day,
                "credit": credit}
-    finally:
-        prometheus.stop()
-        alertmanager.stop()
-        for m in machines.values():
-            if m.exporter is not None:
-                m.exporter.stop()
-        recorder.stop()
-        fake.stop()
 
 
 # --------------------------------------------------------------------------- dashboards
