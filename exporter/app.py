@@ -63,11 +63,30 @@ class App:
 
     def make_server(self, host: str, port: int, web: WebConfig | None = None) -> ExporterServer:
         """The HTTP server; ``web`` defaults to the config's web_config_file (ConfigError if it is bad)."""
+        from dataclasses import replace
+        from itertools import count
+
         from exporter.webconfig import load_web_config
 
         if web is None:
             web = load_web_config(self.config.web_config_file)
-        return ExporterServer(host, port, self.routes, web)
+        # /metrics is rendered once per version, not per scrape (10k series take ~80 ms to encode).
+        # The version: the snapshot (by identity), the breaker webhooks applied so far, and a 15 s
+        # step of the clock for what the collector reads from it (breaker alerts expiring, the UTC
+        # date of the billed windows).
+        hooks, applied = count(1), [0]
+        webhook = self.routes.webhook
+
+        def counted_webhook(payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+            try:
+                return webhook(payload)  # type: ignore[misc]
+            finally:
+                applied[0] = next(hooks)
+
+        clock, snapshot = self.refresher.clock, self.refresher.snapshot
+        routes = replace(self.routes, webhook=counted_webhook if webhook is not None else None,
+                         metrics_version=lambda: (snapshot(), applied[0], int(clock() // 15)))
+        return ExporterServer(host, port, routes, web)
 
     def start(self) -> None:
         self.refresher.start()

@@ -20,6 +20,7 @@ configured, because Alertmanager sends a single Authorization header.
 
 from __future__ import annotations
 
+import gzip
 import hmac
 import io
 import json
@@ -45,6 +46,8 @@ MAX_BODY_BYTES = 1 << 20
 SOCKET_TIMEOUT = 10.0  # one read or write
 REQUEST_TIMEOUT = 10.0  # a whole request, from waiting for its first byte to the end of its body
 MAX_CONNECTIONS = 512
+GZIP_LEVEL = 1  # a 1 MB exposition shrinks tenfold at level 1; higher levels cost more than they save
+PRERENDER_POLL = 0.1
 OPEN_PATHS = frozenset({"/healthz"})
 REALM = "claude-budget-exporter"
 
@@ -60,6 +63,67 @@ class Routes:
     webhook: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None = None
     webhook_token: Callable[[], str | None] = lambda: None
     extra_get: dict[str, Callable[[], tuple[int, str, bytes]]] = field(default_factory=dict)
+    # what /metrics depends on, as a tuple whose first item is compared by identity (the
+    # snapshot object) and the rest by value; None renders every scrape afresh
+    metrics_version: Callable[[], tuple[Any, ...]] | None = None
+
+
+class MetricsCache:
+    """The encoded exposition, rendered once per metrics version and format, not once per scrape.
+
+    The snapshot is immutable, so the bytes only change when the version does (a new
+    snapshot, a breaker webhook, the clock passing a coarse step). One render runs at a
+    time; scrapes that arrive meanwhile wait for it and share its bytes. ``prerender``
+    renders the formats scrapers asked for as soon as the version moves, so that a scrape
+    rarely waits at all. Gzip is done once per render too, for scrapers that accept it.
+    """
+
+    def __init__(self, registry: CollectorRegistry, version: Callable[[], tuple[Any, ...]]) -> None:
+        self.registry = registry
+        self.version = version
+        self._lock = threading.Lock()  # held while rendering
+        self._entries: dict[str, tuple[tuple[Any, ...], bytes, bytes | None]] = {}  # ctype -> (version, raw, gzip)
+        self._encoders: dict[str, Callable[[CollectorRegistry], bytes]] = {}
+        self.renders = 0
+
+    @staticmethod
+    def _same(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+        return a[0] is b[0] and a[1:] == b[1:]
+
+    def get(self, encoder: Callable[[CollectorRegistry], bytes], ctype: str, gzip_ok: bool) -> tuple[bytes, bool]:
+        """(body, gzipped) for the current version."""
+        version = self.version()
+        entry = self._entries.get(ctype)
+        if entry is None or not self._same(entry[0], version):
+            with self._lock:
+                self._encoders.setdefault(ctype, encoder)
+                entry = self._entries.get(ctype)
+                version = self.version()
+                if entry is None or not self._same(entry[0], version):
+                    entry = self._render(ctype, encoder, version)
+        if gzip_ok and entry[2] is not None:
+            return entry[2], True
+        return entry[1], False
+
+    def _render(self, ctype: str, encoder: Callable[[CollectorRegistry], bytes],
+                version: tuple[Any, ...]) -> tuple[tuple[Any, ...], bytes, bytes | None]:
+        raw = encoder(self.registry)
+        entry = (version, raw, gzip.compress(raw, compresslevel=GZIP_LEVEL) if len(raw) > 1024 else None)
+        self._entries[ctype] = entry
+        self.renders += 1
+        return entry
+
+    def prerender(self) -> None:
+        """Render every format already asked for whose bytes are out of date."""
+        version = self.version()
+        if all(self._same(e[0], version) for e in self._entries.values()):
+            return
+        with self._lock:
+            version = self.version()
+            for ctype, encoder in list(self._encoders.items()):
+                entry = self._entries.get(ctype)
+                if entry is None or not self._same(entry[0], version):
+                    self._render(ctype, encoder, version)
 
 
 class _RequestTimeout(TimeoutError):
@@ -94,6 +158,7 @@ class _Handler(BaseHTTPRequestHandler):
     routes: Routes
     web: WebConfig
     auth: BasicAuth | None
+    metrics_cache: MetricsCache | None = None
     request_timeout: float = REQUEST_TIMEOUT
     server_version = "claude-budget-exporter"
     sys_version = ""
@@ -154,7 +219,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path == "/metrics":
             encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
-            self._send(200, ctype, encoder(r.registry))
+            if self.metrics_cache is None:
+                self._send(200, ctype, encoder(r.registry))
+            else:
+                gzip_ok = "gzip" in self.headers.get("Accept-Encoding", "")
+                body, gzipped = self.metrics_cache.get(encoder, ctype, gzip_ok)
+                self._send(200, ctype, body, {"Content-Encoding": "gzip"} if gzipped else None)
         elif path in ("/", "/index.html"):
             self._send(200, "text/html; charset=utf-8", r.status_page().encode())
         elif path == "/healthz":
@@ -289,6 +359,9 @@ class _Server(ThreadingHTTPServer):
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(SOCKET_TIMEOUT)
+        # headers and body go out in separate writes; with Nagle on, a keep-alive client's
+        # delayed ACK would hold the body back 40 ms
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls is None:
             self.RequestHandlerClass(request, client_address, self)
             return
@@ -318,11 +391,15 @@ class ExporterServer:
         web = web or WebConfig()
         self.web = web
         self.auth = BasicAuth(web.users) if web.auth_required else None
+        self.metrics_cache = (MetricsCache(routes.registry, routes.metrics_version)
+                              if routes.metrics_version is not None else None)
         handler = type("Handler", (_Handler,), {"routes": routes, "web": web, "auth": self.auth,
+                                                "metrics_cache": self.metrics_cache,
                                                 "request_timeout": request_timeout})
         tls = web.tls.context() if web.tls is not None else None
         self.httpd = _Server((host, port), handler, tls=tls, max_connections=max_connections)
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
 
     @property
     def port(self) -> int:
@@ -338,10 +415,21 @@ class ExporterServer:
     def start(self) -> None:
         self._thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
         self._thread.start()
+        if self.metrics_cache is not None:
+            threading.Thread(target=self._prerender_loop, name="metrics-render", daemon=True).start()
+
+    def _prerender_loop(self) -> None:
+        assert self.metrics_cache is not None
+        while not self._stop.wait(PRERENDER_POLL):
+            try:
+                self.metrics_cache.prerender()
+            except Exception as exc:  # noqa: BLE001 - a scrape renders for itself then, and says why
+                log.warning("metrics_prerender_failed", error=f"{type(exc).__name__}: {exc}")
 
     def shutdown(self) -> None:
+        self._stop.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
 
-__all__ = ["ExporterServer", "HTTPStatus", "Routes"]
+__all__ = ["ExporterServer", "HTTPStatus", "MetricsCache", "Routes"]

@@ -10,6 +10,7 @@ process on 127.0.0.1.
 from __future__ import annotations
 
 import base64
+import gzip
 import http.client
 import io
 import json
@@ -32,7 +33,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import logsetup
 from exporter.config import FAST_POLL_ENV, ConfigError
-from exporter.server import MAX_BODY_BYTES, ExporterServer, Routes
+from exporter.server import MAX_BODY_BYTES, ExporterServer, MetricsCache, Routes
 from exporter.webconfig import BasicAuth, WebConfig, load_web_config, parse_web_config
 from tests.conftest import clean_env, http_get, run_cli, sample
 from tests.fake_admin_api import FakeAdminApi
@@ -338,8 +339,12 @@ def test_webhook_bearer_token(tmp_path: Path, exporter_factory) -> None:
         assert hdrs["WWW-Authenticate"] == "Bearer"
     good = _basic("prometheus", PASSWORD)
     assert json.loads(_request(e.url + "/breaker/agent-sdk", headers=good)[2])["state"] == "closed"
+    assert 'claude_breaker_open{pool="agent-sdk"} 0.0' in _request(e.url + "/metrics", headers=good)[2].decode()
     code, _, body = _request(hook, data=_webhook_payload(), headers={"Authorization": f"Bearer {TOKEN}"})
     assert code == 200 and json.loads(body)["open_pools"] == ["agent-sdk"]
+    # the very next scrape shows it: the cached exposition is keyed on the webhooks applied
+    code, _, body = _request(e.url + "/metrics", headers=good)
+    assert 'claude_breaker_open{pool="agent-sdk"} 1.0' in body.decode()
     code, _, body = _request(e.url + "/breaker/agent-sdk", headers=good)
     assert code == 503 and json.loads(body)["state"] == "open"
     # a resolved notification closes it again
@@ -620,3 +625,72 @@ def test_the_key_is_redacted_from_exceptions_in_log_lines() -> None:
     out = stream.getvalue()
     assert "admin_api_failed" in out and "RuntimeError" in out and "[REDACTED]" in out
     assert KEY not in out
+
+
+# --------------------------------------------------------------------------- the /metrics cache
+
+
+class _Counting:
+    def __init__(self) -> None:
+        self.collects = 0
+        self.value = 1
+
+    def collect(self):
+        self.collects += 1
+        time.sleep(0.05)  # a render that takes a while, so concurrent scrapes overlap it
+        g = GaugeMetricFamily("claude_test_value", "a value the test moves", labels=["n"])
+        for n in range(200):
+            g.add_metric([str(n)], self.value)
+        yield g
+
+
+def test_metrics_are_rendered_once_per_version_and_shared(server_factory) -> None:
+    coll = _Counting()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(coll)
+    version: list = [object(), 0]
+    routes = Routes(registry=registry, healthy=lambda: (True, "ok"), status_page=lambda: "",
+                    metrics_version=lambda: (version[0], version[1]))
+    s = server_factory(routes=routes)
+    url = f"http://127.0.0.1:{s.port}/metrics"
+    first = http_get(url)[1]
+    for _ in range(30):
+        assert http_get(url)[1] == first
+    assert coll.collects == 1
+    # a new snapshot: compared by identity, so an equal-looking one still renders afresh
+    coll.value = 2
+    version[0] = object()
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda: results.append(http_get(url)[1])) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 20 and all(b'claude_test_value{n="7"} 2.0' in r for r in results)
+    assert coll.collects == 2  # twenty scrapes at once, one render
+    version[1] += 1  # a webhook
+    assert b"2.0" in http_get(url)[1] and coll.collects == 3
+    # gzip for scrapers that take it (Prometheus does), the same bytes inside
+    code, hdrs, body = _request(url, headers={"Accept-Encoding": "gzip"})
+    assert code == 200 and hdrs["Content-Encoding"] == "gzip"
+    assert gzip.decompress(body) == http_get(url)[1]
+    assert coll.collects == 3
+
+
+def test_the_cache_prerenders_when_the_version_moves() -> None:
+    coll = _Counting()
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(coll)
+    version = [object()]
+    cache = MetricsCache(registry, lambda: (version[0],))
+    from prometheus_client.exposition import choose_encoder
+
+    encoder, ctype = choose_encoder("")
+    cache.get(encoder, ctype, False)
+    cache.prerender()
+    assert coll.collects == 1  # nothing moved: nothing rendered
+    version[0] = object()
+    cache.prerender()
+    assert coll.collects == 2
+    cache.get(encoder, ctype, False)
+    assert coll.collects == 2  # the scrape found it ready
