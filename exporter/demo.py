@@ -49,7 +49,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qsl, urlsplit
 
 import structlog
@@ -131,10 +131,10 @@ def _parse_time(text: str | None, name: str) -> datetime:
     if not text:
         raise _ApiError(400, "invalid_request_error", f"{name}: field required")
     try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(text)
     except ValueError:
         raise _ApiError(400, "invalid_request_error", f"{name}: invalid datetime format") from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _floor(moment: datetime, width: str) -> datetime:
@@ -362,11 +362,11 @@ class _ApiHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "demo-admin-api"
     sys_version = ""
-    PATHS = {"/v1/organizations/cost_report": "cost_report",
+    PATHS: ClassVar[dict[str, str]] = {"/v1/organizations/cost_report": "cost_report",
              "/v1/organizations/usage_report/messages": "usage_report",
              "/v1/organizations/usage_report/claude_code": "claude_code_report"}
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+    def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def setup(self) -> None:
@@ -374,7 +374,7 @@ class _ApiHandler(BaseHTTPRequestHandler):
         # answer at once: without it Nagle and delayed ACKs add ~40 ms to every page
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         parts = urlsplit(self.path)
         status, body = self._answer(parts.path, parse_qsl(parts.query, keep_blank_values=True))
         self.send_response(status)

@@ -188,8 +188,7 @@ def write_table(report: dict[str, Any], out: TextIO = sys.stdout, *, today: date
     rule = "  ".join(dash * w for w in widths)
     out.write(line([(h, "") for h in head], "1") + "\n")
     out.write(paint(rule, "2") + "\n")
-    for r in rows:
-        out.write(line(r) + "\n")
+    out.writelines(line(r) + "\n" for r in rows)
     out.write(paint(rule, "2") + "\n")
     out.write(line(total, "1") + "\n")
     if not rows:
@@ -202,8 +201,7 @@ def write_table(report: dict[str, Any], out: TextIO = sys.stdout, *, today: date
             notes.append("* today so far: the bill is still partial.")
     elif rows:
         notes.append("No billed days: with an admin key, Billed and Drift columns compare the estimate with the bill.")
-    for n in notes:
-        out.write(paint(n, "2") + "\n")
+    out.writelines(paint(n, "2") + "\n" for n in notes)
 
 
 def _short(model: str) -> str:

@@ -19,7 +19,13 @@ from pathlib import Path
 import pytest
 
 from exporter.admin_api import AdminApiClient, AdminApiHTTPError
-from exporter.demo import DEMO_KEY, SPEED_ENV, Charge, SimulatedAdminApi, nothing_to_read
+from exporter.demo import (
+    DEMO_KEY,
+    SPEED_ENV,
+    Charge,
+    SimulatedAdminApi,
+    nothing_to_read,
+)
 from exporter.usage import Tokens
 from tests.conftest import clean_env, http_get, run_cli, sample
 

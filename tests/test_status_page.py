@@ -19,6 +19,7 @@ import subprocess
 import time
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -40,7 +41,7 @@ def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
          "--hide-scrollbars", f"--user-data-dir={profile}", *args],
-        capture_output=True, text=True, timeout=90, env={**os.environ, "HOME": str(tmp_path)})
+        check=False, capture_output=True, text=True, timeout=90, env={**os.environ, "HOME": str(tmp_path)})
 
 
 def dump_dom(tmp_path: Path, url: str) -> str:
@@ -71,7 +72,7 @@ class Page(HTMLParser):
         self.tags: list[tuple[str, dict[str, str]]] = []
         self.feed(dom)
 
-    BLOCKS = {"td", "th", "tr", "dt", "dd", "div", "p", "section", "header", "footer", "h1", "h2", "h3", "li", "br"}
+    BLOCKS: ClassVar[set[str]] = {"td", "th", "tr", "dt", "dd", "div", "p", "section", "header", "footer", "h1", "h2", "h3", "li", "br"}
 
     def _gap(self, tag: str) -> None:
         """Cells and blocks are apart on screen: keep their words apart in the text too."""
