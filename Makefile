@@ -1,4 +1,5 @@
-# Two commands on a fresh machine:  make run  (the exporter)  and  make test  (the tests).
+# On a fresh machine:  make demo  (the exporter on a simulated organisation),  make test  (the tests),
+# make run  (the exporter on this machine's Claude Code logs and, with a key, the Admin API).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

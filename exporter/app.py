@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import html
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
-from typing import Any
 from typing import Any
 
 import structlog
@@ -20,8 +18,8 @@ from exporter.billing import BillingPoller, billed_metric_families, earliest_per
 from exporter.breaker import BreakerBoard
 from exporter.collector import ExporterCollector, make_registry
 from exporter.pools import build_pool_states, decisions, pool_metric_families
-from exporter.pricing import Pricer
 from exporter.config import Config
+from exporter.pricing import Pricer
 from exporter.server import ExporterServer, Routes
 from exporter.snapshot import Refresher, Snapshot
 from exporter.state import StateDB
