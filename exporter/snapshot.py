@@ -3,7 +3,8 @@
 Scrapes never wait on a log folder or the Admin API: the refresher tails the logs
 every ``refresh_interval`` and polls the Admin API on its own thread every
 ``poll_interval``; each builds a new Snapshot and swaps one reference. A refresh
-that fails keeps the previous snapshot's values and marks its source down.
+that fails keeps the previous snapshot's values and marks its source down; a loop
+never dies of an error, so /metrics keeps answering with the last good values.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import structlog
 from exporter.config import Config
 from exporter.ingest import PICO, Ingestor, RefreshStats
 from exporter.pricing import Pricer
-from exporter.state import StateDB, StateError
+from exporter.state import StateDB
 from exporter.usage import TOKEN_TYPES
 
 log = structlog.get_logger()
@@ -56,6 +57,9 @@ class Snapshot:
     pools: tuple[Any, ...] = ()  # exporter.budget pool results with their breaker decisions
     refresh_seconds: float = 0.0
     ready: bool = False
+    # the state database: False from a failed commit (disk full, read-only) until one succeeds
+    state_writable: bool = True
+    state_write_errors: int = 0  # failed commits since start
 
 
 def build_estimated(ing: Ingestor, pricer: Pricer, *, hourly_since: int) -> dict[str, Any]:
@@ -101,8 +105,10 @@ class Refresher:
         self.config = config
         self.clock = clock
         self.pricer = pricer or Pricer(config.price_overrides)
-        self.state = StateDB(state_dir or config.state_dir)
-        self.ingestor = Ingestor(config.sources, self.state, self.pricer, clock=clock)
+        # the owner's connection: a corrupt database is moved aside and rebuilt from the logs
+        self.state, self.ingestor = StateDB.open_or_rebuild(
+            state_dir or config.state_dir,
+            lambda db: Ingestor(config.sources, db, self.pricer, clock=clock))
         self.billing_poller = billing_poller
         self.pool_builder = pool_builder
         self._lock = threading.Lock()
@@ -114,6 +120,15 @@ class Refresher:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.refreshes = 0
+
+    def attach_billing(self, billing_poller: Any) -> None:
+        """Add the Admin API poller after the state was opened (and, if corrupt, rebuilt) here.
+
+        The poller opens its own connection; it must do so after this refresher's, so that
+        a database moved aside is not one the poller still holds.
+        """
+        self.billing_poller = billing_poller
+        self._billing = billing_poller.snapshot if billing_poller is not None else None
 
     # ------------------------------------------------------------------ reading
 
@@ -128,12 +143,17 @@ class Refresher:
         error: str | None = None
         try:
             stats = self.ingestor.refresh()
-        except (StateError, OSError, Exception) as exc:  # noqa: BLE001 - serving must go on
+        except Exception as exc:  # noqa: BLE001 - serving must go on; nothing was committed
             error = f"{type(exc).__name__}: {exc}"
-            log.error("log_refresh_failed", error=error)
+            log.error("log_refresh_failed", error=error,
+                      state_writable=self.state.writable, state_write_errors=self.state.write_errors)
         now = self.clock()
         if error is None:
-            self._estimated = build_estimated(self.ingestor, self.pricer, hourly_since=int(now) - 70 * 86400)
+            try:
+                self._estimated = build_estimated(self.ingestor, self.pricer, hourly_since=int(now) - 70 * 86400)
+            except Exception as exc:  # noqa: BLE001 - keep the last good values
+                error = f"{type(exc).__name__}: {exc}"
+                log.error("estimate_build_failed", error=error)
         sources = []
         for s in self.config.sources:
             st = self.ingestor.status[s.name]
@@ -168,6 +188,8 @@ class Refresher:
                 billing=self._billing,
                 refresh_seconds=self._snapshot.refresh_seconds if refresh_seconds is None else refresh_seconds,
                 ready=True,
+                state_writable=self.state.writable,
+                state_write_errors=self.state.write_errors,
                 **self._estimated,
             )
             if self.pool_builder is not None:
@@ -194,12 +216,12 @@ class Refresher:
 
     def _log_loop(self) -> None:
         while not self._stop.wait(self.config.refresh_interval):
-            self.refresh_logs()
+            _guarded("log_refresh", self.refresh_logs)
 
     def _billing_loop(self) -> None:
         interval = self.config.admin_api.poll_interval if self.config.admin_api else 300.0
         while True:
-            self.poll_billing()
+            _guarded("billing_poll", self.poll_billing)
             if self._stop.wait(interval):
                 return
 
@@ -208,6 +230,17 @@ class Refresher:
         for t in self._threads:
             t.join(timeout=5)
         self.state.close()
+
+
+def _guarded(what: str, fn: Callable[[], Any]) -> None:
+    """Run one cycle of a loop; an error (even in logging it) must not end the thread."""
+    try:
+        fn()
+    except Exception as exc:  # noqa: BLE001
+        try:
+            log.error("refresher_cycle_failed", cycle=what, error=f"{type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - stderr itself failing (a full disk under the log file)
+            pass
 
 
 def _replace(snap: Snapshot, **changes: Any) -> Snapshot:

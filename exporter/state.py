@@ -4,22 +4,42 @@ File offsets, dedup keys with their token totals, hourly aggregates and line cou
 are written in one transaction per refresh, so a kill -9 at any point neither loses
 nor double counts, and totals outlive the logs they came from. The billed side keeps
 its own ``billed_*`` tables in the same file.
+
+A database found corrupt at start (cut short, overwritten, not a database) is moved
+aside as ``state.sqlite3.corrupt-<UTC time>`` with its ``-wal`` and ``-shm`` and a new
+one is built from the logs still on disk; usage whose log files are gone cannot come
+back, and the billed days are fetched again. A commit that fails (disk full, read-only
+file system, I/O error) is rolled back and counted: the caller keeps its last committed
+values and tries again on its next cycle.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterable, Iterator
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import structlog
 
 SCHEMA_VERSION = 1
 DB_NAME = "state.sqlite3"
+SIDE_FILES = ("-wal", "-shm")
+CORRUPT_MARK = ".corrupt-"
 log = structlog.get_logger()
+T = TypeVar("T")
+
+# SQLite's primary result codes that mean "the file is damaged", not "busy" or "full"
+_CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
+# databases this process has already checked (dev, inode): a second connection skips quick_check
+_checked: set[tuple[int, int]] = set()
+_checked_lock = threading.Lock()
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -64,53 +84,174 @@ class StateError(Exception):
     """The state database cannot be opened or written; the message says why and where."""
 
 
-class StateDB:
-    """A connection to the state database. One per thread; writers serialise on SQLite's lock."""
+class StateCorrupt(StateError):
+    """The database file is damaged (failed integrity check, not a database, malformed)."""
 
-    def __init__(self, state_dir: Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"state database {path} is corrupt: {reason}; {rebuild_hint(path)}")
+
+
+def is_corruption(exc: BaseException) -> bool:
+    """True for SQLite errors that mean a damaged file, as opposed to busy, full or read-only."""
+    if isinstance(exc, StateCorrupt):
+        return True
+    if not isinstance(exc, sqlite3.DatabaseError) or isinstance(exc, sqlite3.IntegrityError):
+        return False
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in _CORRUPT_CODES
+    text = str(exc)
+    return "malformed" in text or "not a database" in text
+
+
+class StateDB:
+    """A connection to the state database. One per thread; writers serialise on SQLite's lock.
+
+    ``rebuild_if_corrupt``: a database that fails its integrity check is moved aside (see
+    :func:`quarantine`) and a new, empty one is made; without it :class:`StateCorrupt`
+    is raised. Only the process that owns the state (holds its lock) may pass it.
+    """
+
+    def __init__(self, state_dir: Path, *, readonly: bool = False, rebuild_if_corrupt: bool = False) -> None:
         self.path = Path(state_dir).expanduser() / DB_NAME
+        self.readonly = readonly
+        self.rebuilt_from: Path | None = None  # where a corrupt database was moved at open
+        self.write_errors = 0  # commits that failed since this connection was opened
+        self.writable = True  # False from a failed commit until the next one succeeds
+        self.last_write_error: str | None = None
+        self._rebuild = rebuild_if_corrupt and not readonly
+        try:
+            self._open()
+        except StateCorrupt:
+            if self.rebuilt_from is None:
+                raise
+            self._open()
+
+    def _open(self) -> None:
+        readonly = self.readonly
+        conn: sqlite3.Connection | None = None
         try:
             if not readonly:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             uri = f"file:{self.path}?mode=ro" if readonly else f"file:{self.path}"
-            self.conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None,
-                                        check_same_thread=False)
-            self.conn.execute("PRAGMA busy_timeout = 30000")
+            conn = self.conn = sqlite3.connect(uri, uri=True, timeout=30.0, isolation_level=None,
+                                               check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 30000")
             if not readonly:
-                self.conn.execute("PRAGMA journal_mode = WAL")
-                self.conn.execute("PRAGMA synchronous = NORMAL")
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
                 self._migrate()
             else:
-                self.conn.execute("SELECT count(*) FROM meta").fetchone()
-        except sqlite3.DatabaseError as exc:
-            raise StateError(f"state database {self.path}: {exc}") from None
+                conn.execute("SELECT count(*) FROM meta").fetchone()
+        except (StateCorrupt, sqlite3.DatabaseError) as exc:
+            if not is_corruption(exc):
+                _close_quietly(conn)
+                raise StateError(f"state database {self.path}: {exc}") from None
+            reason = exc.reason if isinstance(exc, StateCorrupt) else str(exc)
+            if self._rebuild and self.rebuilt_from is None:
+                # moved while still open: closing a connection checkpoints its WAL into the
+                # database and deletes it, which would destroy what there is to look at
+                self.rebuilt_from = quarantine(self.path, reason)
+            _close_quietly(conn)
+            raise StateCorrupt(self.path, reason) from None
         except OSError as exc:
+            _close_quietly(conn)
             raise StateError(f"state directory {self.path.parent}: {exc.strerror or exc}") from None
 
     def _migrate(self) -> None:
-        check = self.conn.execute("PRAGMA quick_check").fetchone()
-        if check and check[0] != "ok":
-            raise sqlite3.DatabaseError(f"integrity check failed: {check[0]}")
+        ident = _identity(self.path)
+        with _checked_lock:
+            known_good = ident is not None and ident in _checked
+        if not known_good:
+            rows = self.conn.execute("PRAGMA quick_check").fetchall()
+            if rows and rows[0][0] != "ok":
+                first = str(rows[0][0]).splitlines()
+                raise StateCorrupt(self.path, "integrity check failed: " + "; ".join(first[:3]))
         self.conn.executescript(_SCHEMA)
         row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         if row is None:
             self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"written by a newer version (schema {row[0]} > {SCHEMA_VERSION})")
+        ident = _identity(self.path)
+        if ident is not None:
+            with _checked_lock:
+                _checked.add(ident)
+
+    @classmethod
+    def open_or_rebuild(cls, state_dir: Path, load: Callable[[StateDB], T]) -> tuple[StateDB, T]:
+        """Open the owner's connection and ``load`` what it holds; a corrupt database is rebuilt.
+
+        ``load`` reads every table the caller needs (an ingestor's offsets, dedup keys and
+        aggregates): damage that the quick check does not see surfaces there, and is handled
+        the same way: the file is moved aside and ``load`` runs again on a new database.
+        """
+        db = cls(state_dir, rebuild_if_corrupt=True)
+        try:
+            return db, load(db)
+        except sqlite3.DatabaseError as exc:
+            if not is_corruption(exc):
+                db.close()
+                raise StateError(f"state database {db.path}: {exc}") from None
+            with _checked_lock:
+                _checked.clear()
+            moved = quarantine(db.path, str(exc))  # before closing: see _open
+            _close_quietly(db.conn)
+        db = cls(state_dir, rebuild_if_corrupt=True)
+        db.rebuilt_from = moved
+        return db, load(db)
 
     def close(self) -> None:
         self.conn.close()
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
-        self.conn.execute("BEGIN IMMEDIATE")
+        """BEGIN IMMEDIATE ... COMMIT; on any failure rolled back, and a failed write is counted.
+
+        A COMMIT that fails (disk full, read-only file system) must not leave the
+        transaction open: the next BEGIN would fail forever after the disk is freed.
+        """
         try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self._rollback_quietly()
+                raise
+        except sqlite3.Error as exc:
+            self._write_failed(exc)
             raise
-        self.conn.execute("COMMIT")
+        self._write_ok()
+
+    def _rollback_quietly(self) -> None:
+        if self.conn.in_transaction:
+            try:
+                self.conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # SQLite rolled back itself, or cannot: the first error is the one to report
+
+    def _write_failed(self, exc: sqlite3.Error) -> None:
+        if isinstance(exc, (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError)):
+            return  # a bug, not the disk
+        self.write_errors += 1
+        self.writable = False
+        self.last_write_error = str(exc)
+        log.error("state_write_failed", path=str(self.path), error=str(exc),
+                  code=getattr(exc, "sqlite_errorname", None), failed_commits=self.write_errors,
+                  corrupt=is_corruption(exc),
+                  hint=(f"restart to move {self.path} aside and rebuild it" if is_corruption(exc) else
+                        "nothing was committed: the last committed values are served and the same lines are "
+                        "read again on the next refresh once the state directory is writable "
+                        "(free space, or remount it read-write)"))
+
+    def _write_ok(self) -> None:
+        if not self.writable:
+            log.info("state_writable_again", path=str(self.path), failed_commits=self.write_errors)
+        self.writable = True
+        self.last_write_error = None
 
     # ---------------------------------------------------------------- reads
 
@@ -181,6 +322,53 @@ class StateDB:
 
 def rebuild_hint(path: Path) -> str:
     return f"move {path} aside (or delete it) and restart to rebuild from the logs still on disk"
+
+
+LOSS_NOTE = ("rebuilding from the logs still on disk: usage whose log files were deleted since it was read "
+             "(Claude Code deletes transcripts after 30 days) cannot come back; billed days are fetched again "
+             "from the Admin API")
+
+
+def quarantine(path: Path, reason: str, *, now: float | None = None) -> Path:
+    """Move a corrupt database and its ``-wal``/``-shm`` aside; report it on the log and on stderr.
+
+    The side files move with it: a stale WAL left beside a new database would be replayed
+    into it. Returns the new name of the database file.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(time.time() if now is None else now))
+    target = path.with_name(f"{path.name}{CORRUPT_MARK}{stamp}")
+    n = 1
+    while any(os.path.lexists(f"{target}{s}") for s in ("", *SIDE_FILES)):
+        n += 1
+        target = path.with_name(f"{path.name}{CORRUPT_MARK}{stamp}-{n}")
+    moved = []
+    for suffix in ("", *SIDE_FILES):
+        try:
+            os.replace(f"{path}{suffix}", f"{target}{suffix}")
+            moved.append(f"{target}{suffix}")
+        except FileNotFoundError:
+            pass
+    log.error("state_corrupt", path=str(path), reason=reason, moved_to=str(target), files_moved=moved,
+              consequence=LOSS_NOTE)
+    print(f"claude-budget-exporter: state database {path} is corrupt ({reason}); moved it to {target}; "
+          f"{LOSS_NOTE}", file=sys.stderr, flush=True)
+    return target
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _close_quietly(conn: sqlite3.Connection | None) -> None:
+    if conn is not None:
+        try:
+            conn.close()
+        except sqlite3.Error:
+            pass
 
 
 def remove_database(path: Path) -> None:
