@@ -125,8 +125,8 @@ def parse_web_config(raw: Any, origin: str = "web config", base_dir: Path | None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(["(top level): must be a mapping of tls_server_config, basic_auth_users, "
-                           "http_server_config"], origin)
+        raise ConfigError([("(top level): must be a mapping of tls_server_config, basic_auth_users, "
+                            "http_server_config")], origin)
     top = c.mapping(raw, "", ("tls_server_config", "basic_auth_users", "http_server_config"))
     tls = _parse_tls(c, top.get("tls_server_config"), base) if top.get("tls_server_config") is not None else None
     users = _parse_users(c, top.get("basic_auth_users"))

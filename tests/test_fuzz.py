@@ -22,7 +22,14 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from exporter import readers
-from exporter.config import JSONL_FIELDS, Config, ConfigError, SourceConfig, load_config, parse_config
+from exporter.config import (
+    JSONL_FIELDS,
+    Config,
+    ConfigError,
+    SourceConfig,
+    load_config,
+    parse_config,
+)
 from exporter.usage import UsageRecord
 from exporter.webconfig import WebConfig, parse_web_config
 
@@ -71,7 +78,7 @@ clean_timestamps = st.integers(min_value=1_600_000_000, max_value=int(NOW)).map(
 @st.composite
 def claude_lines(draw) -> dict[str, Any]:
     if draw(st.booleans()):  # half the time nearly right, so the checks past the first are reached
-        counts, timestamps, json_values = clean_counts, clean_timestamps, st.text(max_size=8)  # noqa: F841
+        counts, timestamps, json_values = clean_counts, clean_timestamps, st.text(max_size=8)
         return _claude_line(draw, counts, timestamps, json_values, clean=True)
     return _claude_line(draw, globals()["counts"], globals()["timestamps"], globals()["json_values"])
 
@@ -263,7 +270,7 @@ def config_docs(draw) -> Any:
     return doc
 
 
-PATH_RE = re.compile(r"^(?P<path>\(top level\)|\(file\)|line \d+, column \d+|[^\s].*?): (?P<msg>\S.*)$", re.S)
+PATH_RE = re.compile(r"^(?P<path>\(top level\)|\(file\)|line \d+, column \d+|[^\s].*?): (?P<msg>\S.*)$", re.DOTALL)
 
 
 def _check_problems(problems: list[str], doc: Any) -> None:

@@ -657,16 +657,27 @@ def test_metrics_are_rendered_once_per_version_and_shared(server_factory) -> Non
     for _ in range(30):
         assert http_get(url)[1] == first
     assert coll.collects == 1
-    # a new snapshot: compared by identity, so an equal-looking one still renders afresh
+    # a new snapshot (compared by identity, so an equal-looking one still counts): scrapes in the
+    # next moment may get the previous bytes, never wait for the render, and it happens once
     coll.value = 2
     version[0] = object()
-    results: list[bytes] = []
-    threads = [threading.Thread(target=lambda: results.append(http_get(url)[1])) for _ in range(20)]
+    results: list[tuple[float, bytes]] = []
+
+    def scrape() -> None:
+        t = time.perf_counter()
+        body = http_get(url)[1]
+        results.append((time.perf_counter() - t, body))
+
+    threads = [threading.Thread(target=scrape) for _ in range(20)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(results) == 20 and all(b'claude_test_value{n="7"} 2.0' in r for r in results)
+    assert len(results) == 20 and all(b"claude_test_value" in b for _, b in results)
+    deadline = time.monotonic() + 2
+    while b'claude_test_value{n="7"} 2.0' not in http_get(url)[1]:
+        assert time.monotonic() < deadline, "the new snapshot was never rendered"
+        time.sleep(0.02)
     assert coll.collects == 2  # twenty scrapes at once, one render
     version[1] += 1  # a webhook
     assert b"2.0" in http_get(url)[1] and coll.collects == 3
@@ -677,14 +688,14 @@ def test_metrics_are_rendered_once_per_version_and_shared(server_factory) -> Non
     assert coll.collects == 3
 
 
-def test_the_cache_prerenders_when_the_version_moves() -> None:
+def test_the_cache_prerenders_and_lags_a_new_snapshot_at_most_max_lag() -> None:
+    from prometheus_client.exposition import choose_encoder
+
     coll = _Counting()
     registry = CollectorRegistry(auto_describe=False)
     registry.register(coll)
-    version = [object()]
-    cache = MetricsCache(registry, lambda: (version[0],))
-    from prometheus_client.exposition import choose_encoder
-
+    version = [object(), 0]
+    cache = MetricsCache(registry, lambda: (version[0], version[1]), max_lag=0.3)
     encoder, ctype = choose_encoder("")
     cache.get(encoder, ctype, False)
     cache.prerender()
@@ -694,3 +705,12 @@ def test_the_cache_prerenders_when_the_version_moves() -> None:
     assert coll.collects == 2
     cache.get(encoder, ctype, False)
     assert coll.collects == 2  # the scrape found it ready
+
+    coll.value = 3
+    version[0] = object()  # nobody prerenders this time
+    assert b"} 1.0" in cache.get(encoder, ctype, False)[0] and cache.wake.is_set()
+    time.sleep(0.35)
+    assert b"} 3.0" in cache.get(encoder, ctype, False)[0]  # past max_lag the scrape renders itself
+    coll.value = 4
+    version[1] += 1  # a breaker webhook: never served late
+    assert b"} 4.0" in cache.get(encoder, ctype, False)[0]
