@@ -152,6 +152,27 @@ listen_address: ":9100"
     assert "hunter2" not in r.stderr  # a password pasted where a hash belongs is never echoed
 
 
+def _has_web_config_flag() -> bool:
+    from exporter.cli import build_parser
+
+    return "--web-config-file" in build_parser().format_help() or any(
+        "--web-config-file" in a.format_help() for a in build_parser()._subparsers._group_actions[0].choices.values())
+
+
+@pytest.mark.skipif(not _has_web_config_flag(), reason="serve --web-config-file is not wired into the CLI yet")
+def test_web_config_file_flag(tmp_path: Path, exporter_factory) -> None:
+    web = tmp_path / "web.yml"
+    web.write_text(f"basic_auth_users: {{prometheus: '{HASH}'}}\n")
+    cfg = _write_config(tmp_path)
+    e = exporter_factory(["--config", str(cfg), "--state-dir", str(tmp_path / "state"),
+                          "--web-config-file", str(web)]).start()
+    assert _request(e.url + "/metrics")[0] == 401
+    assert _request(e.url + "/metrics", headers=_basic("prometheus", PASSWORD))[0] == 200
+    web.write_text("basic_auth_users: {prometheus: plain}\n")
+    r = run_cli("validate-config", str(cfg), "--web-config-file", str(web))
+    assert r.returncode == 2 and "basic_auth_users.prometheus: must be a bcrypt hash" in r.stderr
+
+
 def test_web_config_problems_name_their_paths_and_a_good_file_loads(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         parse_web_config({"tls_server_config": {"cert_file": 5, "key_file": "k"}, "basic_auth_users": ["x"]},
