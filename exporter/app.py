@@ -17,12 +17,13 @@ from exporter.admin_api import AdminApiClient
 from exporter.billing import BillingPoller, billed_metric_families, earliest_period_start, stored_billed_by_day
 from exporter.breaker import BreakerBoard
 from exporter.collector import ExporterCollector, make_registry
-from exporter.pools import build_pool_states, decisions, pool_metric_families
 from exporter.config import Config
+from exporter.pools import build_pool_states, decisions, pool_metric_families
 from exporter.pricing import Pricer
 from exporter.server import ExporterServer, Routes
 from exporter.snapshot import Refresher, Snapshot
 from exporter.state import StateDB
+from exporter.webconfig import WebConfig, load_web_config
 
 log = structlog.get_logger()
 
@@ -61,30 +62,9 @@ class App:
 
     def make_server(self, host: str, port: int, web: WebConfig | None = None) -> ExporterServer:
         """The HTTP server; ``web`` defaults to the config's web_config_file (ConfigError if it is bad)."""
-        from dataclasses import replace
-        from itertools import count
-
-        from exporter.webconfig import load_web_config
-
         if web is None:
             web = load_web_config(self.config.web_config_file)
-        # /metrics is rendered once per version, not per scrape (10k series take ~80 ms to encode).
-        # The version: the snapshot (by identity), the breaker webhooks applied so far, and a 15 s
-        # step of the clock for what the collector reads from it (breaker alerts expiring, the UTC
-        # date of the billed windows).
-        hooks, applied = count(1), [0]
-        webhook = self.routes.webhook
-
-        def counted_webhook(payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-            try:
-                return webhook(payload)  # type: ignore[misc]
-            finally:
-                applied[0] = next(hooks)
-
-        clock, snapshot = self.refresher.clock, self.refresher.snapshot
-        routes = replace(self.routes, webhook=counted_webhook if webhook is not None else None,
-                         metrics_version=lambda: (snapshot(), applied[0], int(clock() // 15)))
-        return ExporterServer(host, port, routes, web)
+        return ExporterServer(host, port, self.routes, web)
 
     def start(self) -> None:
         self.refresher.start()
@@ -142,9 +122,16 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
             return False, f"stale: last refresh {age:.0f}s ago"
         return True, "ok"
 
+    def metrics_version() -> tuple[Any, ...]:
+        # /metrics is rendered once per version, not per scrape (10k series take ~80 ms to encode):
+        # the snapshot (by identity), the breaker webhooks applied so far, and a 15 s step of the
+        # clock for what the collector derives from it (breaker alerts expiring, the UTC date).
+        return (refresher.snapshot(), board.version, int(clock() // 15))
+
     routes = Routes(registry=registry, healthy=healthy,
                     status_page=lambda: status_page(refresher.snapshot(), board, clock(), config.origin),
-                    breaker=breaker, webhook=webhook, webhook_token=config.breaker_webhook.read_token)
+                    breaker=breaker, webhook=webhook, webhook_token=config.breaker_webhook.read_token,
+                    metrics_version=metrics_version)
     return App(config=config, refresher=refresher, routes=routes)
 
 

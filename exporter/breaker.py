@@ -196,6 +196,7 @@ class BreakerBoard:
         self.stale_after = stale_after
         self._alerts: dict[str, BreakerAlert] = {}
         self._lock = threading.Lock()
+        self.version = 0  # bumped by every webhook applied: what a cached /metrics keys on
 
     def apply_webhook(self, payload: Any, now: datetime) -> int:
         """Apply one Alertmanager webhook body; returns how many breaker alerts it carried.
@@ -208,6 +209,7 @@ class BreakerBoard:
         parsed = _validate(payload)
         applied = 0
         with self._lock:
+            self.version += 1
             for alert in parsed:
                 pool = alert.labels.get("pool")
                 if alert.labels.get("breaker") != "open" or not pool:

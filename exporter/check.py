@@ -7,7 +7,10 @@ pool from the state on disk (logs already read, billed days already stored).
 from __future__ import annotations
 
 import argparse
+import base64
 import json
+import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -25,16 +28,30 @@ def _say(code: int, line: str) -> int:
     return code
 
 
+PASSWORD_ENV = "CLAUDE_BUDGET_EXPORTER_PASSWORD"
+
+
 def run_check(config: Config, args: argparse.Namespace) -> int:
     if args.url:
-        return check_url(args.url, args.pool, args.timeout)
+        password = os.environ.get(PASSWORD_ENV) if args.user else None
+        if args.user and password is None:
+            return _say(UNKNOWN, f"unknown: --user needs the password in ${PASSWORD_ENV}")
+        return check_url(args.url, args.pool, args.timeout, user=args.user, password=password,
+                         ca_file=args.ca_file)
     return check_state(config, args.pool)
 
 
-def check_url(url: str, pool: str, timeout: float) -> int:
+def check_url(url: str, pool: str, timeout: float, *, user: str | None = None, password: str | None = None,
+              ca_file: str | None = None) -> int:
+    """Ask a running exporter; basic auth and a private CA for exporters behind a web config."""
     target = f"{url.rstrip('/')}/breaker/{quote(pool, safe='')}"
+    request = urllib.request.Request(target)
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
     try:
-        with urllib.request.urlopen(target, timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as r:
             code, body = r.status, r.read()
     except urllib.error.HTTPError as e:
         code, body = e.code, e.read()
@@ -45,6 +62,8 @@ def check_url(url: str, pool: str, timeout: float) -> int:
         data = json.loads(body)
     except ValueError:
         return _say(UNKNOWN, f"unknown: {target} answered {code} without JSON")
+    if code == 401:
+        return _say(UNKNOWN, f"unknown: {target} wants credentials (--user, ${PASSWORD_ENV})")
     if code == 404:
         return _say(UNKNOWN, f"unknown: {data.get('error', 'no such pool')}")
     state = data.get("state")

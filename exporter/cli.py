@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the exporter (the main job)")
     _add_config(serve)
     serve.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default 0.0.0.0:9833)")
+    serve.add_argument("--web-config-file", metavar="FILE",
+                       help="TLS and basic auth (exporter-toolkit web.yml format) for every endpoint but /healthz; "
+                            "overrides web_config_file")
     serve.add_argument("--demo", action="store_true",
                        help="run against a built-in simulated organisation (no key or logs needed; "
                             "never contacts the real Admin API)")
@@ -57,10 +60,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--pool", required=True, help="pool name")
     check.add_argument("--url", help="a running exporter, e.g. http://127.0.0.1:9833")
     check.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the exporter")
+    check.add_argument("--user", help="basic auth user for an exporter behind a web config "
+                                      "(password from $CLAUDE_BUDGET_EXPORTER_PASSWORD)")
+    check.add_argument("--ca-file", metavar="FILE", help="CA certificate to trust for an https:// exporter")
 
     validate = sub.add_parser("validate-config", help="check a config file; exit 2 listing every problem")
     validate.add_argument("config_file", nargs="?", metavar="FILE")
     validate.add_argument("--config", "-c", metavar="FILE", dest="config")
+    validate.add_argument("--web-config-file", metavar="FILE", help="check this web config file too")
     return parser
 
 
@@ -69,6 +76,8 @@ def _load(args: argparse.Namespace) -> Config:
     overrides: dict[str, Any] = {}
     if getattr(args, "state_dir", None):
         overrides["state_dir"] = Path(args.state_dir).expanduser()
+    if getattr(args, "web_config_file", None):
+        overrides["web_config_file"] = Path(args.web_config_file).expanduser()
     if getattr(args, "listen", None):
         parse_listen(args.listen)
         overrides["listen"] = args.listen
@@ -77,6 +86,12 @@ def _load(args: argparse.Namespace) -> Config:
 
         config = replace(config, **overrides)
     return config
+
+
+def _print_problems(what: str, exc: ConfigError) -> None:
+    print(f"claude-budget-exporter: invalid {what} {exc.source}:", file=sys.stderr)
+    for p in exc.problems:
+        print(f"  {p}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,15 +104,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = _load(args)
     except ConfigError as exc:
-        print(f"claude-budget-exporter: invalid config {exc.source}:", file=sys.stderr)
-        for p in exc.problems:
-            print(f"  {p}", file=sys.stderr)
+        _print_problems("config", exc)
         return EXIT_USAGE
     except ValueError as exc:
         print(f"claude-budget-exporter: --listen: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if config.admin_api is not None:
         logsetup.register_secret(config.admin_api.read_key())
+    if args.command in ("serve", "validate-config") and config.web_config_file is not None:
+        from exporter.webconfig import load_web_config
+
+        try:
+            load_web_config(config.web_config_file)
+        except ConfigError as exc:
+            _print_problems("web config", exc)
+            return EXIT_USAGE
     if args.command == "validate-config":
         print(f"{config.origin}: ok ({len(config.sources)} source(s), {len(config.pools)} pool(s))")
         return EXIT_OK

@@ -172,6 +172,7 @@ class Ingestor:
         self.line_counts: dict[tuple[str, str], int] = state.line_counts() if state else {}
         self.status: dict[str, SourceStatus] = {s.name: SourceStatus() for s in self.sources}
         self._dircache = DirCache()
+        self._skipping: set[str] = set()  # files whose offset sits inside an overlong line
         self._stats: dict[str, os.stat_result] = {}  # this refresh's stat of each file
         self._unpriced_logged: set[str] = set()
         self.unpriced_seen: list[tuple[str, str]] = []
@@ -359,7 +360,7 @@ class Ingestor:
                     self._finish_rotated(source, prev, batch)
                     log.info("log_file_rotated", source=source.name, path=path)
             f.seek(start)
-            offset = self._read_lines(source, f, start, batch)
+            offset = self._read_lines(source, f, start, batch, path)
             head = prev.head if prev is not None and start > 0 and len(prev.head) >= HEAD_BYTES else _read_head(f)
         if prev is not None and prev.offset == offset and prev.ino == st.st_ino and prev.head == head:
             return None, offset - start
@@ -384,13 +385,15 @@ class Ingestor:
             except OSError:
                 continue
 
-    def _read_lines(self, source: SourceConfig, f, start: int, batch: _Batch) -> int:
+    def _read_lines(self, source: SourceConfig, f, start: int, batch: _Batch, path: str | None = None) -> int:
         """Feed complete lines from ``start`` on to the batch; returns the offset after the last one."""
         parse = self.parsers[source.name]
         name = source.name
         offset = start
         carry = b""
-        skipping = False  # inside a line longer than max_line, discarding to its newline
+        # inside a line longer than max_line, discarding to its newline; such a line may still be
+        # growing when a refresh ends, so whether the offset sits inside one is kept per file
+        skipping = path is not None and start > 0 and path in self._skipping
         remaining = max(0, os.fstat(f.fileno()).st_size - start)
         while True:
             # read what the file holds (a read of CHUNK_BYTES on a small file would allocate it all)
@@ -427,6 +430,8 @@ class Ingestor:
                 offset += len(carry)
                 carry = b""
                 skipping = True
+        if path is not None:
+            batch.skipping[path] = skipping
         return offset
 
     def _scan_claude(self, data: bytes, pos: int, end: int, parse, batch: _Batch, name: str) -> None:
@@ -504,6 +509,8 @@ class Ingestor:
             self.files[f.path] = f
         for p in gone:
             self.files.pop(p, None)
+        for p, inside in batch.skipping.items():
+            (self._skipping.add if inside else self._skipping.discard)(p)
         if prune_before is not None:
             self._next_prune = now + 3600
         if pruned:
@@ -541,6 +548,7 @@ class _Batch:
         self.unkeyed: list[bytes] = []
         self.replacing: dict[int, bytes] = {}
         self.new_dims: list[tuple[int, str, str, str]] = []
+        self.skipping: dict[str, bool] = {}
 
     def count(self, source: str, result: str, n: int = 1) -> None:
         self.lines[(source, result)] += n

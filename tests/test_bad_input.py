@@ -105,8 +105,6 @@ def test_long_lines_are_skipped_across_read_chunks(tmp_path: Path, monkeypatch) 
     assert logs.requests() == 3
 
 
-@pytest.mark.xfail(strict=True, reason="the skip state of an over-long line is not kept between refreshes, "
-                                        "so its rest is counted a second time (too_long or malformed_json)")
 @pytest.mark.parametrize("rest", [5_000, 20_000])
 def test_a_long_line_still_being_written_is_counted_once(tmp_path: Path, monkeypatch, rest: int) -> None:
     monkeypatch.setattr(ingest, "CHUNK_BYTES", 4096)

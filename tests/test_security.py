@@ -313,6 +313,14 @@ def test_tls_and_basic_auth_end_to_end(tmp_path: Path, pki: Path, exporter_facto
     old.maximum_version = ssl.TLSVersion.TLSv1_2
     with pytest.raises((ssl.SSLError, urllib.error.URLError, OSError)):
         _request(url + "/healthz", context=old, timeout=3)
+    # a pipeline's check goes through the same door: credentials and the private CA
+    args = ["check", "--pool", "agent-sdk", "--url", url, "--ca-file", str(pki / "ca.crt")]
+    r = run_cli(*args)
+    assert r.returncode == 2 and "wants credentials" in r.stderr, r.stdout + r.stderr
+    r = run_cli(*args, "--user", "prometheus", env=clean_env(CLAUDE_BUDGET_EXPORTER_PASSWORD=PASSWORD))
+    assert r.returncode == 0 and r.stdout.startswith("closed"), r.stdout + r.stderr
+    r = run_cli(*args, "--user", "prometheus", env=clean_env(CLAUDE_BUDGET_EXPORTER_PASSWORD="wrong"))
+    assert r.returncode == 2
 
 
 def test_client_certificates_are_required_and_verified(pki: Path, server_factory) -> None:
