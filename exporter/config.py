@@ -349,6 +349,11 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
     """The config at ``path``, or the built-in default when ``path`` is None."""
     if path is None:
         return default_config(env)
+    return parse_config(read_yaml_file(path), origin=str(path), env=env)
+
+
+def read_yaml_file(path: str | os.PathLike[str]) -> Any:
+    """A YAML file's document; ConfigError naming the line and column of a syntax error."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -356,13 +361,12 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
     except UnicodeDecodeError:
         raise ConfigError(["(file): is not UTF-8 text"], str(path)) from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{where}: not valid YAML: {problem}"], str(path)) from None
-    return parse_config(raw, origin=str(path), env=env)
 
 
 def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None = None) -> Config:

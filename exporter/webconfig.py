@@ -30,9 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
-from exporter.config import ConfigError, _Checker, _typename
+from exporter.config import ConfigError, _Checker, _typename, read_yaml_file
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -103,19 +102,7 @@ def load_web_config(path: str | os.PathLike[str] | None) -> WebConfig:
     if path is None:
         return WebConfig()
     path = Path(path).expanduser()
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([f"(file): cannot read: {exc.strerror or exc}"], str(path)) from None
-    except UnicodeDecodeError:
-        raise ConfigError(["(file): is not UTF-8 text"], str(path)) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        raise ConfigError([f"{where}: not valid YAML: {getattr(exc, 'problem', None) or exc}"], str(path)) from None
-    return parse_web_config(raw, origin=str(path), base_dir=path.parent)
+    return parse_web_config(read_yaml_file(path), origin=str(path), base_dir=path.parent)
 
 
 def parse_web_config(raw: Any, origin: str = "web config", base_dir: Path | None = None) -> WebConfig:
