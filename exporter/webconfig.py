@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from exporter.config import ConfigError, _Checker, _typename, read_yaml_file
 
 TLS_VERSIONS = {
