@@ -35,9 +35,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from exporter.config import FAST_POLL_ENV  # noqa: E402
-from tests.conftest import free_port, parse_metrics  # noqa: E402
-from tests.fake_admin_api import FakeAdminApi  # noqa: E402
+from exporter.config import FAST_POLL_ENV
+from tests.conftest import free_port, parse_metrics
+from tests.fake_admin_api import FakeAdminApi
 
 KEY = "sk-ant-admin01-soak-key-0123456789abcdef"
 WS = "wrkspc_01Soak"
@@ -51,7 +51,7 @@ class Writer(threading.Thread):
     def __init__(self, root: Path, interval: float, lines_per_file: int, seed: int) -> None:
         super().__init__(name="writer", daemon=True)
         self.repeat = threading.Event()  # set: every turn copies an earlier request (a resumed session)
-        self._recent: list[list[bytes]] = []
+        self._recent: list[tuple[bytes, ...]] = []
         self.root, self.interval, self.lines_per_file = root, interval, lines_per_file
         self.rng = random.Random(seed)
         self.stop = threading.Event()
@@ -98,7 +98,7 @@ class Writer(threading.Thread):
 
         user = json.dumps({"type": "user", "timestamp": ts, "message": {"role": "user", "content": "go on"}})
         turn = [user.encode() + b"\n", assistant(1), assistant(u["output"]), assistant(u["output"])]
-        self._recent = (self._recent + [turn])[-1000:]
+        self._recent = [*self._recent[-999:], tuple(turn)]
         return turn
 
     def run(self) -> None:
@@ -272,6 +272,9 @@ pools:
         t = time.monotonic() - started
         if proc.poll() is not None:
             print(f"exporter exited with {proc.returncode}", file=sys.stderr)
+            break
+        if not writer.is_alive():
+            print("the log writer stopped: see the traceback above", file=sys.stderr)
             break
         if args.mode == "steady" and t >= warmup and not writer.repeat.is_set():
             writer.repeat.set()

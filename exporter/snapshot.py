@@ -239,7 +239,7 @@ def _guarded(what: str, fn: Callable[[], Any]) -> None:
     except Exception as exc:  # noqa: BLE001
         try:
             log.error("refresher_cycle_failed", cycle=what, error=f"{type(exc).__name__}: {exc}")
-        except Exception:  # noqa: BLE001 - stderr itself failing (a full disk under the log file)
+        except Exception:  # noqa: BLE001, S110 - stderr itself failing (a full disk under the log file)
             pass
 
 

@@ -10,17 +10,14 @@ Randomness is seeded: a failure replays with the same fault sequence.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
-import signal
 import struct
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -29,9 +26,17 @@ import pytest
 
 from exporter.config import FAST_POLL_ENV
 from exporter.usage import TOKEN_TYPES
-from tests.conftest import ROOT, Exporter, Samples, clean_env, http_get, sample
+from tests.conftest import (
+    ROOT,
+    Exporter,
+    Samples,
+    clean_env,
+    http_get,
+    parse_metrics,
+    sample,
+)
 from tests.corpus import Expected, append, generate
-from tests.fake_admin_api import Fault, FakeAdminApi
+from tests.fake_admin_api import FakeAdminApi, Fault
 
 KEY = "sk-ant-admin01-resilience-test-key-0123456789"
 WS = "wrkspc_01Resilience"
@@ -215,8 +220,6 @@ def test_admin_api_fault_storm_never_loses_or_doubles_billed_spend(tmp_path: Pat
             worst = max(worst, time.perf_counter() - t0)
             assert code == 200
             scrapes += 1
-            from tests.conftest import parse_metrics
-
             s = parse_metrics(body.decode())
             got = billed_served(s)
             for w in got:
@@ -431,7 +434,7 @@ def _userns_tmpfs_works() -> bool:
         return False
     probe = subprocess.run(["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
                             "d=$(mktemp -d) && mount -t tmpfs -o size=1m tmpfs $d && umount $d && rmdir $d"],
-                           capture_output=True, timeout=10)
+                           check=False, capture_output=True, timeout=10)
     return probe.returncode == 0
 
 
