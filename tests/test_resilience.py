@@ -592,3 +592,25 @@ def test_a_failed_commit_moves_nothing_in_memory(tmp_path: Path, monkeypatch: py
     for (_hour, _src, model, _ep), v in h.ing.aggregates.items():
         by_model[model] += v[2]
     assert {m: n for m, n in by_model.items() if n} == {opus: 300, haiku: 50}
+
+
+@pytest.mark.skipif(not _userns_tmpfs_works(), reason="needs user namespaces to mount a small tmpfs")
+def test_read_only_state_dir_at_start_is_reported_with_its_path(tmp_path: Path) -> None:
+    """A state_dir on a read-only file system at start: exit 2 and one line naming the directory.
+
+    (At run time a file system cannot be remounted read-only under open files, short of an
+    error remount; a write that fails there takes the full-disk path above.)
+    """
+    state = tmp_path / "state"
+    state.mkdir()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    cfg = write_config(tmp_path / "config.yaml", [logs], fake=None)
+    r = subprocess.run(
+        ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c",
+         'mount -t tmpfs -o size=1m,ro tmpfs "$0" && exec "$@"', str(state),
+         sys.executable, "-m", "exporter", "--log-format", "json", "serve", "--config", str(cfg),
+         "--state-dir", str(state), "--listen", "127.0.0.1:0"],
+        env=clean_env(), capture_output=True, text=True, timeout=60, cwd=ROOT, check=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"state_dir {state}: Read-only file system" in r.stderr
