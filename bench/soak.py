@@ -6,11 +6,16 @@ an Admin API poll every second against the fake (300x the default 5 min) whose d
 while it runs, and a scrape every second. Every ``--sample-every`` seconds it prints the
 exporter's RSS, open file descriptors, threads, CPU time, state file sizes and scrape
 latency; at the end it checks the served totals against what it wrote, exactly, and
-says whether RSS was flat after warm-up (beyond what the dedup index must hold for the
-new requests) and whether descriptors grew.
+says whether RSS was flat after warm-up and whether descriptors grew.
 
-    .venv/bin/python bench/soak.py --minutes 60          # the full hour
-    .venv/bin/python bench/soak.py --minutes 5           # a quick look
+``--mode steady`` (the default) writes new requests during warm-up, then only copies of
+earlier ones (as resumed sessions do): lines, parsing, dedup, commits, polls and scrapes
+go on at the same rate while the dedup index stops growing, so any RSS growth is a leak.
+``--mode growing`` writes a new request every turn to the end and reports the bytes of
+RSS per new request (the dedup index holds every request for 45 days, by design).
+
+    .venv/bin/python bench/soak.py --minutes 60                  # the full hour, steady
+    .venv/bin/python bench/soak.py --minutes 5 --mode growing    # a quick look at growth
 
 It stops by itself after ``--minutes``; Ctrl-C stops it early and still prints the summary.
 """
