@@ -77,9 +77,11 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
     pricer = Pricer(config.price_overrides)
     board = BreakerBoard([p.name for p in config.pools])
     refresher = Refresher(
-        config, clock=clock, pricer=pricer, billing_poller=make_billing_poller(config, clock),
+        config, clock=clock, pricer=pricer,
         pool_builder=lambda snap, now: build_pool_states(config, pricer, snap, now),
     )
+    # after the refresher: it opens the state first, and moves a corrupt database aside
+    refresher.attach_billing(make_billing_poller(config, clock))
 
     def now() -> datetime:
         return datetime.fromtimestamp(clock(), UTC)

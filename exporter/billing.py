@@ -437,12 +437,15 @@ class BillingPoller:
                 ("complete_through", day_start(today).isoformat()),
                 ("last_success", repr(self._wall())),
             ])
+            # inside the try: a COMMIT that fails (SQLITE_BUSY) leaves the transaction open, and later
+            # polls would nest in it and hold the write lock that log ingest needs
+            db.execute("COMMIT" if own_tx else "RELEASE billed_store")
         except BaseException:
-            db.execute("ROLLBACK" if own_tx else "ROLLBACK TO billed_store")
-            if not own_tx:
-                db.execute("RELEASE billed_store")
+            if db.in_transaction:
+                db.execute("ROLLBACK" if own_tx else "ROLLBACK TO billed_store")
+                if not own_tx:
+                    db.execute("RELEASE billed_store")
             raise
-        db.execute("COMMIT" if own_tx else "RELEASE billed_store")
 
     def _apply(self, f: _Fetched, start: date, today: date) -> None:
         """Mirror the stored change in memory, and forget days that left the window."""

@@ -6,6 +6,7 @@ import argparse
 import fcntl
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
@@ -228,12 +229,16 @@ def report(config: Config, args: argparse.Namespace) -> int:
 
     lock = StateLock(config.state_dir)
     owner = lock.try_acquire()
+    pricer = Pricer(config.price_overrides)
     try:
-        state = StateDB(config.state_dir)
-    except StateError as exc:
+        if owner:  # only the owner may move a corrupt database aside and rebuild it
+            state, ing = StateDB.open_or_rebuild(config.state_dir, lambda db: Ingestor(config.sources, db, pricer))
+        else:
+            state = StateDB(config.state_dir)
+            ing = Ingestor(config.sources, state, pricer)
+    except (StateError, sqlite3.DatabaseError) as exc:
         print(f"claude-budget-exporter: {exc}", file=sys.stderr)
         return EXIT_FAIL
-    ing = Ingestor(config.sources, state, Pricer(config.price_overrides))
     if owner:
         progress = _progress_bar() if sys.stderr.isatty() else None
         ing.refresh(progress=progress)

@@ -27,6 +27,7 @@ class ExporterCollector(Collector):
         yield build
         yield from _estimated_families(snap)
         yield from _source_families(snap)
+        yield from _state_families(snap)
         for fn in self._extra:
             yield from fn(snap)
 
@@ -80,6 +81,21 @@ def _source_families(snap: Snapshot) -> Iterator[Metric]:
     yield up
     yield last
     yield files
+
+
+def _state_families(snap: Snapshot) -> Iterator[Metric]:
+    writable = GaugeMetricFamily(
+        "claude_state_writable",
+        "1 when the last commit to the state database succeeded; 0 from a failed one (disk full, read-only "
+        "file system, I/O error) until one succeeds. While 0 the values served are the last committed ones.")
+    writable.add_metric([], 1 if snap.state_writable else 0)
+    yield writable
+    errors = CounterMetricFamily(
+        "claude_state_write_errors",
+        "Commits to the state database that failed since the exporter started; nothing of a failed commit is "
+        "counted, its lines are read again on the next refresh.")
+    errors.add_metric([], snap.state_write_errors)
+    yield errors
 
 
 def make_registry(collector: Collector) -> CollectorRegistry:

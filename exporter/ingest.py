@@ -485,15 +485,24 @@ class Ingestor:
         request_rows = ((k, int.from_bytes(pending[k][8:16], "little", signed=True), pending[k]) for k in keys)
         # pruning scans the dedup table, so it runs hourly, not on every 15 s refresh
         prune_before = int(now - self.retention) // 3600 * 3600 if now >= self._next_prune else None
-        with self.state.transaction() as conn:
-            StateDB.put_dims(conn, batch.new_dims)
-            StateDB.add_aggregates(conn, deltas)
-            StateDB.put_requests(conn, request_rows)
-            StateDB.add_line_counts(conn, batch.lines)
-            for f in file_updates:
-                StateDB.put_file(conn, f)
-            StateDB.drop_files(conn, gone)
-            pruned = StateDB.prune_requests(conn, prune_before) if prune_before is not None else 0
+        try:
+            with self.state.transaction() as conn:
+                StateDB.put_dims(conn, batch.new_dims)
+                StateDB.add_aggregates(conn, deltas)
+                StateDB.put_requests(conn, request_rows)
+                StateDB.add_line_counts(conn, batch.lines)
+                for f in file_updates:
+                    StateDB.put_file(conn, f)
+                StateDB.drop_files(conn, gone)
+                pruned = StateDB.prune_requests(conn, prune_before) if prune_before is not None else 0
+        except BaseException:
+            # the label ids this batch handed out were not stored: forget them, or a later batch
+            # would store rows pointing at ids the dims table does not have
+            if batch.new_dims:
+                for _dim, *dk in batch.new_dims:
+                    self.dims.pop(tuple(dk), None)  # type: ignore[arg-type]
+                del self.dim_list[batch.new_dims[0][0]:]
+            raise
         # only after the commit succeeded does memory move on
         for k, v in deltas.items():
             agg = self.aggregates.get(k)

@@ -549,8 +549,6 @@ def test_full_disk_is_reported_serving_goes_on_and_nothing_doubles_after(tmp_pat
 # ----------------------------------------------------------------------------- memory after a failed commit
 
 
-@pytest.mark.xfail(strict=True, reason="ingest: a new (source, model, entrypoint) id is taken into memory before "
-                                       "the commit, so a failed commit leaves it out of the dims table")
 def test_a_failed_commit_moves_nothing_in_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A commit that fails (disk full) must leave the ingestor as it was, new label ids included.
 
