@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
 from typing import Any
 
+import msgspec
 import orjson
 
 from exporter.config import SourceConfig
@@ -104,33 +105,126 @@ def _check_ts(ts: float | None, now: float) -> str | None:
 # ------------------------------------------------------------------ Claude Code transcripts
 
 
-def _interned(table: dict[str, str], value: object) -> str:
-    """Share one string object per model or entrypoint name across a few hundred thousand records."""
-    if type(value) is not str:
-        return ""
-    return table.setdefault(value, value)
+def _str_or_empty(value: object) -> str:
+    return value if type(value) is str else ""
+
+
+class _CacheCreation(msgspec.Struct):
+    ephemeral_5m_input_tokens: int = 0
+    ephemeral_1h_input_tokens: int = 0
+
+
+class _ServerToolUse(msgspec.Struct):
+    web_search_requests: int = 0
+
+
+class _Usage(msgspec.Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_creation: _CacheCreation | None = None
+    server_tool_use: _ServerToolUse | None = None
+    service_tier: str | None = None
+    inference_geo: str | None = None
+    speed: str | None = None
+
+
+class _Message(msgspec.Struct):
+    id: str | None = None
+    model: str | None = None
+    usage: _Usage | None = None
+
+
+class _Line(msgspec.Struct):
+    """The few fields of a transcript line that matter; the rest (content) is skipped unbuilt."""
+
+    type: str | None = None
+    timestamp: datetime | None = None
+    requestId: str | None = None  # noqa: N815 - the transcript's own key
+    entrypoint: str | None = None
+    isApiErrorMessage: bool | None = None  # noqa: N815
+    message: _Message | None = None
+
+
+_line_decoder = msgspec.json.Decoder(_Line)
 
 
 def parse_claude_code(source: str) -> LineParser:
     """Parser for Claude Code transcript lines (``~/.claude/projects/**/*.jsonl``).
 
-    Written for the cold read of a large history: the common case (a well-formed
-    assistant line with plain integer counts) takes one decode, a few dict lookups and
-    one tuple; anything unusual falls through to the careful checks.
+    Written for the cold read of a large history: a typed decode builds only the fields
+    that matter and skips the content, which is most of each line. Anything the typed
+    decode refuses (nulls, floats, wrong types, bad JSON) goes through the careful path,
+    which decides the reject reason.
     """
-    names: dict[str, str] = {}
-    loads = orjson.loads
+    decode = _line_decoder.decode
+    careful = _parse_claude_code_careful(source)
     limit = MAX_TOKENS_PER_REQUEST
+    errors = (msgspec.DecodeError, msgspec.ValidationError)
+
+    def parse_usage_line(line: bytes, now: float) -> Parsed:
+        if not line.isascii():  # the typed decode does not check the UTF-8 of what it skips
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return INVALID_UTF8
+        try:
+            obj = decode(line)
+        except errors:
+            return careful(line, now)
+        message = obj.message
+        if obj.type != "assistant" or message is None or message.usage is None:
+            return []
+        if obj.isApiErrorMessage:
+            return API_ERROR
+        model = message.model
+        if model == "<synthetic>":
+            return SYNTHETIC
+        if not model:
+            return BAD_USAGE
+        when = obj.timestamp
+        if when is None:
+            return BAD_TIMESTAMP
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)  # naive timestamps in usage logs are UTC
+        ts = when.timestamp()
+        if ts > now + MAX_FUTURE_SECONDS:
+            return BAD_TIMESTAMP
+        u = message.usage
+        inp, out, cr, cw = u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens
+        cc = u.cache_creation
+        cw5, cw1h = (cc.ephemeral_5m_input_tokens, cc.ephemeral_1h_input_tokens) if cc is not None else (cw, 0)
+        web = u.server_tool_use.web_search_requests if u.server_tool_use is not None else 0
+        if min(inp, out, cr, cw, cw5, cw1h, web) < 0 or max(inp, out, cr, cw, cw5, cw1h, web) > limit:
+            return BAD_USAGE
+        if cw5 + cw1h < cw:  # older transcripts give only the total: it was all 5-minute writes then
+            cw5 = cw - cw1h
+        mid, rid = message.id, obj.requestId
+        return [UsageRecord(
+            source, ts, model, Tokens(inp, out, cr, cw5, cw1h, web),
+            f"{mid}\x1f{rid}" if mid and rid else None,
+            obj.entrypoint or "", u.service_tier or "standard", u.inference_geo or "", u.speed or "",
+        )]
 
     def parse(line: bytes, now: float) -> Parsed:
         # Most lines (user turns, tool results, summaries) carry no usage; skipping them
         # before decoding is what keeps a cold read of a big history fast.
         if b'"usage"' not in line:
             return []
-        try:
-            obj = loads(line)
-        except orjson.JSONDecodeError:
-            return _decode(line)  # type: ignore[return-value]  # tells invalid UTF-8 from bad JSON
+        return parse_usage_line(line, now)
+
+    parse.usage_line = parse_usage_line  # type: ignore[attr-defined]  # for a caller that already looked
+    return parse
+
+
+def _parse_claude_code_careful(source: str) -> LineParser:
+    """The same rules on a generic decode: tells every reject reason apart, accepts nulls as 0."""
+
+    def parse(line: bytes, now: float) -> Parsed:
+        obj = _decode(line)
+        if type(obj) is str:
+            return obj
         if type(obj) is not dict or obj.get("type") != "assistant":
             return []
         message = obj.get("message")
@@ -150,34 +244,29 @@ def parse_claude_code(source: str) -> LineParser:
         if ts is None or ts > now + MAX_FUTURE_SECONDS:
             return BAD_TIMESTAMP
         g = usage.get
-        inp, out, cr, cw = g("input_tokens", 0), g("output_tokens", 0), g("cache_read_input_tokens", 0), \
-            g("cache_creation_input_tokens", 0)
         creation = g("cache_creation")
-        if type(creation) is dict:
-            cw5, cw1h = creation.get("ephemeral_5m_input_tokens", 0), creation.get("ephemeral_1h_input_tokens", 0)
-        elif creation is None:
-            cw5, cw1h = cw, 0
-        else:
-            return BAD_USAGE
         stu = g("server_tool_use")
-        web = stu.get("web_search_requests", 0) if type(stu) is dict else 0
-        for v in (inp, out, cr, cw, cw5, cw1h, web):
-            if type(v) is not int or v < 0 or v > limit:
-                try:  # the careful path: nulls, integral floats, or a real reject
-                    inp, out, cr, cw, cw5, cw1h, web = (_count(x) for x in (inp, out, cr, cw, cw5, cw1h, web))
-                except _BadUsage:
-                    return BAD_USAGE
-                break
-        if cw5 + cw1h < cw:  # older transcripts give only the total: it was all 5-minute writes then
+        if not (creation is None or type(creation) is dict) or not (stu is None or type(stu) is dict):
+            return BAD_USAGE
+        try:
+            inp, out, cr, cw = (_count(g(k)) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
+                                                       "cache_creation_input_tokens"))
+            if creation is not None:
+                cw5 = _count(creation.get("ephemeral_5m_input_tokens"))
+                cw1h = _count(creation.get("ephemeral_1h_input_tokens"))
+            else:
+                cw5, cw1h = cw, 0
+            web = _count(stu.get("web_search_requests")) if stu is not None else 0
+        except _BadUsage:
+            return BAD_USAGE
+        if cw5 + cw1h < cw:
             cw5 = cw - cw1h
         mid, rid = message.get("id"), obj.get("requestId")
         key = f"{mid}\x1f{rid}" if type(mid) is str and type(rid) is str and mid and rid else None
         return [UsageRecord(
-            source, ts, _interned(names, model), Tokens(inp, out, cr, cw5, cw1h, web), key,
-            _interned(names, obj.get("entrypoint")),
-            _interned(names, g("service_tier")) or "standard",
-            _interned(names, g("inference_geo")),
-            _interned(names, g("speed")),
+            source, ts, model, Tokens(inp, out, cr, cw5, cw1h, web), key,
+            _str_or_empty(obj.get("entrypoint")), _str_or_empty(g("service_tier")) or "standard",
+            _str_or_empty(g("inference_geo")), _str_or_empty(g("speed")),
         )]
 
     return parse
