@@ -179,22 +179,26 @@ class Ingestor:
         self.quiet = False
         self._next_prune = 0.0
         self.last_stats = RefreshStats()
+        self.last_deltas: dict[AggKey, list[int]] = {}
 
     # ------------------------------------------------------------------ the refresh
 
     def refresh(self, progress: Callable[[int, int], None] | None = None) -> RefreshStats:
         started = time.perf_counter()
         now = self.clock()
+        self.last_deltas: dict[AggKey, list[int]] = {}  # what the last successful commit added
         stats = RefreshStats()
         batch = _Batch(self, now, stats)
         seen_paths: set[str] = set()
         file_updates: list[FileState] = []
-        plan: list[tuple[SourceConfig, str]] = []
+        plan: list[tuple[SourceConfig, str]] = []  # the files with something new, in a stable order
+        sizes: list[int] = []  # bytes to read in each
         self._stats = {}
+        files = self.files
         for source in self.sources:
             paths, errors = discover(source, self._dircache)
             status = self.status[source.name]
-            regular = []
+            regular = 0
             for p in paths:
                 try:
                     st = os.stat(p)
@@ -202,22 +206,33 @@ class Ingestor:
                     if exc.errno != errno.ENOENT or os.path.islink(p):
                         errors.append(f"{p}: {exc.strerror}")
                     continue
-                if stat.S_ISREG(st.st_mode):  # not a FIFO or device that happens to end in .jsonl
-                    self._stats[p] = st
-                    regular.append(p)
-            status.files = len(regular)
+                if not stat.S_ISREG(st.st_mode):  # not a FIFO or device that happens to end in .jsonl
+                    continue
+                regular += 1
+                seen_paths.add(p)
+                prev = files.get(p)
+                if prev is not None and prev.ino == st.st_ino and prev.dev == st.st_dev:
+                    if st.st_size == prev.offset:
+                        continue  # unchanged since the last refresh: not even opened
+                    new = st.st_size - prev.offset if st.st_size > prev.offset else st.st_size
+                else:
+                    new = st.st_size
+                self._stats[p] = st
+                plan.append((source, p))
+                sizes.append(new)
+            status.files = regular
             status.error = "; ".join(errors[:3]) if errors else None
-            plan.extend((source, p) for p in regular)
-            seen_paths.update(regular)
 
-        groups = self._split(plan)
+        groups = self._split(plan, sizes)
         pool, futures = None, []
         if len(groups) > 1:
             pool, futures = self._start_helpers(groups[1:], now)
             log.info("parallel_read", processes=len(groups), files=len(plan))
         try:
             own = groups[0]
-            total_bytes = sum(self._new_bytes(p) for _, p in own) if progress else 0
+            if progress:
+                size_of = {p: n for (_, p), n in zip(plan, sizes, strict=True)}
+                total_bytes = sum(size_of[p] for _, p in own)
             done = 0
             for source, path in own:
                 upd, nbytes = self._tail_safely(source, path, batch)
@@ -255,23 +270,14 @@ class Ingestor:
 
     # ------------------------------------------------------------------ parallel cold reads
 
-    def _new_bytes(self, path: str) -> int:
-        prev = self.files.get(path)
-        st = self._stats.get(path)
-        size = st.st_size if st is not None else _size(path)
-        return size - prev.offset if prev is not None and prev.offset <= size else size
-
-    def _split(self, plan: list[tuple[SourceConfig, str]]) -> list[list[tuple[SourceConfig, str]]]:
+    def _split(self, plan: list[tuple[SourceConfig, str]], sizes: list[int]) -> list[list[tuple[SourceConfig, str]]]:
         """One group per process, balanced by bytes to read; one group when the read is small."""
-        if self.workers < 2 or self.state is None or len(plan) < 2:
-            return [plan]
-        sizes = [(self._new_bytes(p), i) for i, (_, p) in enumerate(plan)]
-        if sum(b for b, _ in sizes) < self.parallel_min_bytes:
+        if self.workers < 2 or self.state is None or len(plan) < 2 or sum(sizes) < self.parallel_min_bytes:
             return [plan]
         n = min(self.workers, len(plan))
         groups: list[list[int]] = [[] for _ in range(n)]
         loads = [0] * n
-        for b, i in sorted(sizes, reverse=True):
+        for b, i in sorted(zip(sizes, range(len(plan))), reverse=True):
             k = loads.index(min(loads))
             groups[k].append(i)
             loads[k] += b
@@ -497,6 +503,7 @@ class Ingestor:
                 del self.dim_list[batch.new_dims[0][0]:]
             raise
         # only after the commit succeeded does memory move on
+        self.last_deltas = deltas
         for k, v in deltas.items():
             agg = self.aggregates.get(k)
             if agg is None:
@@ -646,13 +653,6 @@ def _head_matches(f, head: bytes) -> bool:
 def _read_head(f) -> bytes:
     f.seek(0)
     return f.read(HEAD_BYTES)
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size
-    except OSError:
-        return 0
 
 
 def pico_to_usd(pico: int) -> Decimal:

@@ -62,31 +62,66 @@ class Snapshot:
     state_write_errors: int = 0  # failed commits since start
 
 
-def build_estimated(ing: Ingestor, pricer: Pricer, *, hourly_since: int) -> dict[str, Any]:
-    """Fold the ingestor's aggregates into the label sets the metrics use."""
-    cost: dict[tuple[str, str], int] = defaultdict(int)
-    tokens: dict[tuple[str, str, str], int] = defaultdict(int)
-    unpriced: dict[tuple[str, str], int] = defaultdict(int)
-    hourly: dict[tuple[int, str, str, str], Decimal] = {}
-    labels: dict[str, str] = {}
-    for (hour, source, model, entrypoint), v in ing.aggregates.items():
-        label = labels.get(model)
+HOURLY_DAYS = 70  # hourly estimates kept in the snapshot: enough for any monthly period and its trailing burn
+
+
+class EstimatedView:
+    """The label-level sums the metrics and pools use, kept current from each commit's deltas.
+
+    Recomputing them from every hourly aggregate on every refresh cost more than the refresh
+    itself on a large history; a commit changes a handful of rows.
+    """
+
+    def __init__(self, pricer: Pricer) -> None:
+        self.pricer = pricer
+        self._labels: dict[str, str] = {}
+        self.cost: dict[tuple[str, str], int] = defaultdict(int)  # picodollars
+        self.tokens: dict[tuple[str, str, str], int] = defaultdict(int)
+        self.unpriced: dict[tuple[str, str], int] = defaultdict(int)
+        self.hourly: dict[tuple[int, str, str, str], Decimal] = {}
+
+    def _label(self, model: str) -> str:
+        label = self._labels.get(model)
         if label is None:
-            label = labels[model] = pricer.model_label(model)
-        cost[(source, label)] += v[7]
-        for i, tt in enumerate(TOKEN_TYPES):
-            tokens[(source, label, tt)] += v[1 + i]
-        if v[8]:
-            unpriced[(source, label)] += v[8]
-        if hour >= hourly_since and v[7]:
-            hourly[(hour, source, model, entrypoint)] = Decimal(v[7]) / PICO
-    return {
-        "estimated_cost": MappingProxyType({k: Decimal(p) / PICO for k, p in cost.items()}),
-        "estimated_tokens": MappingProxyType(dict(tokens)),
-        "unpriced_tokens": MappingProxyType(dict(unpriced)),
-        "log_lines": MappingProxyType(dict(ing.line_counts)),
-        "estimated_hourly": MappingProxyType(hourly),
-    }
+            label = self._labels[model] = self.pricer.model_label(model)
+        return label
+
+    def apply(self, deltas: Mapping[tuple[int, str, str, str], list[int]],
+              totals: Mapping[tuple[int, str, str, str], list[int]], since: int) -> None:
+        """Add ``deltas`` (a commit's changes, or everything on the first call); ``totals`` are the new rows."""
+        for key, v in deltas.items():
+            hour, source, model, _entrypoint = key
+            label = self._label(model)
+            self.cost[(source, label)] += v[7]
+            for i, tt in enumerate(TOKEN_TYPES):
+                self.tokens[(source, label, tt)] += v[1 + i]
+            if v[8]:
+                self.unpriced[(source, label)] += v[8]
+            if hour >= since:
+                pico = totals[key][7]
+                if pico:
+                    self.hourly[key] = Decimal(pico) / PICO
+                else:
+                    self.hourly.pop(key, None)
+        if self.hourly and min(self.hourly)[0] < since:
+            self.hourly = {k: v for k, v in self.hourly.items() if k[0] >= since}
+
+    def fields(self, line_counts: Mapping[tuple[str, str], int]) -> dict[str, Any]:
+        """The Snapshot fields, as read-only copies."""
+        return {
+            "estimated_cost": MappingProxyType({k: Decimal(p) / PICO for k, p in self.cost.items()}),
+            "estimated_tokens": MappingProxyType(dict(self.tokens)),
+            "unpriced_tokens": MappingProxyType({k: n for k, n in self.unpriced.items() if n}),
+            "log_lines": MappingProxyType(dict(line_counts)),
+            "estimated_hourly": MappingProxyType(dict(self.hourly)),
+        }
+
+
+def build_estimated(ing: Ingestor, pricer: Pricer, *, hourly_since: int) -> dict[str, Any]:
+    """The Snapshot's estimate fields from all of an ingestor's aggregates (one-shot use: ``check``)."""
+    view = EstimatedView(pricer)
+    view.apply(ing.aggregates, ing.aggregates, hourly_since)
+    return view.fields(ing.line_counts)
 
 
 class Refresher:
@@ -114,6 +149,7 @@ class Refresher:
         self._lock = threading.Lock()
         self._snapshot = Snapshot(built_at=clock())
         self._estimated: dict[str, Any] = {}
+        self._view: EstimatedView | None = None
         self._sources: tuple[SourceView, ...] = ()
         # what the poller stored before a restart is served until its first poll
         self._billing: Any = billing_poller.snapshot if billing_poller is not None else None
@@ -150,8 +186,15 @@ class Refresher:
         now = self.clock()
         if error is None:
             try:
-                self._estimated = build_estimated(self.ingestor, self.pricer, hourly_since=int(now) - 70 * 86400)
+                ing, since = self.ingestor, int(now) - HOURLY_DAYS * 86400
+                if self._view is None:
+                    self._view = EstimatedView(self.pricer)
+                    self._view.apply(ing.aggregates, ing.aggregates, since)
+                else:
+                    self._view.apply(ing.last_deltas, ing.aggregates, since)
+                self._estimated = self._view.fields(ing.line_counts)
             except Exception as exc:  # noqa: BLE001 - keep the last good values
+                self._view = None  # rebuilt from the aggregates next time
                 error = f"{type(exc).__name__}: {exc}"
                 log.error("estimate_build_failed", error=error)
         sources = []
