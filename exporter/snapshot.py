@@ -9,6 +9,7 @@ never dies of an error, so /metrics keeps answering with the last good values.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections import defaultdict
@@ -248,6 +249,10 @@ class Refresher:
     def start(self) -> None:
         """First fill in the foreground (so the first scrape has data), then the loops."""
         self.refresh_logs()
+        # What the first fill loaded (the dedup index, the aggregates) lives as long as the process:
+        # out of the collector's sight, later collections stop re-walking it during every refresh.
+        gc.collect()
+        gc.freeze()
         self._spawn("log-refresher", self._log_loop)
         if self.billing_poller is not None:
             self._spawn("billing-poller", self._billing_loop)
