@@ -96,6 +96,14 @@ def _decode(line: bytes) -> Any | str:
         return MALFORMED
 
 
+def _decode_object(line: bytes) -> dict[str, Any] | str:
+    """A line that must be one JSON object per record (CLI results, token logs), or a reason."""
+    obj = _decode(line)
+    if type(obj) is str or type(obj) is dict:
+        return obj
+    return MALFORMED
+
+
 def _check_ts(ts: float | None, now: float) -> str | None:
     if ts is None or ts > now + MAX_FUTURE_SECONDS:
         return BAD_TIMESTAMP
@@ -298,11 +306,9 @@ def parse_cli_json(source: str) -> LineParser:
     """
 
     def parse(line: bytes, now: float) -> Parsed:
-        obj = _decode(line)
-        if isinstance(obj, str):
+        obj = _decode_object(line)
+        if type(obj) is str:
             return obj
-        if not isinstance(obj, dict):
-            return MALFORMED
         if obj.get("type") not in (None, "result"):
             return []
         if obj.get("is_error") is True and not obj.get("modelUsage") and not obj.get("usage"):
@@ -382,11 +388,9 @@ def parse_jsonl(source: SourceConfig) -> LineParser:
         return int((Decimal(chars) / cpt).to_integral_value(rounding=ROUND_CEILING)) if chars else 0
 
     def parse(line: bytes, now: float) -> Parsed:
-        obj = _decode(line)
-        if isinstance(obj, str):
+        obj = _decode_object(line)
+        if type(obj) is str:
             return obj
-        if not isinstance(obj, dict):
-            return MALFORMED
         get = (lambda k: _get_path(obj, fields[k]) if k in fields else None)  # noqa: E731
         ts = parse_timestamp(get("timestamp"))
         if (bad := _check_ts(ts, now)) is not None:
