@@ -277,7 +277,7 @@ class Ingestor:
         n = min(self.workers, len(plan))
         groups: list[list[int]] = [[] for _ in range(n)]
         loads = [0] * n
-        for b, i in sorted(zip(sizes, range(len(plan))), reverse=True):
+        for b, i in sorted(zip(sizes, range(len(plan)), strict=True), reverse=True):
             k = loads.index(min(loads))
             groups[k].append(i)
             loads[k] += b

@@ -31,7 +31,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -458,4 +457,4 @@ class ExporterServer:
         self.httpd.server_close()
 
 
-__all__ = ["ExporterServer", "HTTPStatus", "MetricsCache", "Routes"]
+__all__ = ["ExporterServer", "MetricsCache", "Routes"]

@@ -14,7 +14,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from types import MappingProxyType
@@ -238,10 +238,10 @@ class Refresher:
             )
             if self.pool_builder is not None:
                 try:
-                    snap = _replace(snap, pools=self.pool_builder(snap, datetime.fromtimestamp(now, UTC)))
+                    snap = replace(snap, pools=self.pool_builder(snap, datetime.fromtimestamp(now, UTC)))
                 except Exception as exc:  # noqa: BLE001
                     log.error("pool_computation_failed", error=f"{type(exc).__name__}: {exc}")
-                    snap = _replace(snap, pools=self._snapshot.pools)
+                    snap = replace(snap, pools=self._snapshot.pools)
             self._snapshot = snap
 
     # ------------------------------------------------------------------ threads
@@ -290,11 +290,6 @@ def _guarded(what: str, fn: Callable[[], Any]) -> None:
         except Exception:  # noqa: BLE001, S110 - stderr itself failing (a full disk under the log file)
             pass
 
-
-def _replace(snap: Snapshot, **changes: Any) -> Snapshot:
-    from dataclasses import replace
-
-    return replace(snap, **changes)
 
 
 def load_billing(state: StateDB) -> Any:
