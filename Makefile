@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install system-deps run demo test test-fast bench clean
+.PHONY: install system-deps run demo test test-fast lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,11 @@ run: install
 demo: install
 	$(VENV)/bin/claude-budget-exporter serve --demo $(ARGS)
 
-test: install system-deps
+test: install system-deps lint
 	$(PY) -m pytest $(ARGS)
+
+lint: install
+	$(PY) -m ruff check exporter tests bench
 
 test-fast: install
 	$(PY) -m pytest -m "not e2e" $(ARGS)
