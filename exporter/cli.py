@@ -244,6 +244,7 @@ def report(config: Config, args: argparse.Namespace) -> int:
         ing.refresh(progress=progress)
         if progress:
             progress(-1, -1)
+        _poll_billed(config, args.since)
     else:
         print("claude-budget-exporter: a running exporter owns this state; showing what it has read",
               file=sys.stderr)
@@ -256,6 +257,20 @@ def report(config: Config, args: argparse.Namespace) -> int:
     else:
         rep.write_table(data, sys.stdout)
     return EXIT_OK
+
+
+def _poll_billed(config: Config, since: date | None) -> None:
+    """With an admin key, bring the stored billed days up to date (one poll) before reporting."""
+    from exporter.app import make_billing_poller
+
+    poller = make_billing_poller(config, time.time)
+    if poller is None:
+        return
+    snap = poller.poll(since=since)
+    if not snap.up:
+        print(f"claude-budget-exporter: Admin API: {snap.error}; billed figures are the last stored ones",
+              file=sys.stderr)
+    poller.client.close()
 
 
 def _progress_bar():

@@ -190,3 +190,28 @@ def test_check_without_url_reads_the_state_on_disk(world, exporter_factory) -> N
     r = run_cli("check", "--pool", "agent-sdk", "--config", str(world["cfg"]), "--state-dir",
                 str(world["tmp"] / "empty"), env=env)
     assert r.returncode == 2
+
+
+def test_report_polls_the_bill_itself_and_shows_drift(world) -> None:
+    """A one-shot report with a key: billed USD per UTC day next to the estimate, no serve needed."""
+    env = world["env"]
+    r = run_cli("report", "--json", "--config", str(world["cfg"]), "--state-dir", str(world["tmp"] / "report-state"),
+                env=env)
+    assert r.returncode == 0, r.stderr
+    days = {d["date"]: d for d in json.loads(r.stdout)["days"]}
+    yesterday = (world["today"] - timedelta(days=1)).date().isoformat()
+    # all workspaces: 25 + 7.125 cents a day; the logs' estimate is $0.20 a day
+    assert Decimal(str(days[yesterday]["billed_usd"])) == Decimal("0.32125")
+    assert Decimal(str(days[yesterday]["estimated_usd"])) == REQUEST_USD
+    assert days[yesterday]["drift_ratio"] == pytest.approx(float(REQUEST_USD / Decimal("0.32125")), abs=1e-6)
+    assert Decimal(str(days[world["today"].date().isoformat()]["billed_usd"])) == Decimal("0.105")
+    assert KEY not in r.stdout + r.stderr
+
+    # the Admin API down: the report still answers, says so, and shows what it stored
+    world["fake"].inject("500", count=None)
+    r = run_cli("report", "--json", "--config", str(world["cfg"]), "--state-dir", str(world["tmp"] / "report-state"),
+                env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "Admin API" in r.stderr and "last stored" in r.stderr
+    days = {d["date"]: d for d in json.loads(r.stdout)["days"]}
+    assert Decimal(str(days[yesterday]["billed_usd"])) == Decimal("0.32125")
