@@ -350,7 +350,7 @@ class Ingestor:
             st = self._stats.get(path) or os.stat(path)
             if (prev.dev, prev.ino) == (st.st_dev, st.st_ino) and st.st_size == prev.offset:
                 return None, 0  # unchanged since the last refresh: not even opened
-        with open(path, "rb") as f:
+        with open(path, "rb", buffering=0) as f:
             st = os.fstat(f.fileno())
             start = 0
             if prev is not None:
@@ -383,7 +383,7 @@ class Ingestor:
         for entry in entries:
             try:
                 if entry.inode() == prev.ino and entry.is_file(follow_symlinks=False):
-                    with open(entry.path, "rb") as f:
+                    with open(entry.path, "rb", buffering=0) as f:
                         if _head_matches(f, prev.head):
                             f.seek(prev.offset)
                             self._read_lines(source, f, prev.offset, batch)
