@@ -175,6 +175,7 @@ class Ingestor:
         self._skipping: set[str] = set()  # files whose offset sits inside an overlong line
         self._stats: dict[str, os.stat_result] = {}  # this refresh's stat of each file
         self._unpriced_logged: set[str] = set()
+        self._poison_logged: set[str] = set()
         self.unpriced_seen: list[tuple[str, str]] = []
         self.quiet = False
         self._next_prune = 0.0
@@ -190,11 +191,7 @@ class Ingestor:
         stats = RefreshStats()
         batch = _Batch(self, now, stats)
         seen_paths: set[str] = set()
-        file_updates: list[FileState] = []
-        plan: list[tuple[SourceConfig, str]] = []  # the files with something new, in a stable order
-        sizes: list[int] = []  # bytes to read in each
-        self._stats = {}
-        files = self.files
+        listed: list[tuple[SourceConfig, str, os.stat_result]] = []
         for source in self.sources:
             paths, errors = discover(source, self._dircache)
             status = self.status[source.name]
@@ -210,19 +207,79 @@ class Ingestor:
                     continue
                 regular += 1
                 seen_paths.add(p)
-                prev = files.get(p)
-                if prev is not None and prev.ino == st.st_ino and prev.dev == st.st_dev:
-                    if st.st_size == prev.offset:
-                        continue  # unchanged since the last refresh: not even opened
-                    new = st.st_size - prev.offset if st.st_size > prev.offset else st.st_size
-                else:
-                    new = st.st_size
-                self._stats[p] = st
-                plan.append((source, p))
-                sizes.append(new)
+                listed.append((source, p, st))
             status.files = regular
             status.error = "; ".join(errors[:3]) if errors else None
+        files = self.files
+        self._follow_renames(listed, seen_paths)
 
+        plan: list[tuple[SourceConfig, str]] = []  # the files with something new, in a stable order
+        sizes: list[int] = []  # bytes to read in each
+        self._stats = {}
+        for source, p, st in listed:
+            prev = files.get(p)
+            if prev is not None and prev.ino == st.st_ino and prev.dev == st.st_dev:
+                if st.st_size == prev.offset:
+                    continue  # unchanged since the last refresh: not even opened
+                new = st.st_size - prev.offset if st.st_size > prev.offset else st.st_size
+            else:
+                new = st.st_size
+            self._stats[p] = st
+            plan.append((source, p))
+            sizes.append(new)
+
+        dims_before = len(self.dim_list)
+        try:
+            file_updates = [*self._moved, *self._read_plan(plan, sizes, batch, now, progress)]
+            # a file whose folder could not be listed this time is not gone: keep its offset
+            unlisted = {name for name, st in self.status.items() if st.error}
+            gone = [p for p, f in self.files.items() if p not in seen_paths and f.source not in unlisted]
+            self._commit(batch, file_updates, gone, now)
+        except BaseException:
+            # the label ids this batch handed out were not stored: forget them, or a later batch
+            # would store rows pointing at ids the dims table does not have
+            for dk in self.dim_list[dims_before:]:
+                self.dims.pop(dk, None)
+            del self.dim_list[dims_before:]
+            raise
+        for st in self.status.values():
+            if st.error is None:
+                st.last_success = now
+        stats.duration = time.perf_counter() - started
+        self.last_stats = stats
+        if stats.records or gone:
+            log.info("logs_ingested", records=stats.records, new_requests=stats.new_requests,
+                     replaced=stats.replaced, bytes=stats.bytes_read, files=stats.files_read,
+                     files_gone=len(gone), seconds=round(stats.duration, 4))
+        return stats
+
+    def _follow_renames(self, listed: list[tuple[SourceConfig, str, os.stat_result]], seen: set[str]) -> None:
+        """A file that moved to a new path (renamed, or rotated to a name the glob still matches)
+        goes on from its offset there; reading it again from byte 0 would count lines without a
+        request id twice. The file now at its old path, if any, is a new file."""
+        self._moved: list[FileState] = []  # stored with the commit even when nothing new is read from them
+        new_paths = [(source, p, st) for source, p, st in listed if p not in self.files]
+        if not new_paths:
+            return
+        by_inode = {(f.dev, f.ino): f for f in self.files.values()}
+        now_at = {p: st for _, p, st in listed}
+        for source, p, st in new_paths:
+            old = by_inode.get((st.st_dev, st.st_ino))
+            if old is None or old.source != source.name or old.path == p:
+                continue
+            still = now_at.get(old.path)
+            if still is not None and (still.st_dev, still.st_ino) == (old.dev, old.ino):
+                continue  # a hard link, not a move
+            self.files[p] = moved = FileState(p, old.source, old.dev, old.ino, old.offset, old.head)
+            self._moved.append(moved)
+            if still is not None:
+                del self.files[old.path]  # what sits there now is read from its start
+            log.info("log_file_moved", source=source.name, old=old.path, path=p, offset=old.offset)
+
+    def _read_plan(self, plan: list[tuple[SourceConfig, str]], sizes: list[int], batch: _Batch, now: float,
+                   progress: Callable[[int, int], None] | None) -> list[FileState]:
+        """Tail every planned file, in this process or split across helpers; the file states to store."""
+        file_updates: list[FileState] = []
         groups = self._split(plan, sizes)
         pool, futures = None, []
         if len(groups) > 1:
@@ -230,6 +287,7 @@ class Ingestor:
             log.info("parallel_read", processes=len(groups), files=len(plan))
         try:
             own = groups[0]
+            total_bytes = 0
             if progress:
                 size_of = {p: n for (_, p), n in zip(plan, sizes, strict=True)}
                 total_bytes = sum(size_of[p] for _, p in own)
@@ -246,19 +304,7 @@ class Ingestor:
         finally:
             if pool is not None:
                 pool.shutdown(cancel_futures=True)
-
-        gone = [p for p, f in self.files.items() if p not in seen_paths]
-        self._commit(batch, file_updates, gone, now)
-        for st in self.status.values():
-            if st.error is None:
-                st.last_success = now
-        stats.duration = time.perf_counter() - started
-        self.last_stats = stats
-        if stats.records or gone:
-            log.info("logs_ingested", records=stats.records, new_requests=stats.new_requests,
-                     replaced=stats.replaced, bytes=stats.bytes_read, files=stats.files_read,
-                     files_gone=len(gone), seconds=round(stats.duration, 4))
-        return stats
+        return file_updates
 
     def _tail_safely(self, source: SourceConfig, path: str, batch: _Batch) -> tuple[FileState | None, int]:
         try:
@@ -322,10 +368,11 @@ class Ingestor:
             if held is None:
                 pending[key] = row
                 continue
-            # both processes took the request as new: one of those lines was a duplicate
-            source = self.dim_list[ROW.unpack(row)[2]][0]
-            batch.lines[(source, readers.COUNTED)] -= 1
-            batch.lines[(source, readers.DUPLICATE)] += 1
+            if key not in batch.replacing and key not in res.replacing:
+                # both processes took the request as new: one of those lines was a duplicate
+                source = self.dim_list[ROW.unpack(row)[2]][0]
+                batch.lines[(source, readers.COUNTED)] -= 1
+                batch.lines[(source, readers.DUPLICATE)] += 1
             if row_total(row) > row_total(held):
                 pending[key] = row
         batch.unkeyed.extend(fix(r) for r in res.unkeyed)
@@ -456,7 +503,10 @@ class Ingestor:
                 if len(line) > max_line:
                     batch.count(name, readers.TOO_LONG)
                 else:
-                    take(name, parse_usage(line, now))
+                    try:
+                        take(name, parse_usage(line, now))
+                    except Exception as exc:  # noqa: BLE001 - one line must never stop a source for good
+                        batch.poisoned(name, exc)
             elif line.endswith((b"}", b"}\r")):
                 ignored += 1
             elif line and not line.isspace():
@@ -474,7 +524,10 @@ class Ingestor:
             if len(line) > max_line:
                 batch.count(name, readers.TOO_LONG)
             else:
-                batch.take(name, parse(line, batch.now))
+                try:
+                    batch.take(name, parse(line, batch.now))
+                except Exception as exc:  # noqa: BLE001 - one line must never stop a source for good
+                    batch.poisoned(name, exc)
 
     # ------------------------------------------------------------------ commit
 
@@ -484,24 +537,15 @@ class Ingestor:
         request_rows = ((k, int.from_bytes(pending[k][8:16], "little", signed=True), pending[k]) for k in keys)
         # pruning scans the dedup table, so it runs hourly, not on every 15 s refresh
         prune_before = int(now - self.retention) // 3600 * 3600 if now >= self._next_prune else None
-        try:
-            with self.state.transaction() as conn:
-                StateDB.put_dims(conn, batch.new_dims)
-                StateDB.add_aggregates(conn, deltas)
-                StateDB.put_requests(conn, request_rows)
-                StateDB.add_line_counts(conn, batch.lines)
-                for f in file_updates:
-                    StateDB.put_file(conn, f)
-                StateDB.drop_files(conn, gone)
-                pruned = StateDB.prune_requests(conn, prune_before) if prune_before is not None else 0
-        except BaseException:
-            # the label ids this batch handed out were not stored: forget them, or a later batch
-            # would store rows pointing at ids the dims table does not have
-            if batch.new_dims:
-                for _dim, *dk in batch.new_dims:
-                    self.dims.pop(tuple(dk), None)  # type: ignore[arg-type]
-                del self.dim_list[batch.new_dims[0][0]:]
-            raise
+        with self.state.transaction() as conn:
+            StateDB.put_dims(conn, batch.new_dims)
+            StateDB.add_aggregates(conn, deltas)
+            StateDB.put_requests(conn, request_rows)
+            StateDB.add_line_counts(conn, batch.lines)
+            for f in file_updates:
+                StateDB.put_file(conn, f)
+            StateDB.drop_files(conn, gone)
+            pruned = StateDB.prune_requests(conn, prune_before) if prune_before is not None else 0
         # only after the commit succeeded does memory move on
         self.last_deltas = deltas
         for k, v in deltas.items():
@@ -561,6 +605,13 @@ class _Batch:
 
     def count(self, source: str, result: str, n: int = 1) -> None:
         self.lines[(source, result)] += n
+
+    def poisoned(self, source: str, exc: Exception) -> None:
+        """A line the parser or the arithmetic choked on: counted as bad usage, said once per source."""
+        self.lines[(source, readers.BAD_USAGE)] += 1
+        if source not in self.ing._poison_logged:
+            self.ing._poison_logged.add(source)
+            log.error("log_line_rejected", source=source, error=f"{type(exc).__name__}: {exc}")
 
     def take(self, source: str, parsed: readers.Parsed) -> None:
         if type(parsed) is str:

@@ -34,6 +34,7 @@ REJECT_REASONS = (MALFORMED, INVALID_UTF8, API_ERROR, SYNTHETIC, BAD_USAGE, BAD_
 RESULTS = (COUNTED, DUPLICATE, IGNORED, *REJECT_REASONS)
 
 MAX_TOKENS_PER_REQUEST = 50_000_000  # far past any context window: larger counts are corrupt
+MAX_COST_PER_RECORD = Decimal(100_000)  # USD; a stated cost above this is corrupt, not spend
 MAX_FUTURE_SECONDS = 86_400.0
 
 Parsed = list[UsageRecord] | str
@@ -292,7 +293,7 @@ def _money(value: Any) -> Decimal | None:
         amount = Decimal(str(value))
     except InvalidOperation:
         raise _BadUsage from None
-    if not amount.is_finite() or amount < 0:
+    if not amount.is_finite() or amount < 0 or amount > MAX_COST_PER_RECORD:
         raise _BadUsage
     return amount
 
@@ -416,7 +417,8 @@ def parse_jsonl(source: SourceConfig) -> LineParser:
         rid = get("request_id")
         return [UsageRecord(
             source=name, timestamp=ts, model=model, tokens=tokens,  # type: ignore[arg-type]
-            dedup_key=str(rid) if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
+            # ids are the pipeline's own: two sources may both count from 1
+            dedup_key=f"{name}\x1f{rid}" if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
             entrypoint=_str(get("entrypoint")), cost_usd=cost,
         )]
 

@@ -103,3 +103,60 @@ def test_chars_per_token_is_configurable(tmp_path: Path) -> None:
         "name": "p", "kind": "jsonl", "paths": [str(log)], "chars_per_token": 3.5,
         "fields": {"timestamp": "ts", "model": "model", "input_chars": "pc", "output_chars": "cc"}}]})
     assert _by_model(ing)["claude-haiku-4-5"][2][:2] == [10, 2]
+
+
+def _pipeline_line(n: int) -> str:
+    return json.dumps({"ts": "2026-11-17T10:00:00Z", "model": "claude-haiku-4-5", "in": 1000 * n, "out": 10}) + "\n"
+
+
+def test_a_renamed_or_rotated_log_without_ids_is_not_counted_twice(tmp_path: Path) -> None:
+    """Records with no request id cannot be deduplicated: a moved file must go on from its offset."""
+    logs = tmp_path / "agents"
+    logs.mkdir()
+    raw = {"sources": [{"name": "p", "kind": "jsonl", "paths": [str(logs / "*.jsonl*")],
+                        "fields": {"timestamp": "ts", "model": "model", "input_tokens": "in",
+                                   "output_tokens": "out"}}]}
+    cfg = parse_config(raw, env={})
+    db = StateDB(tmp_path / "state")
+    ing = Ingestor(cfg.sources, db, Pricer(), clock=lambda: NOW)
+
+    def requests() -> int:
+        return sum(v[0] for v in ing.aggregates.values())
+
+    (logs / "tokens.jsonl").write_text(_pipeline_line(1) + _pipeline_line(2))
+    ing.refresh()
+    assert requests() == 2
+    # renamed to a name the glob still matches, with a line appended on the way
+    (logs / "tokens.jsonl").rename(logs / "tokens-20261117.jsonl")
+    with open(logs / "tokens-20261117.jsonl", "a") as f:
+        f.write(_pipeline_line(3))
+    ing.refresh()
+    assert requests() == 3
+    # rotated: the old file moves to .1 (still matched), a new one takes the path
+    (logs / "tokens-20261117.jsonl").rename(logs / "tokens-20261117.jsonl.1")
+    (logs / "tokens-20261117.jsonl").write_text(_pipeline_line(4))
+    ing.refresh()
+    assert requests() == 4
+    # and a restart knows where every file stands
+    db.close()
+    ing = Ingestor(cfg.sources, StateDB(tmp_path / "state"), Pricer(), clock=lambda: NOW)
+    ing.refresh()
+    assert requests() == 4
+
+
+def test_an_absurd_stated_cost_is_rejected_and_ingest_goes_on(tmp_path: Path) -> None:
+    log = tmp_path / "t.jsonl"
+    lines = [{"ts": "2026-11-17T10:00:00Z", "model": "claude-haiku-4-5", "cost": 1e7, "id": "a"},
+             {"ts": "2026-11-17T10:00:00Z", "model": "claude-haiku-4-5", "cost": "0.5", "id": "b"}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    ing = _ingest(tmp_path, {"sources": [{"name": "p", "kind": "jsonl", "paths": [str(log)],
+                                          "fields": {"timestamp": "ts", "model": "model", "cost_usd": "cost",
+                                                     "request_id": "id"}}]})
+    assert _by_model(ing)["claude-haiku-4-5"][:2] == (1, Decimal("0.5"))
+    assert ing.line_counts[("p", "bad_usage")] == 1
+    # the next refresh is not stuck on it
+    with open(log, "a") as f:
+        f.write(json.dumps({"ts": "2026-11-17T11:00:00Z", "model": "claude-haiku-4-5", "cost": "0.25", "id": "c"})
+                + "\n")
+    ing.refresh()
+    assert _by_model(ing)["claude-haiku-4-5"][:2] == (2, Decimal("0.75"))
