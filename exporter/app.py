@@ -104,6 +104,11 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
                          "pools": [p.name for p in config.pools]}
         state = next((s for s in refresher.snapshot().pools if s.pool == pool), None)
         decision = board.decide(pool, state, now())
+        if state is None and not decision.open:
+            # no spend computed yet (the first refresh of a big history can take a while):
+            # "closed" would let paid work start unchecked, so say that it cannot tell
+            body = decision.to_json() | {"state": "unknown", "reason": "starting: no spend computed yet"}
+            return 503, body
         return (503 if decision.open else 200), decision.to_json()
 
     def webhook(payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -119,7 +124,9 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
         snap = refresher.snapshot()
         if not snap.ready:
             return False, "starting: first log refresh not done"
-        age = clock() - snap.built_at
+        # the log refresher's own clock: a billing poll also rebuilds the snapshot, and must not
+        # make a stuck log refresher look alive
+        age = clock() - (refresher.last_log_refresh or snap.built_at)
         if age > max(120.0, 10 * config.refresh_interval):
             return False, f"stale: last refresh {age:.0f}s ago"
         return True, "ok"

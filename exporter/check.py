@@ -67,6 +67,8 @@ def check_url(url: str, pool: str, timeout: float, *, user: str | None = None, p
     if code == 404:
         return _say(UNKNOWN, f"unknown: {data.get('error', 'no such pool')}")
     state = data.get("state")
+    if state == "unknown":
+        return _say(UNKNOWN, f"unknown: {pool}: {data.get('reason', '')}")
     if code == 200 and state == "closed":
         return _say(CLOSED, f"closed: {pool}: {data.get('reason', '')}")
     if code == 503 and state == "open":

@@ -157,6 +157,7 @@ class Refresher:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.refreshes = 0
+        self.last_log_refresh: float | None = None
 
     def attach_billing(self, billing_poller: Any) -> None:
         """Add the Admin API poller after the state was opened (and, if corrupt, rebuilt) here.
@@ -205,6 +206,7 @@ class Refresher:
             sources.append(SourceView(s.name, s.kind, up, st.last_success, st.files, error or st.error))
         self._sources = tuple(sources)
         self.refreshes += 1
+        self.last_log_refresh = now
         self._publish(time.perf_counter() - started)
         return stats
 
