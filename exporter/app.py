@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -51,6 +51,7 @@ def make_billing_poller(config: Config, clock: Callable[[], float]) -> BillingPo
         clock=lambda: datetime.fromtimestamp(clock(), UTC), wall=clock,
         since=lambda now: earliest_period_start([p.period for p in config.pools], now),
         claude_code_report=api.claude_code_report,
+        settle_after=timedelta(seconds=api.settle_after),
     )
 
 

@@ -307,6 +307,7 @@ class BillingPoller:
         claude_code_report: bool = False,
         cost_page_limit: int = 31,
         wall: Callable[[], float] = time.time,
+        settle_after: timedelta = timedelta(hours=6),
     ) -> None:
         self.client = client
         self._db = store
@@ -315,6 +316,9 @@ class BillingPoller:
         self.claude_code_report = claude_code_report
         self.cost_page_limit = cost_page_limit
         self._wall = wall
+        # the cost report lags: a day counts as complete only this long after it ended, or the first
+        # poll after midnight would swap yesterday's estimate for a partial bill
+        self.settle_after = settle_after
         self._poll_lock = threading.Lock()
         ensure_schema(store)
         self._cost: dict[date, tuple[CostRow, ...]] = {}
@@ -328,6 +332,10 @@ class BillingPoller:
     def snapshot(self) -> BillingSnapshot:
         """The latest snapshot; reading it never waits for the API."""
         return self._snapshot
+
+    def _complete_through(self, now: datetime) -> datetime:
+        """The end of the last UTC day the bill is taken as complete for (``settle_after`` past its end)."""
+        return day_start((now - self.settle_after).astimezone(UTC).date())
 
     def window_start(self, now: datetime, since: date | None = None) -> date:
         """First day to hold: the earliest of ``since``, the month start, and yesterday."""
@@ -359,7 +367,7 @@ class BillingPoller:
                 cost_rows=MappingProxyType(dict(sorted(self._cost.items()))),
                 usage_rows=tuple(r for d in sorted(self._usage) for r in self._usage[d]),
                 claude_code_rows=self._claude_code,
-                complete_through=day_start(today),
+                complete_through=self._complete_through(now),
                 up=True,
                 last_success=self._wall(),
                 requests=self._requests(),
@@ -434,7 +442,7 @@ class BillingPoller:
                 [(r.day.isoformat(), r.start.isoformat(), r.end.isoformat(), r.workspace_id, r.api_key_id, r.model,
                   r.service_tier, r.context_window, r.inference_geo, *r.tokens.as_tuple()) for r in f.usage])
             db.executemany("INSERT OR REPLACE INTO billed_state (name, value) VALUES (?, ?)", [
-                ("complete_through", day_start(today).isoformat()),
+                ("complete_through", self._complete_through(now).isoformat()),
                 ("last_success", repr(self._wall())),
             ])
             # inside the try: a COMMIT that fails (SQLITE_BUSY) leaves the transaction open, and later

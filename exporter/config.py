@@ -62,6 +62,7 @@ class AdminApiConfig:
     base_url: str = DEFAULT_BASE_URL
     poll_interval: float = 300.0
     claude_code_report: bool = False
+    settle_after: float = 6 * 3600.0  # seconds after a UTC day's end before its bill counts as complete
 
     def read_key(self) -> str | None:
         """The admin key, or None. Read at use, never stored in the config's repr."""
@@ -425,7 +426,8 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
 
 
 def _parse_admin(c: _Checker, value: Any, path: str, fast: bool = False) -> AdminApiConfig:
-    m = c.mapping(value, path, ("key_env", "key_file", "base_url", "poll_interval", "claude_code_report"))
+    m = c.mapping(value, path, ("key_env", "key_file", "base_url", "poll_interval", "claude_code_report",
+                                "settle_after"))
     key_env = c.string(m.get("key_env"), f"{path}.key_env", default=DEFAULT_KEY_ENV)
     key_file = c.path(m.get("key_file"), f"{path}.key_file")
     if "key_env" in m and "key_file" in m:
@@ -436,8 +438,11 @@ def _parse_admin(c: _Checker, value: Any, path: str, fast: bool = False) -> Admi
     poll = c.duration(m.get("poll_interval"), f"{path}.poll_interval", 300.0,
                       minimum=0.5 if fast else MIN_POLL_INTERVAL)
     ccr = c.boolean(m.get("claude_code_report"), f"{path}.claude_code_report", False)
+    settle = c.duration(m.get("settle_after"), f"{path}.settle_after", 6 * 3600.0)
+    if settle > 2 * 86400:
+        c.err(f"{path}.settle_after", "must be at most 2d (the last two days are re-read every poll)")
     return AdminApiConfig(key_env=key_env, key_file=key_file, base_url=base_url, poll_interval=poll,
-                          claude_code_report=ccr)
+                          claude_code_report=ccr, settle_after=settle)
 
 
 def _parse_sources(c: _Checker, value: Any, path: str) -> tuple[SourceConfig, ...]:

@@ -295,3 +295,15 @@ def test_claude_code_report_is_optional_and_has_no_user_labels(fake, dataset):
     assert sample(m, "claude_code_report_estimated_cost_usd", window="today", model="claude-opus-4-6") == 0.2025
     assert sample(m, "claude_code_report_estimated_cost_usd", window="yesterday", model="claude-opus-4-6") == 1.505
     assert "example.com" not in text
+
+
+def test_yesterday_counts_as_complete_only_once_the_bill_has_settled(fake, dataset):
+    """Just after midnight the cost report still lacks yesterday's last hours: it stays open."""
+    midnight = datetime(NOW.year, NOW.month, NOW.day, tzinfo=UTC)
+    db = sqlite3.connect(":memory:", isolation_level=None)
+    poller = make_poller(fake, db, settle_after=timedelta(hours=6))
+    fake.set_now(midnight + timedelta(minutes=10))
+    assert poller.poll().complete_through == midnight - timedelta(days=1)  # yesterday still open
+    fake.set_now(midnight + timedelta(hours=6, minutes=1))
+    assert poller.poll().complete_through == midnight
+    assert make_poller(fake, db, settle_after=timedelta(0)).poll().complete_through == midnight

@@ -68,6 +68,7 @@ admin_api:
   key_env: TEST_ADMIN_KEY
   base_url: {fake.url}
   poll_interval: 1s
+  settle_after: 0s   # yesterday's bill counts as complete at once, whatever time the test runs
 sources:
   - name: claude-code
     kind: claude_code
