@@ -212,7 +212,8 @@ def parse_claude_code(source: str) -> LineParser:
         mid, rid = message.id, obj.requestId
         return [UsageRecord(
             source, ts, model, Tokens(inp, out, cr, cw5, cw1h, web),
-            f"{mid}\x1f{rid}" if mid and rid else None,
+            # (message.id, requestId); a message id alone where a writer left the request id out
+            f"{mid}\x1f{rid or ''}" if mid else None,
             obj.entrypoint or "", u.service_tier or "standard", u.inference_geo or "", u.speed or "",
         )]
 
@@ -271,7 +272,7 @@ def _parse_claude_code_careful(source: str) -> LineParser:
         if cw5 + cw1h < cw:
             cw5 = cw - cw1h
         mid, rid = message.get("id"), obj.get("requestId")
-        key = f"{mid}\x1f{rid}" if type(mid) is str and type(rid) is str and mid and rid else None
+        key = f"{mid}\x1f{rid if type(rid) is str else ''}" if type(mid) is str and mid else None
         return [UsageRecord(
             source, ts, model, Tokens(inp, out, cr, cw5, cw1h, web), key,
             _str_or_empty(obj.get("entrypoint")), _str_or_empty(g("service_tier")) or "standard",

@@ -189,3 +189,13 @@ def test_one_hour_cache_writes_and_long_context_are_priced(h: Harness) -> None:
     h.refresh()
     long_ctx = (Decimal(150_000) * 6 + Decimal(50_001) * Decimal("0.6") + Decimal(1000) * Decimal("22.5")) / 10**6
     assert h.total_usd() == usd(cw1h=1000) + long_ctx
+
+
+def test_a_message_without_request_id_is_deduplicated_on_its_message_id(h: Harness) -> None:
+    one = json.loads(line("9", out=1))
+    del one["requestId"]
+    final = json.loads(line("9", out=50))
+    del final["requestId"]
+    h.write("p/a.jsonl", (json.dumps(one) + "\n" + json.dumps(final) + "\n" + json.dumps(final) + "\n").encode())
+    h.refresh()
+    assert h.requests() == 1 and h.total_usd() == usd(out=50)
