@@ -447,6 +447,11 @@ class Ingestor:
         # inside a line longer than max_line, discarding to its newline; such a line may still be
         # growing when a refresh ends, so whether the offset sits inside one is kept per file
         skipping = path is not None and start > 0 and path in self._skipping
+        # a CLI result carries no time of its own: it is booked at the time it is read, but never
+        # later than its file was last written (a backlog read at first start keeps its age)
+        line_now = batch.now
+        if source.kind == "cli_json" and path is not None and path in self._stats:
+            line_now = min(batch.now, self._stats[path].st_mtime)
         remaining = max(0, os.fstat(f.fileno()).st_size - start)
         while True:
             # read what the file holds (a read of CHUNK_BYTES on a small file would allocate it all)
@@ -475,7 +480,7 @@ class Ingestor:
             if source.kind == "claude_code":
                 self._scan_claude(data, first, block_end, parse, batch, name)
             else:
-                self._scan_lines(data, first, block_end, parse, batch, name)
+                self._scan_lines(data, first, block_end, parse, batch, name, line_now)
             offset += block_end
             carry = data[block_end:]
             if len(carry) > self.max_line:
@@ -516,7 +521,7 @@ class Ingestor:
         if malformed:
             batch.count(name, readers.MALFORMED, malformed)
 
-    def _scan_lines(self, data: bytes, pos: int, end: int, parse, batch: _Batch, name: str) -> None:
+    def _scan_lines(self, data: bytes, pos: int, end: int, parse, batch: _Batch, name: str, now: float) -> None:
         max_line = self.max_line
         for line in data[pos:end].split(b"\n"):
             if not line.strip():
@@ -525,7 +530,7 @@ class Ingestor:
                 batch.count(name, readers.TOO_LONG)
             else:
                 try:
-                    batch.take(name, parse(line, batch.now))
+                    batch.take(name, parse(line, now))
                 except Exception as exc:  # noqa: BLE001 - one line must never stop a source for good
                     batch.poisoned(name, exc)
 

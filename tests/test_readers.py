@@ -160,3 +160,18 @@ def test_an_absurd_stated_cost_is_rejected_and_ingest_goes_on(tmp_path: Path) ->
                 + "\n")
     ing.refresh()
     assert _by_model(ing)["claude-haiku-4-5"][:2] == (2, Decimal("0.75"))
+
+
+def test_cli_results_without_a_timestamp_keep_their_files_age(tmp_path: Path) -> None:
+    import os
+
+    log = tmp_path / "cli" / "old.jsonl"
+    log.parent.mkdir()
+    log.write_text(json.dumps({"type": "result", "uuid": "u9", "total_cost_usd": 0.5,
+                               "modelUsage": {"claude-haiku-4-5": {"inputTokens": 1, "outputTokens": 1,
+                                                                  "costUSD": 0.5}}}) + "\n")
+    written = NOW - 40 * 86400  # a backlog written 40 days before the exporter first saw it
+    os.utime(log, (written, written))
+    ing = _ingest(tmp_path, {"sources": [{"name": "cli", "kind": "cli_json", "paths": [str(log)]}]})
+    (hour, *_), = ing.aggregates
+    assert hour == int(written) // 3600 * 3600
