@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from exporter.breaker import BreakerBoard, BreakerDecision
@@ -20,6 +21,16 @@ from exporter.config import Config
 from exporter.pricing import Pricer
 
 CACHED = "Cached: computed at the last log refresh or Admin API poll."
+log = structlog.get_logger()
+_unpriced_said: set[str] = set()
+
+
+def _say_unpriced(model: str) -> None:
+    """Usage-report tokens of a model with no price are left out of a pool's figures: say so, once."""
+    if model not in _unpriced_said:
+        _unpriced_said.add(model)
+        log.warning("usage_report_model_unpriced", model=model,
+                    hint="its billed tokens are left out of usage-report priced spend; add a pricing.overrides entry")
 
 
 def _hour(epoch: int) -> datetime:
@@ -50,6 +61,7 @@ def pool_inputs(matcher: PoolMatcher, snap: Any, pricer: Pricer) -> PoolInputs:
             prices = pricer.prices(r.model or "", when=r.start.timestamp(), service_tier=r.service_tier or "standard",
                                    inference_geo=r.inference_geo or "")
             if prices is None:
+                _say_unpriced(r.model or "")
                 continue
             usage[r.start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)] += prices.cost_usd(
                 r.tokens, long_context=(r.context_window or "").startswith("200k"))
