@@ -18,7 +18,7 @@ import urllib.request
 from datetime import UTC, datetime
 from urllib.parse import quote
 
-from exporter.config import Config
+from exporter.config import Config, parse_listen
 
 CLOSED, OPEN, UNKNOWN = 0, 1, 2
 
@@ -42,7 +42,7 @@ def run_check(config: Config, args: argparse.Namespace) -> int:
 
 
 def check_url(url: str, pool: str, timeout: float, *, user: str | None = None, password: str | None = None,
-              ca_file: str | None = None) -> int:
+              ca_file: str | None = None, quiet_unreachable: bool = False) -> int:
     """Ask a running exporter; basic auth and a private CA for exporters behind a web config."""
     target = f"{url.rstrip('/')}/breaker/{quote(pool, safe='')}"
     request = urllib.request.Request(target)
@@ -56,6 +56,8 @@ def check_url(url: str, pool: str, timeout: float, *, user: str | None = None, p
     except urllib.error.HTTPError as e:
         code, body = e.code, e.read()
     except (urllib.error.URLError, OSError) as e:
+        if quiet_unreachable:
+            return None  # type: ignore[return-value]  # the caller has another way to tell
         reason = getattr(e, "reason", e)
         return _say(UNKNOWN, f"unknown: cannot reach {url}: {reason}")
     try:
@@ -89,6 +91,20 @@ def check_state(config: Config, pool: str) -> int:
         return _say(UNKNOWN, f"unknown: no pool named {pool!r} (pools: {names})")
     if not (config.state_dir / "state.sqlite3").exists():
         return _say(UNKNOWN, f"unknown: no state in {config.state_dir}; run serve or report first")
+    # Breakers opened by Alertmanager live in the serving exporter's memory: when one serves this
+    # state, its answer is the whole answer. Ask it first.
+    from exporter.cli import StateLock
+
+    lock = StateLock(config.state_dir)
+    serving = not lock.try_acquire()
+    lock.release()
+    if serving and config.web_config_file is None:
+        host, port = parse_listen(config.listen)
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        code = check_url(url, pool, 5.0, quiet_unreachable=True)
+        if code is not None:
+            return code
     try:
         state = StateDB(config.state_dir, readonly=True)
     except StateError as exc:
@@ -103,4 +119,6 @@ def check_state(config: Config, pool: str) -> int:
     states = build_pool_states(config, pricer, snap, at)
     st = next(s for s in states if s.pool == pool)
     decision = BreakerBoard().decide(pool, st, at)
-    return _say(OPEN if decision.open else CLOSED, f"{decision.state}: {pool}: {decision.reason} (from state on disk)")
+    note = "from state on disk" + ("" if not serving else "; the running exporter did not answer, so breakers "
+                                   "Alertmanager opened are not seen")
+    return _say(OPEN if decision.open else CLOSED, f"{decision.state}: {pool}: {decision.reason} ({note})")

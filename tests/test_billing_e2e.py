@@ -7,6 +7,7 @@ Expected values are worked out here by hand from the data the test writes.
 from __future__ import annotations
 
 import json
+import urllib.request
 import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import FAST_POLL_ENV
-from tests.conftest import clean_env, http_get, run_cli, sample
+from tests.conftest import clean_env, free_port, http_get, run_cli, sample
 from tests.fake_admin_api import FakeAdminApi
 
 KEY = "sk-ant-admin01-e2e-secret-key-0123456789abcdef"
@@ -216,3 +217,28 @@ def test_report_polls_the_bill_itself_and_shows_drift(world) -> None:
     assert "Admin API" in r.stderr and "last stored" in r.stderr
     days = {d["date"]: d for d in json.loads(r.stdout)["days"]}
     assert Decimal(str(days[yesterday]["billed_usd"])) == Decimal("0.32125")
+
+
+def test_check_from_config_asks_the_serving_exporter_for_alertmanager_breakers(world, exporter_factory) -> None:
+    """Without --url, check still sees a breaker that only Alertmanager opened, via the running serve."""
+    env = world["env"]
+    cfg = world["cfg"]
+    port = free_port()
+    cfg.write_text(cfg.read_text() + f'listen: "127.0.0.1:{port}"\n')
+    args = ["--config", str(cfg), "--state-dir", str(world["state"])]
+    e = exporter_factory(args, env)
+    e.port = port
+    e.start()
+    e.wait_for(lambda s: sample(s, "claude_source_up", source="admin_api") == 1, what="the first poll")
+    assert run_cli("check", "--pool", "agent-sdk", *args, env=env).returncode == 0
+    payload = json.dumps({"version": "4", "status": "firing", "receiver": "breaker", "alerts": [{
+        "status": "firing", "labels": {"alertname": "ClaudePoolCreditCritical", "pool": "agent-sdk",
+                                       "breaker": "open"},
+        "annotations": {"summary": "fleet under 10%"}, "startsAt": "2026-01-01T00:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z", "fingerprint": "fp1"}]}).encode()
+    req = urllib.request.Request(e.url + "/alertmanager/webhook", data=payload, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        assert r.status == 200
+    r = run_cli("check", "--pool", "agent-sdk", *args, env=env)
+    assert r.returncode == 1 and "Alertmanager" in r.stdout, r.stdout + r.stderr
