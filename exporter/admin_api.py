@@ -336,6 +336,7 @@ class AdminApiClient:
         """Repeat the same query with ``page=<next_page>`` while ``has_more``."""
         rows: list[_Row] = []
         page: str | None = None
+        seen: set[str] = set()
         for _ in range(10_000):
             query = params + ([("page", page)] if page is not None else [])
             body, page_rows = self._get(endpoint, query, parse)
@@ -343,6 +344,10 @@ class AdminApiClient:
             if not body["has_more"]:
                 return rows
             page = body["next_page"]
+            if not isinstance(page, str) or not page or page in seen:
+                # a server that hands back a page it already gave would be polled without end
+                raise AdminApiBadResponse(endpoint, "has_more without a new next_page")
+            seen.add(page)
         raise AdminApiBadResponse(endpoint, "pagination does not end")
 
     # ------------------------------------------------------------------ one GET, with retries
