@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -143,3 +144,27 @@ def run_cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 1
             ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "exporter", *args], env=dict(env or clean_env()),
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+# ---------------------------------------------------------------------------------- the whole suite
+
+ADMIN_KEY_RE = re.compile(rb"sk-ant-admin01-[A-Za-z0-9_\-]{8,}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_admin_key_in_any_output(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """After the whole suite: no file any test left behind (exporter logs, state databases, WAL
+    files, reports, configs) holds an admin key. Files that hold one on purpose are named for it."""
+    yield
+    root = tmp_path_factory.getbasetemp()
+    leaks = []
+    for path in root.rglob("*"):
+        if not path.is_file() or path.is_symlink() or "key" in path.name.lower():
+            continue
+        try:
+            data = path.read_bytes()
+        except OSError:
+            continue
+        if ADMIN_KEY_RE.search(data):
+            leaks.append(str(path.relative_to(root)))
+    assert not leaks, f"an admin key was written to: {leaks[:10]}"
