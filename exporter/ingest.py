@@ -21,7 +21,6 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -211,7 +210,7 @@ class Ingestor:
             status.files = regular
             status.error = "; ".join(errors[:3]) if errors else None
         files = self.files
-        self._follow_renames(listed, seen_paths)
+        self._follow_renames(listed)
 
         plan: list[tuple[SourceConfig, str]] = []  # the files with something new, in a stable order
         sizes: list[int] = []  # bytes to read in each
@@ -253,7 +252,7 @@ class Ingestor:
                      files_gone=len(gone), seconds=round(stats.duration, 4))
         return stats
 
-    def _follow_renames(self, listed: list[tuple[SourceConfig, str, os.stat_result]], seen: set[str]) -> None:
+    def _follow_renames(self, listed: list[tuple[SourceConfig, str, os.stat_result]]) -> None:
         """A file that moved to a new path (renamed, or rotated to a name the glob still matches)
         goes on from its offset there; reading it again from byte 0 would count lines without a
         request id twice. The file now at its old path, if any, is a new file."""
@@ -709,10 +708,6 @@ def _head_matches(f, head: bytes) -> bool:
 def _read_head(f) -> bytes:
     f.seek(0)
     return f.read(HEAD_BYTES)
-
-
-def pico_to_usd(pico: int) -> Decimal:
-    return Decimal(pico) / PICO
 
 
 # ---------------------------------------------------------------------- helper processes
