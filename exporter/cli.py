@@ -190,9 +190,7 @@ def serve(config: Config, *, demo: bool = False) -> int:
     try:
         server = app.make_server(host, port)
     except ConfigError as exc:  # the web config file: TLS, basic auth, headers
-        print(f"claude-budget-exporter: invalid web config {exc.source}:", file=sys.stderr)
-        for p in exc.problems:
-            print(f"  {p}", file=sys.stderr)
+        _print_problems("web config", exc)
         return EXIT_USAGE
     except OSError as exc:
         print(f"claude-budget-exporter: cannot listen on {config.listen}: {exc.strerror or exc}", file=sys.stderr)
