@@ -28,7 +28,6 @@ would, and pauses once it is open.
 from __future__ import annotations
 
 import atexit
-import base64
 import bisect
 import hashlib
 import json
@@ -67,6 +66,16 @@ from exporter.config import (
 )
 from exporter.statuspage import DEMO_ORIGIN
 from exporter.usage import Tokens
+from exporter.wire import (
+    COST_GROUPS,
+    USAGE_GROUPS,
+    WIDTHS,
+    PageTokens,
+    WireError,
+    check_report_query,
+    error_body,
+    iso,
+)
 
 log = structlog.get_logger()
 
@@ -78,11 +87,6 @@ API_VERSION = "2023-06-01"
 TICK_SECONDS = 1.0
 HISTORY_DAYS = 22
 
-COST_GROUPS = ("workspace_id", "description")
-USAGE_GROUPS = ("api_key_id", "workspace_id", "model", "service_tier", "context_window", "inference_geo")
-WIDTHS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
-MAX_LIMIT = {"1m": 1440, "1h": 168, "1d": 31}
-DEFAULT_LIMIT = {"1m": 60, "1h": 24, "1d": 7}
 #: cost-report token_type of each Tokens field, in Tokens order
 COST_TOKEN_TYPES = ("uncached_input_tokens", "output_tokens", "cache_read_input_tokens",
                     "cache_creation.ephemeral_5m_input_tokens", "cache_creation.ephemeral_1h_input_tokens")
@@ -112,39 +116,6 @@ class Charge:
     cents: tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
 
 
-class _ApiError(Exception):
-    def __init__(self, status: int, error_type: str, message: str) -> None:
-        super().__init__(message)
-        self.status, self.error_type, self.message = status, error_type, message
-
-
-def _error_body(error_type: str, message: str) -> bytes:
-    return json.dumps({"type": "error", "error": {"type": error_type, "message": message},
-                       "request_id": f"req_{secrets.token_hex(12)}"}).encode()
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: str | None, name: str) -> datetime:
-    if not text:
-        raise _ApiError(400, "invalid_request_error", f"{name}: field required")
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise _ApiError(400, "invalid_request_error", f"{name}: invalid datetime format") from None
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def _floor(moment: datetime, width: str) -> datetime:
-    if width == "1d":
-        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    if width == "1h":
-        return moment.replace(minute=0, second=0, microsecond=0)
-    return moment.replace(second=0, microsecond=0)
-
-
 class SimulatedAdminApi:
     """The organisation's Admin API, in process, over real HTTP on 127.0.0.1.
 
@@ -160,7 +131,7 @@ class SimulatedAdminApi:
         self._charges: list[Charge] = []
         # (day, actor email, model) -> [tokens, estimated cents]: the Claude Code report
         self._claude_code: dict[tuple[date, str, str], list[Any]] = {}
-        self._nonce = secrets.token_hex(4)
+        self._pages = PageTokens()
         self._server: ThreadingHTTPServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -219,67 +190,26 @@ class SimulatedAdminApi:
 
     def _common(self, query: list[tuple[str, str]], allowed: tuple[str, ...], widths: tuple[str, ...],
                 max_groups: int) -> tuple[list[tuple[datetime, datetime]], int, list[str]]:
-        keys = {k for k, _ in query}
-        if "group_by" in keys:
-            raise _ApiError(400, "invalid_request_error",
-                            "group_by: Input should be a valid list (send arrays as group_by[]=...)")
-        width = next((v for k, v in query if k == "bucket_width"), "1d")
-        if width not in widths:
-            raise _ApiError(400, "invalid_request_error",
-                            f"bucket_width: Input should be {' or '.join(repr(w) for w in widths)}")
-        limit_text = next((v for k, v in query if k == "limit"), None)
-        limit = DEFAULT_LIMIT[width] if limit_text is None else (int(limit_text) if limit_text.isdigit() else -1)
-        if not 1 <= limit <= MAX_LIMIT[width]:
-            raise _ApiError(400, "invalid_request_error",
-                            f"limit: must be between 1 and {MAX_LIMIT[width]} for bucket_width {width}")
-        groups = [v for k, v in query if k == "group_by[]"]
-        bad = [g for g in groups if g not in allowed]
-        if bad or len(set(groups)) != len(groups) or len(groups) > max_groups:
-            raise _ApiError(400, "invalid_request_error",
-                            f"group_by[]: at most {max_groups} distinct values of {', '.join(allowed)}")
-        start = _parse_time(next((v for k, v in query if k == "starting_at"), None), "starting_at")
-        end_text = next((v for k, v in query if k == "ending_at"), None)
+        """The real API's checks (shared with the test fake), then the buckets up to now."""
         now = datetime.fromtimestamp(self.clock(), UTC)
-        if start > now:
-            raise _ApiError(400, "invalid_request_error", "starting_at must not be in the future")
-        snapped = _floor(start, width)
-        end = _parse_time(end_text, "ending_at") if end_text else snapped + WIDTHS[width] * limit
-        if end <= start:
-            raise _ApiError(400, "invalid_request_error", "ending_at must be after starting_at")
+        q = check_report_query(query, allowed, widths=widths, max_groups=max_groups, now=now)
+        step = WIDTHS[q.width]
         buckets = []
-        b = snapped
-        while b < end and b < now:
-            buckets.append((b, b + WIDTHS[width]))
-            b += WIDTHS[width]
-        return buckets, limit, groups
-
-    def _digest(self, query: list[tuple[str, str]]) -> str:
-        return hashlib.sha256(json.dumps(sorted((k, v) for k, v in query if k != "page")).encode()).hexdigest()[:16]
+        b = q.start
+        while b < q.end and b < now:
+            buckets.append((b, b + step))
+            b += step
+        return buckets, q.limit, q.groups
 
     def _page(self, query: list[tuple[str, str]], n: int, limit: int) -> tuple[int, int, str | None]:
         """(first, end, next_page) of the page the query asks for; the token is opaque to clients."""
-        token = next((v for k, v in query if k == "page"), None)
-        first = 0
-        if token is not None:
-            try:
-                raw = json.loads(base64.urlsafe_b64decode(token.encode() + b"=="))
-                first = int(raw["o"])
-                ok = raw["n"] == self._nonce and raw["q"] == self._digest(query) and 0 <= first <= n
-            except (ValueError, KeyError, TypeError):
-                ok = False
-            if not ok:
-                raise _ApiError(400, "invalid_request_error", "page: invalid page token")
-        end = min(n, first + limit)
-        nxt = None
-        if end < n:
-            raw_next = json.dumps({"o": end, "n": self._nonce, "q": self._digest(query)}).encode()
-            nxt = base64.urlsafe_b64encode(raw_next).decode().rstrip("=")
-        return first, end, nxt
+        first, end = self._pages.bounds(query, n, limit)
+        return first, end, self._pages.next(query, end) if end < n else None
 
     def _paged(self, query: list[tuple[str, str]], buckets: list[tuple[datetime, datetime]], limit: int,
                results: Callable[[datetime, datetime], list[dict[str, Any]]]) -> dict[str, Any]:
         first, end, nxt = self._page(query, len(buckets), limit)
-        data = [{"starting_at": _iso(s), "ending_at": _iso(e), "results": results(s, e)} for s, e in buckets[first:end]]
+        data = [{"starting_at": iso(s), "ending_at": iso(e), "results": results(s, e)} for s, e in buckets[first:end]]
         return {"data": data, "has_more": nxt is not None, "next_page": nxt}
 
     # ------------------------------------------------------------------ reports
@@ -335,10 +265,10 @@ class SimulatedAdminApi:
         try:
             day = date.fromisoformat(next((v for k, v in query if k == "starting_at"), ""))
         except ValueError:
-            raise _ApiError(400, "invalid_request_error", "starting_at: must be a date YYYY-MM-DD") from None
+            raise WireError(400, "invalid_request_error", "starting_at: must be a date YYYY-MM-DD") from None
         limit_text = next((v for k, v in query if k == "limit"), "20")
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
-            raise _ApiError(400, "invalid_request_error", "limit: must be between 1 and 1000")
+            raise WireError(400, "invalid_request_error", "limit: must be between 1 and 1000")
         with self._lock:
             entries = sorted((k, v) for k, v in self._claude_code.items() if k[0] == day)
         actors: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -349,7 +279,7 @@ class SimulatedAdminApi:
                            "cache_creation": t.cache_write_5m + t.cache_write_1h},
                 "estimated_cost": {"currency": "USD", "amount": f"{cents.quantize(_CENTS_STEP):f}"},
             })
-        items = [{"date": _iso(datetime(day.year, day.month, day.day, tzinfo=UTC)),
+        items = [{"date": iso(datetime(day.year, day.month, day.day, tzinfo=UTC)),
                   "actor": {"type": "user_actor", "email_address": actor}, "organization_id": "org_demo",
                   "customer_type": "api", "terminal_type": "cli", "model_breakdown": models}
                  for actor, models in actors.items()]
@@ -387,18 +317,18 @@ class _ApiHandler(BaseHTTPRequestHandler):
     def _answer(self, path: str, query: list[tuple[str, str]]) -> tuple[int, bytes]:
         endpoint = self.PATHS.get(path)
         if endpoint is None:
-            return 404, _error_body("not_found_error", f"Not found: {path}")
+            return 404, error_body("not_found_error", f"Not found: {path}")
         given = self.headers.get("x-api-key")
         if given is None:
-            return 401, _error_body("authentication_error", "x-api-key header is required")
+            return 401, error_body("authentication_error", "x-api-key header is required")
         if not secrets.compare_digest(given.encode(), self.api.key.encode()):
-            return 401, _error_body("authentication_error", "invalid x-api-key")
+            return 401, error_body("authentication_error", "invalid x-api-key")
         if self.headers.get("anthropic-version") != API_VERSION:
-            return 400, _error_body("invalid_request_error", "anthropic-version: header is required")
+            return 400, error_body("invalid_request_error", "anthropic-version: header is required")
         try:
             return 200, json.dumps(getattr(self.api, endpoint)(query)).encode()
-        except _ApiError as exc:
-            return exc.status, _error_body(exc.error_type, exc.message)
+        except WireError as exc:
+            return exc.status, error_body(exc.error_type, exc.message)
 
 
 # --------------------------------------------------------------------------- the organisation

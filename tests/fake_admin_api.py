@@ -33,8 +33,6 @@ is steered over HTTP without a key: ``POST /_fake/now {"now": ...}``, ``POST /_f
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import secrets
 import socket
@@ -51,6 +49,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from exporter.wire import (
+    COST_GROUPS,
+    USAGE_GROUPS,
+    WIDTHS,
+    PageTokens,
+    WireError,
+    check_report_query,
+    error_body,
+    iso,
+    parse_rfc3339,
+)
+
 DEFAULT_KEY = "sk-ant-admin01-fake-key-for-tests-only"
 API_VERSION = "2023-06-01"
 
@@ -59,11 +69,6 @@ PATHS = {
     "/v1/organizations/usage_report/messages": "usage_report",
     "/v1/organizations/usage_report/claude_code": "claude_code_report",
 }
-WIDTHS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
-MAX_LIMIT = {"1m": 1440, "1h": 168, "1d": 31}
-DEFAULT_LIMIT = {"1m": 60, "1h": 24, "1d": 7}
-COST_GROUPS = ("workspace_id", "description")
-USAGE_GROUPS = ("api_key_id", "workspace_id", "model", "service_tier", "context_window", "inference_geo")
 # cost-report token_type -> where the usage report puts the count
 USAGE_FIELD = {
     "uncached_input_tokens": "uncached_input_tokens",
@@ -146,35 +151,6 @@ class RequestRecord:
         return [v for k, v in self.query if k == name]
 
 
-class _ApiError(Exception):
-    def __init__(self, status: int, error_type: str, message: str) -> None:
-        self.status, self.error_type, self.message = status, error_type, message
-
-
-def _parse_rfc3339(text: str | None, name: str) -> datetime:
-    if not text:
-        raise _ApiError(400, "invalid_request_error", f"{name}: field required")
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise _ApiError(400, "invalid_request_error", f"{name}: invalid datetime format") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
-def _floor(moment: datetime, width: str) -> datetime:
-    if width == "1d":
-        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-    if width == "1h":
-        return moment.replace(minute=0, second=0, microsecond=0)
-    return moment.replace(second=0, microsecond=0)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def _cents(value: Decimal) -> str:
     return f"{value:f}"
 
@@ -193,7 +169,7 @@ class FakeAdminApi:
         self._faults: list[tuple[Fault, int | None]] = []  # (fault, remaining uses; None = forever)
         self._log: list[RequestRecord] = []
         self._ids = 0
-        self._nonce = secrets.token_hex(4)
+        self._pages = PageTokens()
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -360,66 +336,8 @@ class FakeAdminApi:
 
     def _check_common(self, query: list[tuple[str, str]], allowed_groups: tuple[str, ...], *,
                       widths: tuple[str, ...], max_groups: int) -> tuple[datetime, datetime, str, int, list[str]]:
-        keys = {k for k, _ in query}
-        if "group_by" in keys:
-            raise _ApiError(400, "invalid_request_error",
-                            "group_by: Input should be a valid list (send arrays as group_by[]=...)")
-        width = next((v for k, v in query if k == "bucket_width"), "1d")
-        if width not in widths:
-            raise _ApiError(400, "invalid_request_error",
-                            f"bucket_width: Input should be {' or '.join(repr(w) for w in widths)}")
-        limit_text = next((v for k, v in query if k == "limit"), None)
-        if limit_text is None:
-            limit = DEFAULT_LIMIT[width]
-        else:
-            try:
-                limit = int(limit_text)
-            except ValueError:
-                raise _ApiError(400, "invalid_request_error", "limit: Input should be a valid integer") from None
-            if not 1 <= limit <= MAX_LIMIT[width]:
-                raise _ApiError(400, "invalid_request_error",
-                                f"limit: must be between 1 and {MAX_LIMIT[width]} for bucket_width {width}")
-        groups = [v for k, v in query if k == "group_by[]"]
-        for g in groups:
-            if g not in allowed_groups:
-                raise _ApiError(400, "invalid_request_error",
-                                f"group_by[]: {g!r} is not one of {', '.join(allowed_groups)}")
-        if len(set(groups)) != len(groups):
-            raise _ApiError(400, "invalid_request_error", "group_by[]: values must be unique")
-        if len(groups) > max_groups:
-            raise _ApiError(400, "invalid_request_error", f"group_by[]: at most {max_groups} values")
-        start = _parse_rfc3339(next((v for k, v in query if k == "starting_at"), None), "starting_at")
-        end_text = next((v for k, v in query if k == "ending_at"), None)
-        end = _parse_rfc3339(end_text, "ending_at") if end_text else None
-        if end is not None and end <= start:
-            raise _ApiError(400, "invalid_request_error", "ending_at must be after starting_at")
-        if start > self.now:
-            raise _ApiError(400, "invalid_request_error", "starting_at must not be in the future")
-        snapped = _floor(start, width)
-        if end is None:
-            end = snapped + WIDTHS[width] * limit
-        return snapped, end, width, limit, groups
-
-    def _page_bounds(self, query: list[tuple[str, str]], n_buckets: int, limit: int) -> tuple[int, int]:
-        token = next((v for k, v in query if k == "page"), None)
-        offset = 0
-        if token is not None:
-            try:
-                decoded = json.loads(base64.urlsafe_b64decode(token.encode() + b"=="))
-                offset, nonce, digest = int(decoded["o"]), decoded["n"], decoded["q"]
-            except (ValueError, KeyError, TypeError):
-                raise _ApiError(400, "invalid_request_error", "page: invalid page token") from None
-            if nonce != self._nonce or digest != self._query_digest(query) or not 0 <= offset <= n_buckets:
-                raise _ApiError(400, "invalid_request_error", "page: token does not belong to this query")
-        return offset, min(n_buckets, offset + limit)
-
-    def _query_digest(self, query: list[tuple[str, str]]) -> str:
-        same = sorted((k, v) for k, v in query if k != "page")
-        return hashlib.sha256(json.dumps(same).encode()).hexdigest()[:16]
-
-    def _next_page(self, query: list[tuple[str, str]], offset: int) -> str:
-        raw = json.dumps({"o": offset, "n": self._nonce, "q": self._query_digest(query)}).encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        q = check_report_query(query, allowed_groups, widths=widths, max_groups=max_groups, now=self.now)
+        return q.start, q.end, q.width, q.limit, q.groups
 
     def _buckets(self, start: datetime, end: datetime, width: str) -> list[tuple[datetime, datetime]]:
         out = []
@@ -433,11 +351,11 @@ class FakeAdminApi:
 
     def _paged(self, query: list[tuple[str, str]], buckets: list[tuple[datetime, datetime]], limit: int,
                results_for: Callable[[datetime, datetime], list[dict[str, Any]]]) -> dict[str, Any]:
-        lo, hi = self._page_bounds(query, len(buckets), limit)
-        data = [{"starting_at": _iso(s), "ending_at": _iso(e), "results": results_for(s, e)}
+        lo, hi = self._pages.bounds(query, len(buckets), limit)
+        data = [{"starting_at": iso(s), "ending_at": iso(e), "results": results_for(s, e)}
                 for s, e in buckets[lo:hi]]
         has_more = hi < len(buckets)
-        return {"data": data, "has_more": has_more, "next_page": self._next_page(query, hi) if has_more else None}
+        return {"data": data, "has_more": has_more, "next_page": self._pages.next(query, hi) if has_more else None}
 
     def _accrued(self, s: datetime, e: datetime) -> list[SpendEntry]:
         now = self.now
@@ -503,19 +421,19 @@ class FakeAdminApi:
         try:
             day = date.fromisoformat(text or "")
         except ValueError:
-            raise _ApiError(400, "invalid_request_error", "starting_at: must be a date YYYY-MM-DD") from None
+            raise WireError(400, "invalid_request_error", "starting_at: must be a date YYYY-MM-DD") from None
         if day > self.now.date():
-            raise _ApiError(400, "invalid_request_error", "starting_at must not be in the future")
+            raise WireError(400, "invalid_request_error", "starting_at must not be in the future")
         limit_text = next((v for k, v in query if k == "limit"), "20")
         if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
-            raise _ApiError(400, "invalid_request_error", "limit: must be between 1 and 1000")
+            raise WireError(400, "invalid_request_error", "limit: must be between 1 and 1000")
         with self._lock:
             entries = [e for e in self._claude_code if e.day == day]
         actors: dict[str, list[ClaudeCodeEntry]] = {}
         for e in entries:
             actors.setdefault(e.actor_email, []).append(e)
         items = [{
-            "date": _iso(datetime(day.year, day.month, day.day, tzinfo=UTC)),
+            "date": iso(datetime(day.year, day.month, day.day, tzinfo=UTC)),
             "actor": {"type": "user_actor", "email_address": email},
             "organization_id": "org_fake", "customer_type": "api", "terminal_type": "cli",
             "core_metrics": {"num_sessions": 1, "lines_of_code": {"added": 0, "removed": 0},
@@ -528,29 +446,24 @@ class FakeAdminApi:
             } for e in es],
         } for email, es in sorted(actors.items())]
         limit = int(limit_text)
-        lo, hi = self._page_bounds(query, len(items), limit)
+        lo, hi = self._pages.bounds(query, len(items), limit)
         has_more = hi < len(items)
         return {"data": items[lo:hi], "has_more": has_more,
-                "next_page": self._next_page(query, hi) if has_more else None}
+                "next_page": self._pages.next(query, hi) if has_more else None}
 
     # ------------------------------------------------------------------ dataset files
 
     def load_dataset(self, data: dict[str, Any]) -> None:
         if data.get("now"):
-            self.set_now(_parse_rfc3339(data["now"], "now"))
+            self.set_now(parse_rfc3339(data["now"], "now"))
         for item in data.get("spend", []):
             item = dict(item)
-            at = _parse_rfc3339(item.pop("at"), "at")
+            at = parse_rfc3339(item.pop("at"), "at")
             self.add_spend(at, item.pop("amount_cents"), **item)
         for item in data.get("claude_code", []):
             item = dict(item)
             self.add_claude_code(date.fromisoformat(item.pop("day")), item.pop("actor_email"), item.pop("model"),
                                  item.pop("cost_cents"), **item)
-
-
-def _error_body(error_type: str, message: str) -> bytes:
-    return json.dumps({"type": "error", "error": {"type": error_type, "message": message},
-                       "request_id": f"req_{secrets.token_hex(12)}"}).encode()
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -575,11 +488,11 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
         except ValueError:
-            return self._send(400, _error_body("invalid_request_error", "body is not JSON"))
+            return self._send(400, error_body("invalid_request_error", "body is not JSON"))
         api = self.api
         try:
             if path == "/_fake/now":
-                api.set_now(_parse_rfc3339(body["now"], "now"))
+                api.set_now(parse_rfc3339(body["now"], "now"))
             elif path == "/_fake/advance":
                 api.advance(timedelta(seconds=float(body["seconds"])))
             elif path == "/_fake/inject":
@@ -592,17 +505,17 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == "/_fake/dataset":
                 api.load_dataset(body)
             else:
-                return self._send(404, _error_body("not_found_error", "no such control endpoint"))
-        except (KeyError, TypeError, ValueError, _ApiError) as exc:
-            return self._send(400, _error_body("invalid_request_error", f"bad control request: {exc!r}"))
-        self._send(200, json.dumps({"ok": True, "now": _iso(api.now)}).encode())
+                return self._send(404, error_body("not_found_error", "no such control endpoint"))
+        except (KeyError, TypeError, ValueError, WireError) as exc:
+            return self._send(400, error_body("invalid_request_error", f"bad control request: {exc!r}"))
+        self._send(200, json.dumps({"ok": True, "now": iso(api.now)}).encode())
 
     # -------------------------------------------------------------- the API
 
     def do_GET(self) -> None:
         parts = urlsplit(self.path)
         if parts.path == "/_fake/requests":
-            rows = [{**asdict(r), "fake_now": _iso(r.fake_now)} for r in self.api.requests]
+            rows = [{**asdict(r), "fake_now": iso(r.fake_now)} for r in self.api.requests]
             return self._send(200, json.dumps(rows, default=str).encode())
         endpoint = PATHS.get(parts.path, "other")
         query = parse_qsl(parts.query, keep_blank_values=True)
@@ -624,13 +537,13 @@ class _Handler(BaseHTTPRequestHandler):
                     return self._reset()
             elif fault.kind == "429":
                 record(429)
-                return self._send(429, _error_body("rate_limit_error", "Number of requests has exceeded your rate limit"),
+                return self._send(429, error_body("rate_limit_error", "Number of requests has exceeded your rate limit"),
                                   extra={"retry-after": fault.retry_after})
             elif fault.kind in ("500", "529"):
                 status = int(fault.kind)
                 err = ("api_error", "Internal server error") if status == 500 else ("overloaded_error", "Overloaded")
                 record(status)
-                return self._send(status, _error_body(*err))
+                return self._send(status, error_body(*err))
             elif fault.kind == "not_report":
                 record(200)
                 return self._send(200, b'{"type":"message","content":[]}')
@@ -653,20 +566,20 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer(self, endpoint: str, path: str, query: list[tuple[str, str]]) -> tuple[int, bytes]:
         api = self.api
         if endpoint == "other":
-            return 404, _error_body("not_found_error", f"Not found: {path}")
+            return 404, error_body("not_found_error", f"Not found: {path}")
         if self.headers.get("x-api-key") is None:
-            return 401, _error_body("authentication_error", "x-api-key header is required")
+            return 401, error_body("authentication_error", "x-api-key header is required")
         if not secrets.compare_digest(self.headers.get("x-api-key", ""), api.key):
-            return 401, _error_body("authentication_error", "invalid x-api-key")
+            return 401, error_body("authentication_error", "invalid x-api-key")
         version = self.headers.get("anthropic-version")
         if version is None:
-            return 400, _error_body("invalid_request_error", "anthropic-version: header is required")
+            return 400, error_body("invalid_request_error", "anthropic-version: header is required")
         if version != API_VERSION:
-            return 400, _error_body("invalid_request_error", f"anthropic-version: {version!r} is not a valid version")
+            return 400, error_body("invalid_request_error", f"anthropic-version: {version!r} is not a valid version")
         try:
             report = getattr(api, endpoint)(query)
-        except _ApiError as exc:
-            return exc.status, _error_body(exc.error_type, exc.message)
+        except WireError as exc:
+            return exc.status, error_body(exc.error_type, exc.message)
         return 200, json.dumps(report).encode()
 
     def _send(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:
@@ -706,7 +619,7 @@ def main(argv: Iterable[str] | None = None) -> int:
         with open(args.dataset, encoding="utf-8") as fh:
             fake.load_dataset(json.load(fh))
     if args.now:
-        fake.set_now(_parse_rfc3339(args.now, "--now"))
+        fake.set_now(parse_rfc3339(args.now, "--now"))
     fake.start()
     print(f"FAKE_ADMIN_API_URL={fake.url}", flush=True)
     try:

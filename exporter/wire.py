@@ -1,0 +1,139 @@
+"""The Admin API report endpoints' request rules, for servers that stand in for it.
+
+The built-in demo serves a simulated organisation and the tests run a fake; both must
+refuse what the real API refuses (``group_by`` without brackets, unknown groups, a
+``limit`` past the bucket width's cap, bad RFC 3339 bounds) and page with opaque tokens
+bound to their query. One implementation keeps the two honest alike.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+WIDTHS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
+MAX_LIMIT = {"1m": 1440, "1h": 168, "1d": 31}
+DEFAULT_LIMIT = {"1m": 60, "1h": 24, "1d": 7}
+COST_GROUPS = ("workspace_id", "description")
+USAGE_GROUPS = ("api_key_id", "workspace_id", "model", "service_tier", "context_window", "inference_geo")
+
+
+class WireError(Exception):
+    """An error the API answers with its error body: ``{"type":"error","error":{type, message}}``."""
+
+    def __init__(self, status: int, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error_type, self.message = status, error_type, message
+
+
+def error_body(error_type: str, message: str) -> bytes:
+    return json.dumps({"type": "error", "error": {"type": error_type, "message": message},
+                       "request_id": f"req_{secrets.token_hex(12)}"}).encode()
+
+
+def _bad(message: str) -> WireError:
+    return WireError(400, "invalid_request_error", message)
+
+
+def parse_rfc3339(text: str | None, name: str) -> datetime:
+    if not text:
+        raise _bad(f"{name}: field required")
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise _bad(f"{name}: invalid datetime format") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def floor(moment: datetime, width: str) -> datetime:
+    """The start of the bucket ``moment`` falls in: ``starting_at`` snaps to it."""
+    if width == "1d":
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if width == "1h":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(second=0, microsecond=0)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class ReportQuery:
+    start: datetime  # snapped to its bucket
+    end: datetime  # exclusive
+    width: str
+    limit: int
+    groups: list[str]
+
+
+def check_report_query(query: list[tuple[str, str]], allowed_groups: tuple[str, ...], *, widths: tuple[str, ...],
+                       max_groups: int, now: datetime) -> ReportQuery:
+    """The query's bounds, width, page size and groups, or the WireError the API would answer."""
+    if any(k == "group_by" for k, _ in query):
+        raise _bad("group_by: Input should be a valid list (send arrays as group_by[]=...)")
+    width = next((v for k, v in query if k == "bucket_width"), "1d")
+    if width not in widths:
+        raise _bad(f"bucket_width: Input should be {' or '.join(repr(w) for w in widths)}")
+    limit_text = next((v for k, v in query if k == "limit"), None)
+    if limit_text is None:
+        limit = DEFAULT_LIMIT[width]
+    else:
+        try:
+            limit = int(limit_text)
+        except ValueError:
+            raise _bad("limit: Input should be a valid integer") from None
+        if not 1 <= limit <= MAX_LIMIT[width]:
+            raise _bad(f"limit: must be between 1 and {MAX_LIMIT[width]} for bucket_width {width}")
+    groups = [v for k, v in query if k == "group_by[]"]
+    for g in groups:
+        if g not in allowed_groups:
+            raise _bad(f"group_by[]: {g!r} is not one of {', '.join(allowed_groups)}")
+    if len(set(groups)) != len(groups):
+        raise _bad("group_by[]: values must be unique")
+    if len(groups) > max_groups:
+        raise _bad(f"group_by[]: at most {max_groups} values")
+    start = parse_rfc3339(next((v for k, v in query if k == "starting_at"), None), "starting_at")
+    end_text = next((v for k, v in query if k == "ending_at"), None)
+    end = parse_rfc3339(end_text, "ending_at") if end_text else None
+    if end is not None and end <= start:
+        raise _bad("ending_at must be after starting_at")
+    if start > now:
+        raise _bad("starting_at must not be in the future")
+    snapped = floor(start, width)
+    return ReportQuery(snapped, end if end is not None else snapped + WIDTHS[width] * limit, width, limit, groups)
+
+
+class PageTokens:
+    """Opaque ``next_page`` tokens: an offset bound to this server and to the exact query."""
+
+    def __init__(self) -> None:
+        self.nonce = secrets.token_hex(4)
+
+    @staticmethod
+    def _digest(query: list[tuple[str, str]]) -> str:
+        return hashlib.sha256(json.dumps(sorted((k, v) for k, v in query if k != "page")).encode()).hexdigest()[:16]
+
+    def bounds(self, query: list[tuple[str, str]], n: int, limit: int) -> tuple[int, int]:
+        """[first, end) of the items the query's page holds."""
+        token = next((v for k, v in query if k == "page"), None)
+        first = 0
+        if token is not None:
+            try:
+                decoded = json.loads(base64.urlsafe_b64decode(token.encode() + b"=="))
+                first, nonce, digest = int(decoded["o"]), decoded["n"], decoded["q"]
+            except (ValueError, KeyError, TypeError):
+                raise _bad("page: invalid page token") from None
+            if nonce != self.nonce or digest != self._digest(query) or not 0 <= first <= n:
+                raise _bad("page: token does not belong to this query")
+        return first, min(n, first + limit)
+
+    def next(self, query: list[tuple[str, str]], offset: int) -> str:
+        raw = json.dumps({"o": offset, "n": self.nonce, "q": self._digest(query)}).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
