@@ -20,6 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from itertools import chain
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -360,6 +361,15 @@ class Ingestor:
                 return row
             return ROW.pack(vals[0], vals[1], remap[vals[2]], *vals[3:])
 
+        deltas = batch.deltas
+        for (hour, dim), v in res.deltas.items():
+            key = (hour, dim if dim < base else remap[dim])
+            d = deltas.get(key)
+            if d is None:
+                deltas[key] = list(v)
+            else:
+                for i, x in enumerate(v):
+                    d[i] += x
         pending = batch.pending
         for key, row in res.pending.items():
             row = fix(row)
@@ -367,13 +377,19 @@ class Ingestor:
             if held is None:
                 pending[key] = row
                 continue
+            # both processes kept a copy of this request: the deltas hold both, keep the larger
             if key not in batch.replacing and key not in res.replacing:
                 # both processes took the request as new: one of those lines was a duplicate
                 source = self.dim_list[ROW.unpack(row)[2]][0]
                 batch.lines[(source, readers.COUNTED)] -= 1
                 batch.lines[(source, readers.DUPLICATE)] += 1
+            elif key in batch.replacing and key in res.replacing:
+                batch.add_row(batch.replacing[key], 1)  # the stored copy was taken out twice
             if row_total(row) > row_total(held):
+                batch.add_row(held, -1)
                 pending[key] = row
+            else:
+                batch.add_row(row, -1)
         batch.unkeyed.extend(fix(r) for r in res.unkeyed)
         for key, old in res.replacing.items():
             batch.replacing.setdefault(key, old)
@@ -492,33 +508,22 @@ class Ingestor:
         return offset
 
     def _scan_claude(self, data: bytes, pos: int, end: int, parse, batch: _Batch, name: str) -> None:
-        """Decode only the lines that mention usage; the rest are counted without being decoded.
-
-        A JSON object line ends in "}": one that does not was cut short (malformed), one that
-        does is a line with nothing to count (ignored). Splitting the block once and testing
-        each line in C is cheaper than searching the block for each usage line.
-        """
-        parse_usage = getattr(parse, "usage_line", parse)  # the parser need not look for "usage" again
-        take, now, max_line = batch.take, batch.now, self.max_line
-        ignored = malformed = 0
+        """Fold a block of whole transcript lines into the batch, many lines per decode call."""
         block = data if pos == 0 and end == len(data) else data[pos:end]
-        for line in block.split(b"\n"):
-            if b'"usage"' in line:
-                if len(line) > max_line:
+        blk = readers.ClaudeBlock()
+        if len(block) <= self.max_line:  # then no line in it can be too long
+            try:
+                readers.scan_claude_block(block, batch.now, parse, blk)
+            except Exception as exc:  # noqa: BLE001 - one line must never stop a source for good
+                batch.poisoned(name, exc)
+                return
+        else:
+            for line in block.split(b"\n"):
+                if len(line) > self.max_line:
                     batch.count(name, readers.TOO_LONG)
-                else:
-                    try:
-                        take(name, parse_usage(line, now))
-                    except Exception as exc:  # noqa: BLE001 - one line must never stop a source for good
-                        batch.poisoned(name, exc)
-            elif line.endswith((b"}", b"}\r")):
-                ignored += 1
-            elif line and not line.isspace():
-                malformed += 1
-        if ignored:
-            batch.count(name, readers.IGNORED, ignored)
-        if malformed:
-            batch.count(name, readers.MALFORMED, malformed)
+                elif line:
+                    readers.scan_claude_block(line + b"\n", batch.now, parse, blk)
+        batch.take_block(name, blk)
 
     def _scan_lines(self, data: bytes, pos: int, end: int, parse, batch: _Batch, name: str, now: float) -> None:
         max_line = self.max_line
@@ -536,20 +541,28 @@ class Ingestor:
     # ------------------------------------------------------------------ commit
 
     def _commit(self, batch: _Batch, file_updates: list[FileState], gone: list[str], now: float) -> None:
-        keys, deltas = batch.finish()
+        deltas = batch.finish()
         pending = batch.pending
-        request_rows = ((k, int.from_bytes(pending[k][8:16], "little", signed=True), pending[k]) for k in keys)
-        # pruning scans the dedup table, so it runs hourly, not on every 15 s refresh
-        prune_before = int(now - self.retention) // 3600 * 3600 if now >= self._next_prune else None
+        # the hourly prune writes the dedup index anew without what fell out of the retention
+        # window (its totals stay in the aggregates); other commits append what they added
+        known = self.known
+        stale: set[int] | None = None
+        if now >= self._next_prune and known:
+            cutoff = int(now - self.retention) // 3600 * 3600
+            stale = {k for k, r in known.items() if _row_hour(r) < cutoff}
+            stale.update(k for k, r in pending.items() if _row_hour(r) < cutoff)
+            index = chain(((k, r) for k, r in known.items() if k not in pending and k not in stale),
+                          ((k, r) for k, r in pending.items() if k not in stale))
         with self.state.transaction() as conn:
             StateDB.put_dims(conn, batch.new_dims)
             StateDB.add_aggregates(conn, deltas)
-            StateDB.put_requests(conn, request_rows)
+            if stale is not None:
+                StateDB.rewrite_requests(conn, index)
+            else:
+                StateDB.put_requests(conn, pending.items())
             StateDB.add_line_counts(conn, batch.lines)
-            for f in file_updates:
-                StateDB.put_file(conn, f)
+            StateDB.put_files(conn, file_updates)
             StateDB.drop_files(conn, gone)
-            pruned = StateDB.prune_requests(conn, prune_before) if prune_before is not None else 0
         # only after the commit succeeded does memory move on
         self.last_deltas = deltas
         for k, v in deltas.items():
@@ -561,17 +574,17 @@ class Ingestor:
                     agg[i] += x
         for (src, res), n in batch.lines.items():
             self.line_counts[(src, res)] = self.line_counts.get((src, res), 0) + n
-        self.known.update(pending)
+        known.update(pending)
+        if now >= self._next_prune:
+            for k in stale or ():
+                del known[k]
+            self._next_prune = now + 3600
         for f in file_updates:
             self.files[f.path] = f
         for p in gone:
             self.files.pop(p, None)
         for p, inside in batch.skipping.items():
             (self._skipping.add if inside else self._skipping.discard)(p)
-        if prune_before is not None:
-            self._next_prune = now + 3600
-        if pruned:
-            self.known = self.state.request_rows()
 
     def _log_unpriced(self, model: str, source: str) -> None:
         if model not in self._unpriced_logged:
@@ -593,8 +606,16 @@ def row_total(row: bytes) -> int:
     return int.from_bytes(row[:8], "little", signed=True)
 
 
+def _row_hour(row: bytes) -> int:
+    return int.from_bytes(row[8:16], "little", signed=True)
+
+
 class _Batch:
-    """What one refresh has read but not yet committed."""
+    """What one refresh has read but not yet committed.
+
+    ``deltas`` follows every row kept or dropped as it happens, so what the batch adds to
+    the hourly aggregates is known without reading the rows again at the commit.
+    """
 
     def __init__(self, ing: Ingestor, now: float, stats: RefreshStats) -> None:
         self.ing = ing
@@ -606,6 +627,7 @@ class _Batch:
         self.replacing: dict[int, bytes] = {}
         self.new_dims: list[tuple[int, str, str, str]] = []
         self.skipping: dict[str, bool] = {}
+        self.deltas: dict[tuple[int, int], list[int]] = {}  # (hour, dim) -> AGG_COLUMNS sums
 
     def count(self, source: str, result: str, n: int = 1) -> None:
         self.lines[(source, result)] += n
@@ -618,6 +640,7 @@ class _Batch:
             log.error("log_line_rejected", source=source, error=f"{type(exc).__name__}: {exc}")
 
     def take(self, source: str, parsed: readers.Parsed) -> None:
+        """One line's result: a reason, nothing (a line without usage), or its records."""
         if type(parsed) is str:
             self.lines[(source, parsed)] += 1
             return
@@ -625,31 +648,65 @@ class _Batch:
             self.lines[(source, readers.IGNORED)] += 1
             return
         duplicate = True
-        pending = self.pending
         for rec in parsed:
             self.stats.records += 1
             t = rec.tokens
             total = t[0] + t[1] + t[2] + t[3] + t[4]
             if rec.dedup_key is None:
-                self.unkeyed.append(self._pack(rec, total))
+                self.unkeyed.append(self._keep(rec, total))
                 duplicate = False
-                continue
-            key = key_hash(rec.dedup_key)
-            held = pending.get(key)
-            if held is not None:
-                if total > row_total(held):
-                    pending[key] = self._pack(rec, total)
-                continue
-            old = self.ing.known.get(key)
-            if old is None:
-                pending[key] = self._pack(rec, total)
+            elif self._place(key_hash(rec.dedup_key), total, rec):
                 duplicate = False
-            elif total > row_total(old):
-                self.replacing[key] = old
-                pending[key] = self._pack(rec, total)
         self.lines[(source, readers.DUPLICATE if duplicate else readers.COUNTED)] += 1
 
-    def _pack(self, rec: UsageRecord, total: int) -> bytes:
+    def take_block(self, source: str, blk: readers.ClaudeBlock) -> None:
+        """A block of transcript lines, its copies of one request already folded by the reader."""
+        lines = self.lines
+        for result, n in blk.counts.items():
+            lines[(source, result)] += n
+        counted = duplicate = records = 0
+        record = readers.claude_record
+        for (mid, rid), (total, ts, line, copies) in blk.best.items():
+            records += copies
+            if self._place(key_hash(f"{mid}\x1f{rid or ''}"), total, None, source, line, ts):
+                counted += 1
+                duplicate += copies - 1
+            else:
+                duplicate += copies
+        for total, ts, line in blk.unkeyed:
+            self.unkeyed.append(self._keep(record(source, line, ts), total))
+        counted += len(blk.unkeyed)
+        self.stats.records += records + len(blk.unkeyed)
+        if counted:
+            lines[(source, readers.COUNTED)] += counted
+        if duplicate:
+            lines[(source, readers.DUPLICATE)] += duplicate
+        for rec in blk.records:
+            self.take(source, [rec])
+
+    def _place(self, key: int, total: int, rec: UsageRecord | None, source: str = "", line: Any = None,
+               ts: float = 0.0) -> bool:
+        """Offer a copy of a request; True when the request is new. The record is built (from
+        ``line`` when ``rec`` is None) only if this copy is the one kept."""
+        pending = self.pending
+        held = pending.get(key)
+        if held is not None:
+            if total > row_total(held):
+                self._drop(held)
+                pending[key] = self._keep(rec or readers.claude_record(source, line, ts), total)
+            return False
+        old = self.ing.known.get(key)
+        if old is None:
+            pending[key] = self._keep(rec or readers.claude_record(source, line, ts), total)
+            return True
+        if total > row_total(old):
+            self.replacing[key] = old
+            self._drop(old)
+            pending[key] = self._keep(rec or readers.claude_record(source, line, ts), total)
+        return False
+
+    def _keep(self, rec: UsageRecord, total: int) -> bytes:
+        """The packed row of a copy being kept, added to the deltas."""
         ing = self.ing
         dk = (rec.source, rec.model, rec.entrypoint)
         dim = ing.dims.get(dk)
@@ -667,34 +724,40 @@ class _Batch:
         if cost is None:
             ing._log_unpriced(rec.model, rec.source)
             cost, unpriced = 0, total
-        return ROW.pack(total, int(rec.timestamp) // 3600 * 3600, dim, *t, cost, unpriced)
+        hour = int(rec.timestamp) // 3600 * 3600
+        d = self.deltas.get((hour, dim))
+        if d is None:
+            d = self.deltas[(hour, dim)] = [0] * 9
+        d[0] += 1
+        d[1] += t[0]
+        d[2] += t[1]
+        d[3] += t[2]
+        d[4] += t[3]
+        d[5] += t[4]
+        d[6] += t[5]
+        d[7] += cost
+        d[8] += unpriced
+        return ROW.pack(total, hour, dim, *t, cost, unpriced)
 
-    def finish(self) -> tuple[list[int], dict[AggKey, list[int]]]:
-        """The keys to store (sorted) and the aggregate deltas their rows make."""
-        deltas: dict[tuple[int, int], list[int]] = {}
-        unpack = ROW.unpack
+    def _drop(self, row: bytes) -> None:
+        """Take a row that is no longer kept out of the deltas."""
+        self.add_row(row, -1)
 
-        def add(row: bytes, sign: int) -> None:
-            _total, hour, dim, *vals = unpack(row)
-            d = deltas.get((hour, dim))
-            if d is None:
-                d = deltas[(hour, dim)] = [0] * 9
-            d[0] += sign
-            for i, v in enumerate(vals, 1):
-                d[i] += sign * v
+    def add_row(self, row: bytes, sign: int) -> None:
+        _total, hour, dim, *vals = ROW.unpack(row)
+        d = self.deltas.get((hour, dim))
+        if d is None:
+            d = self.deltas[(hour, dim)] = [0] * 9
+        d[0] += sign
+        for i, v in enumerate(vals, 1):
+            d[i] += sign * v
 
-        for row in self.replacing.values():
-            add(row, -1)
-            self.stats.replaced += 1
-        for key, row in self.pending.items():
-            add(row, 1)
-            if key not in self.replacing:
-                self.stats.new_requests += 1
-        for row in self.unkeyed:
-            add(row, 1)
-            self.stats.new_requests += 1
+    def finish(self) -> dict[AggKey, list[int]]:
+        """The aggregate deltas of the batch, by (hour, source, model, entrypoint)."""
+        self.stats.replaced = len(self.replacing)
+        self.stats.new_requests = len(self.pending) - len(self.replacing) + len(self.unkeyed)
         dims = self.ing.dim_list
-        return sorted(self.pending), {(hour, *dims[dim]): v for (hour, dim), v in deltas.items() if any(v)}
+        return {(hour, *dims[dim]): v for (hour, dim), v in self.deltas.items() if any(v)}
 
 
 def _head_matches(f, head: bytes) -> bool:
@@ -731,6 +794,7 @@ class _Result:
     unkeyed: list[bytes]
     replacing: dict[int, bytes]
     lines: dict[tuple[str, str], int]
+    deltas: dict[tuple[int, int], list[int]]
     new_dims: list[tuple[int, str, str, str]]
     dim_base: int
     file_updates: list[FileState]
@@ -759,6 +823,7 @@ def _helper_read(task: _Task) -> _Result:
     errors = {name: st.error for name, st in ing.status.items() if st.error}
     return _Result(
         pending=batch.pending, unkeyed=batch.unkeyed, replacing=batch.replacing, lines=dict(batch.lines),
+        deltas=batch.deltas,
         new_dims=batch.new_dims, dim_base=len(task.dim_list), file_updates=updates, errors=errors,
         stats=(stats.records, stats.bytes_read, stats.files_read),
         unpriced=[(m, s) for m, s in ing.unpriced_seen],

@@ -8,10 +8,11 @@ carries no usage) or a reason string from REJECT_REASONS. The reasons become the
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from decimal import ROUND_CEILING, Decimal, InvalidOperation
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import orjson
@@ -118,20 +119,26 @@ def _str_or_empty(value: object) -> str:
     return value if type(value) is str else ""
 
 
-class _CacheCreation(msgspec.Struct):
-    ephemeral_5m_input_tokens: int = 0
-    ephemeral_1h_input_tokens: int = 0
+# Token counts out of range fail the typed decode in C; the careful path then names the reason.
+_Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS_PER_REQUEST)]
 
 
-class _ServerToolUse(msgspec.Struct):
-    web_search_requests: int = 0
+# gc=False: a cold read decodes a few hundred thousand of these, none of which can be part of
+# a reference cycle; untracked, they cost the garbage collector nothing.
+class _CacheCreation(msgspec.Struct, gc=False):
+    ephemeral_5m_input_tokens: _Count = 0
+    ephemeral_1h_input_tokens: _Count = 0
 
 
-class _Usage(msgspec.Struct):
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_input_tokens: int = 0
-    cache_creation_input_tokens: int = 0
+class _ServerToolUse(msgspec.Struct, gc=False):
+    web_search_requests: _Count = 0
+
+
+class _Usage(msgspec.Struct, gc=False):
+    input_tokens: _Count = 0
+    output_tokens: _Count = 0
+    cache_read_input_tokens: _Count = 0
+    cache_creation_input_tokens: _Count = 0
     cache_creation: _CacheCreation | None = None
     server_tool_use: _ServerToolUse | None = None
     service_tier: str | None = None
@@ -139,13 +146,13 @@ class _Usage(msgspec.Struct):
     speed: str | None = None
 
 
-class _Message(msgspec.Struct):
+class _Message(msgspec.Struct, gc=False):
     id: str | None = None
     model: str | None = None
     usage: _Usage | None = None
 
 
-class _Line(msgspec.Struct):
+class _Line(msgspec.Struct, gc=False):
     """The few fields of a transcript line that matter; the rest (content) is skipped unbuilt."""
 
     type: str | None = None
@@ -157,20 +164,87 @@ class _Line(msgspec.Struct):
 
 
 _line_decoder = msgspec.json.Decoder(_Line)
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError)
+
+
+class ClaudeBlock:
+    """What a block of whole transcript lines holds, its copies of one request already folded.
+
+    ``best`` maps (message id, request id) to ``[token total, epoch seconds, line, copies]``
+    of the largest copy in the block; ``unkeyed`` holds ``(total, seconds, line)`` of lines
+    without a message id (each one counts); ``records`` the requests of lines that only
+    the careful path could read; ``counts`` the lines that carry no request, by result.
+    """
+
+    __slots__ = ("counts", "best", "unkeyed", "records")
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = defaultdict(int)
+        self.best: dict[tuple[str, str | None], list[Any]] = {}
+        self.unkeyed: list[tuple[int, float, _Line]] = []
+        self.records: list[UsageRecord] = []
+
+
+def _usage_fields(line: _Line) -> tuple[int, int, int, int, int, int, int]:
+    """(total, input, output, cache read, 5m writes, 1h writes, web searches) of a decoded line."""
+    u = line.message.usage  # type: ignore[union-attr]
+    inp, out, cr, cw = u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens
+    cc = u.cache_creation
+    if cc is None:
+        cw5, cw1h = cw, 0
+    else:
+        cw5, cw1h = cc.ephemeral_5m_input_tokens, cc.ephemeral_1h_input_tokens
+        if cw5 + cw1h < cw:  # older transcripts give only the total: it was all 5-minute writes then
+            cw5 = cw - cw1h
+    web = u.server_tool_use.web_search_requests if u.server_tool_use is not None else 0
+    return inp + out + cr + cw5 + cw1h, inp, out, cr, cw5, cw1h, web
+
+
+def _seconds(when: datetime) -> float:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)  # naive timestamps in usage logs are UTC
+    return when.timestamp()
+
+
+def _line_reason(line: _Line, now: float) -> str | None:
+    """Why a decoded line with usage is not a request (a reason), or None when it is one."""
+    if line.isApiErrorMessage:
+        return API_ERROR
+    model = line.message.model  # type: ignore[union-attr]
+    if model == "<synthetic>":
+        return SYNTHETIC
+    if not model:
+        return BAD_USAGE
+    when = line.timestamp
+    if when is None or _seconds(when) > now + MAX_FUTURE_SECONDS:
+        return BAD_TIMESTAMP
+    return None
+
+
+def claude_record(source: str, line: _Line, ts: float) -> UsageRecord:
+    """The request a decoded transcript line (one that passed the checks) stands for."""
+    message = line.message
+    u = message.usage  # type: ignore[union-attr]
+    _, inp, out, cr, cw5, cw1h, web = _usage_fields(line)
+    mid, rid = message.id, line.requestId  # type: ignore[union-attr]
+    return UsageRecord(
+        source, ts, message.model, Tokens(inp, out, cr, cw5, cw1h, web),  # type: ignore[union-attr, arg-type]
+        # (message.id, requestId); a message id alone where a writer left the request id out
+        f"{mid}\x1f{rid or ''}" if mid else None,
+        line.entrypoint or "", u.service_tier or "standard", u.inference_geo or "", u.speed or "",
+    )
 
 
 def parse_claude_code(source: str) -> LineParser:
-    """Parser for Claude Code transcript lines (``~/.claude/projects/**/*.jsonl``).
+    """Parser for Claude Code transcript lines (``~/.claude/projects/**/*.jsonl``), one at a time.
 
-    Written for the cold read of a large history: a typed decode builds only the fields
-    that matter and skips the content, which is most of each line. Anything the typed
-    decode refuses (nulls, floats, wrong types, bad JSON) goes through the careful path,
-    which decides the reject reason.
+    A typed decode builds only the fields that matter and skips the content, which is most
+    of each line. Anything the typed decode refuses (nulls, floats, wrong types, bad JSON)
+    goes through the careful path, which decides the reject reason. A cold read uses
+    :func:`scan_claude_block` instead, which applies the same rules to many lines per call.
     """
     decode = _line_decoder.decode
     careful = _parse_claude_code_careful(source)
-    limit = MAX_TOKENS_PER_REQUEST
-    errors = (msgspec.DecodeError, msgspec.ValidationError)
 
     def parse_usage_line(line: bytes, now: float) -> Parsed:
         if not line.isascii():  # the typed decode does not check the UTF-8 of what it skips
@@ -180,52 +254,118 @@ def parse_claude_code(source: str) -> LineParser:
                 return INVALID_UTF8
         try:
             obj = decode(line)
-        except errors:
+        except _DECODE_ERRORS:
             return careful(line, now)
         message = obj.message
         if obj.type != "assistant" or message is None or message.usage is None:
             return []
-        if obj.isApiErrorMessage:
-            return API_ERROR
-        model = message.model
-        if model == "<synthetic>":
-            return SYNTHETIC
-        if not model:
-            return BAD_USAGE
-        when = obj.timestamp
-        if when is None:
-            return BAD_TIMESTAMP
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)  # naive timestamps in usage logs are UTC
-        ts = when.timestamp()
-        if ts > now + MAX_FUTURE_SECONDS:
-            return BAD_TIMESTAMP
-        u = message.usage
-        inp, out, cr, cw = u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens
-        cc = u.cache_creation
-        cw5, cw1h = (cc.ephemeral_5m_input_tokens, cc.ephemeral_1h_input_tokens) if cc is not None else (cw, 0)
-        web = u.server_tool_use.web_search_requests if u.server_tool_use is not None else 0
-        if min(inp, out, cr, cw, cw5, cw1h, web) < 0 or max(inp, out, cr, cw, cw5, cw1h, web) > limit:
-            return BAD_USAGE
-        if cw5 + cw1h < cw:  # older transcripts give only the total: it was all 5-minute writes then
-            cw5 = cw - cw1h
-        mid, rid = message.id, obj.requestId
-        return [UsageRecord(
-            source, ts, model, Tokens(inp, out, cr, cw5, cw1h, web),
-            # (message.id, requestId); a message id alone where a writer left the request id out
-            f"{mid}\x1f{rid or ''}" if mid else None,
-            obj.entrypoint or "", u.service_tier or "standard", u.inference_geo or "", u.speed or "",
-        )]
+        reason = _line_reason(obj, now)
+        if reason is not None:
+            return reason
+        return [claude_record(source, obj, _seconds(obj.timestamp))]  # type: ignore[arg-type]
 
     def parse(line: bytes, now: float) -> Parsed:
         # Most lines (user turns, tool results, summaries) carry no usage; skipping them
-        # before decoding is what keeps a cold read of a big history fast.
+        # before decoding is what keeps a read line by line fast.
         if b'"usage"' not in line:
             return []
         return parse_usage_line(line, now)
 
     parse.usage_line = parse_usage_line  # type: ignore[attr-defined]  # for a caller that already looked
     return parse
+
+
+def scan_claude_block(block: bytes, now: float, parse: LineParser, out: ClaudeBlock) -> None:
+    """Fold a block of whole transcript lines (ending in a newline) into ``out``.
+
+    The block's UTF-8 is checked and all its lines decoded in one call each, so the cost
+    per line is a few attribute reads. A block holding a line either call refuses is cut
+    in two at a line break until the line is alone; that line goes through ``parse`` (from
+    :func:`parse_claude_code`), which names its reason exactly as a read line by line would.
+    """
+    if not block.isascii():  # the typed decode does not check the UTF-8 of what it skips
+        try:
+            block.decode("utf-8")
+            lines = _line_decoder.decode_lines(block)
+        except (UnicodeDecodeError, *_DECODE_ERRORS):
+            lines = None
+    else:
+        try:
+            lines = _line_decoder.decode_lines(block)
+        except _DECODE_ERRORS:
+            lines = None
+    if lines is not None:
+        _fold_lines(lines, now, out)
+        return
+    half = len(block) // 2
+    cut = block.find(b"\n", half, len(block) - 1)
+    if cut < 0:
+        cut = block.rfind(b"\n", 0, half)
+    if cut >= 0:
+        scan_claude_block(block[:cut + 1], now, parse, out)
+        scan_claude_block(block[cut + 1:], now, parse, out)
+        return
+    _fold_one(block.rstrip(b"\n"), now, parse, out)
+
+
+def _fold_one(line: bytes, now: float, parse: LineParser, out: ClaudeBlock) -> None:
+    """A line the block decode refused, read alone: a JSON object line ends in "}", so one
+    that does not and has no usage was cut short (malformed); one that does has nothing to count."""
+    if b'"usage"' in line:
+        parsed = parse.usage_line(line, now)  # type: ignore[attr-defined]
+        if type(parsed) is str:
+            out.counts[parsed] += 1
+        elif parsed:
+            out.records.extend(parsed)
+        else:
+            out.counts[IGNORED] += 1
+    elif line.endswith((b"}", b"}\r")):
+        out.counts[IGNORED] += 1
+    elif line and not line.isspace():
+        out.counts[MALFORMED] += 1
+
+
+def _fold_lines(lines: list[_Line], now: float, out: ClaudeBlock) -> None:
+    counts, best, unkeyed = out.counts, out.best, out.unkeyed
+    ignored = 0
+    for line in lines:
+        message = line.message
+        if message is None or message.usage is None or line.type != "assistant":
+            ignored += 1
+            continue
+        if line.isApiErrorMessage:
+            counts[API_ERROR] += 1
+            continue
+        model = message.model
+        if model == "<synthetic>":
+            counts[SYNTHETIC] += 1
+            continue
+        if not model:
+            counts[BAD_USAGE] += 1
+            continue
+        when = line.timestamp
+        if when is None:
+            counts[BAD_TIMESTAMP] += 1
+            continue
+        ts = when.timestamp() if when.tzinfo is not None else _seconds(when)
+        if ts > now + MAX_FUTURE_SECONDS:
+            counts[BAD_TIMESTAMP] += 1
+            continue
+        total = _usage_fields(line)[0]
+        mid = message.id
+        if not mid:
+            unkeyed.append((total, ts, line))
+            continue
+        key = (mid, line.requestId)
+        held = best.get(key)
+        if held is None:
+            best[key] = [total, ts, line, 1]
+        else:
+            held[3] += 1
+            if total > held[0]:
+                held[0], held[1], held[2] = total, ts, line
+    if ignored:
+        counts[IGNORED] += ignored
 
 
 def _parse_claude_code_careful(source: str) -> LineParser:

@@ -17,18 +17,20 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import struct
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice, starmap
 from pathlib import Path
 from typing import TypeVar
 
 import structlog
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_NAME = "state.sqlite3"
 SIDE_FILES = ("-wal", "-shm")
 CORRUPT_MARK = ".corrupt-"
@@ -41,6 +43,10 @@ _CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 _checked: set[tuple[int, int]] = set()
 _checked_lock = threading.Lock()
 
+# one dedup index entry: the key's hash and the 88-byte row (ingest.ROW), whose second field is its hour
+PAGE_ENTRY = struct.Struct("<q88s")
+PAGE_ENTRIES = 1 << 13  # entries per page: a 768 KB blob, so a write or a read never holds much more
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files (
@@ -50,8 +56,11 @@ CREATE TABLE IF NOT EXISTS files (
 CREATE TABLE IF NOT EXISTS dims (
     id INTEGER PRIMARY KEY, source TEXT NOT NULL, model TEXT NOT NULL, entrypoint TEXT NOT NULL
 );
--- one row per deduplicated request: its key's 64-bit hash and its packed figures (ingest.ROW)
-CREATE TABLE IF NOT EXISTS requests (key INTEGER PRIMARY KEY, hour INTEGER NOT NULL, row BLOB NOT NULL);
+-- the dedup index, which a process holds whole in memory: pages of (key's 64-bit hash, packed
+-- figures of the largest copy seen: ingest.ROW) entries. Each commit appends one page of what
+-- it added or replaced, and a later page's entry for a key stands over an earlier one's;
+-- the hourly prune writes the index anew, without what fell out of the retention window.
+CREATE TABLE IF NOT EXISTS request_pages (id INTEGER PRIMARY KEY, entries BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS usage_hourly (
     hour INTEGER NOT NULL, source TEXT NOT NULL, model TEXT NOT NULL, entrypoint TEXT NOT NULL,
     requests INTEGER NOT NULL, input INTEGER NOT NULL, output INTEGER NOT NULL,
@@ -175,10 +184,22 @@ class StateDB:
             self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"written by a newer version (schema {row[0]} > {SCHEMA_VERSION})")
+        elif int(row[0]) < 2:
+            self._index_to_pages()
         ident = _identity(self.path)
         if ident is not None:
             with _checked_lock:
                 _checked.add(ident)
+
+    def _index_to_pages(self) -> None:
+        """Schema 1 kept the dedup index one SQL row per request; schema 2 keeps it in pages."""
+        conn = self.conn
+        with self.transaction():
+            if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='requests'").fetchone():
+                StateDB.put_requests(conn, conn.execute("SELECT key, row FROM requests").fetchall())
+                conn.execute("DROP TABLE requests")
+            conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        log.info("state_migrated", path=str(self.path), schema=SCHEMA_VERSION)
 
     @classmethod
     def open_or_rebuild(cls, state_dir: Path, load: Callable[[StateDB], T]) -> tuple[StateDB, T]:
@@ -261,7 +282,12 @@ class StateDB:
 
     def request_rows(self) -> dict[int, bytes]:
         """Dedup key -> the packed row of the largest copy seen (ingest.ROW)."""
-        return dict(self.conn.execute("SELECT key, row FROM requests"))
+        rows: dict[int, bytes] = {}
+        for (entries,) in self.conn.execute("SELECT entries FROM request_pages ORDER BY id"):
+            if len(entries) % PAGE_ENTRY.size:
+                raise sqlite3.DatabaseError("malformed dedup index page: cut short")
+            rows.update(PAGE_ENTRY.iter_unpack(entries))
+        return rows
 
     def dims(self) -> list[tuple[str, str, str]]:
         """(source, model, entrypoint) by id; ids are dense from 0."""
@@ -278,9 +304,9 @@ class StateDB:
     # ---------------------------------------------------------------- writes (inside transaction())
 
     @staticmethod
-    def put_file(conn: sqlite3.Connection, f: FileState) -> None:
-        conn.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
-                     (f.path, f.source, f.dev, f.ino, f.offset, f.head))
+    def put_files(conn: sqlite3.Connection, files: Iterable[FileState]) -> None:
+        conn.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
+                         [(f.path, f.source, f.dev, f.ino, f.offset, f.head) for f in files])
 
     @staticmethod
     def drop_files(conn: sqlite3.Connection, paths: list[str]) -> None:
@@ -291,9 +317,21 @@ class StateDB:
         conn.executemany("INSERT INTO dims VALUES (?, ?, ?, ?)", rows)
 
     @staticmethod
-    def put_requests(conn: sqlite3.Connection, rows: Iterable[tuple[int, int, bytes]]) -> None:
-        """Rows sorted by key: B-tree inserts in order are several times faster than random ones."""
-        conn.executemany("INSERT OR REPLACE INTO requests VALUES (?, ?, ?)", rows)
+    def put_requests(conn: sqlite3.Connection, entries: Iterable[tuple[int, bytes]]) -> int:
+        """Append (key, row) entries to the dedup index, where they stand over any earlier entry
+        of the same key; returns the pages written."""
+        it = iter(entries)
+        pages = 0
+        while page := b"".join(starmap(PAGE_ENTRY.pack, islice(it, PAGE_ENTRIES))):
+            conn.execute("INSERT INTO request_pages (entries) VALUES (?)", (page,))
+            pages += 1
+        return pages
+
+    @staticmethod
+    def rewrite_requests(conn: sqlite3.Connection, entries: Iterable[tuple[int, bytes]]) -> int:
+        """Write the dedup index anew, as just these entries (the hourly prune); returns the pages."""
+        conn.execute("DELETE FROM request_pages")
+        return StateDB.put_requests(conn, entries)
 
     @staticmethod
     def add_aggregates(conn: sqlite3.Connection, deltas: dict[AggKey, list[int]]) -> None:
@@ -313,11 +351,6 @@ class StateDB:
             " ON CONFLICT (source, result) DO UPDATE SET count = count + excluded.count",
             [(s, r, n) for (s, r), n in counts.items()],
         )
-
-    @staticmethod
-    def prune_requests(conn: sqlite3.Connection, before_hour: int) -> int:
-        """Forget dedup keys older than the retention window; their totals stay in usage_hourly."""
-        return conn.execute("DELETE FROM requests WHERE hour < ?", (before_hour,)).rowcount
 
 
 def rebuild_hint(path: Path) -> str:

@@ -387,15 +387,15 @@ def test_corrupt_state_is_moved_aside_and_rebuilt_from_the_logs(tmp_path: Path, 
         assert Path(f"{db}-wal").stat().st_size > 0
 
     shutil.rmtree(gone)  # logs deleted since (Claude Code's 30-day purge): what only the state knew
-    size = db.stat().st_size
-    if damage == "truncated":
-        with open(db, "r+b") as f:
-            f.truncate(size // 2)
-    else:
-        page = 4096
-        in_wal = _wal_pages(Path(f"{db}-wal"))
-        victim = next(p for p in range(size // page // 2, size // page) if p + 1 not in in_wal)
-        with open(db, "r+b") as f:
+    # damage the WAL cannot paper over: it hits a page (numbered from 1) the WAL holds no newer copy of
+    page = 4096
+    pages = db.stat().st_size // page
+    in_wal = _wal_pages(Path(f"{db}-wal"))
+    victim = next(p for p in [*range(pages // 2, pages), *range(1, pages // 2)] if p + 1 not in in_wal)
+    with open(db, "r+b") as f:
+        if damage == "truncated":
+            f.truncate(victim * page)
+        else:
             f.seek(victim * page)
             f.write(random.Random(6404).randbytes(page))
 
