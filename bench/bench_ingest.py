@@ -461,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("ANTHROPIC_ADMIN_API_KEY", None)
     cc = None if args.skip_ccusage else ccusage_path()
 
+    # an installed package carries its bytecode; a source tree gets it here once, so no run
+    # pays for compiling the exporter (where PYTHONDONTWRITEBYTECODE is set, every run would)
+    subprocess.run([python(), "-m", "compileall", "-q", str(REPO / "exporter")], check=True)
     ours: list[Run] = []
     theirs: list[Run] = []
     state_dirs: list[Path] = []

@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
@@ -14,7 +13,7 @@ from prometheus_client.core import Metric
 
 from exporter import logsetup
 from exporter.admin_api import AdminApiClient
-from exporter.billing import BillingPoller, billed_metric_families, earliest_period_start, stored_billed_by_day
+from exporter.billing import BillingPoller, billed_metric_families, earliest_period_start
 from exporter.breaker import BreakerBoard
 from exporter.collector import ExporterCollector, make_registry
 from exporter.config import Config
@@ -26,11 +25,6 @@ from exporter.state import StateDB
 from exporter.webconfig import WebConfig, load_web_config
 
 log = structlog.get_logger()
-
-
-def billed_by_day(state: StateDB) -> dict[date, Decimal]:
-    """Billed USD per UTC day from the days the poller stored, if any."""
-    return stored_billed_by_day(state.conn)
 
 
 def make_billing_poller(config: Config, clock: Callable[[], float]) -> BillingPoller | None:

@@ -23,15 +23,17 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter.admin_api import AdminApiClient, AdminApiError, ClaudeCodeRow, CostRow, UsageRow, day_start, days_between
 from exporter.budget import period_bounds
 from exporter.config import MIN_POLL_INTERVAL, PeriodConfig
 from exporter.usage import TOKEN_TYPES, Tokens
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 log = structlog.get_logger()
 
@@ -528,6 +530,9 @@ def billed_metric_families(
     mapping, e.g. ``Pricer.model_label``; by default the id itself); rows without a model
     are labelled ``none``. ``claude_source_up`` is left to the collector.
     """
+    # imported here: ``report`` reads the stored bill through this module and exposes nothing
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     def model_of(model: str | None) -> str:
         return model_label(model) if model else NONE_LABEL
 

@@ -220,7 +220,6 @@ def serve(config: Config, *, demo: bool = False) -> int:
 
 def report(config: Config, args: argparse.Namespace) -> int:
     from exporter import report as rep
-    from exporter.app import billed_by_day
     from exporter.ingest import Ingestor
     from exporter.pricing import Pricer
     from exporter.state import StateDB, StateError
@@ -246,8 +245,12 @@ def report(config: Config, args: argparse.Namespace) -> int:
     else:
         print("claude-budget-exporter: a running exporter owns this state; showing what it has read",
               file=sys.stderr)
-    data = rep.build_report(ing.aggregates, since=args.since, until=args.until,
-                            billed_by_day=billed_by_day(state))
+    billed = {}
+    if state.has_table("billed_cost"):  # only an Admin API poller writes it: logs-only needs no HTTP client
+        from exporter.billing import stored_billed_by_day
+
+        billed = stored_billed_by_day(state.conn)
+    data = rep.build_report(ing.aggregates, since=args.since, until=args.until, billed_by_day=billed)
     state.close()
     lock.release()
     if args.json:
@@ -259,6 +262,8 @@ def report(config: Config, args: argparse.Namespace) -> int:
 
 def _poll_billed(config: Config, since: date | None) -> None:
     """With an admin key, bring the stored billed days up to date (one poll) before reporting."""
+    if config.admin_api is None:
+        return  # logs only: nothing to poll, and no need to load the HTTP client
     from exporter.app import make_billing_poller
 
     poller = make_billing_poller(config, time.time)

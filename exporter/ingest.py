@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from itertools import chain
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 import structlog
@@ -655,7 +656,12 @@ class _Batch:
             if rec.dedup_key is None:
                 self.unkeyed.append(self._keep(rec, total))
                 duplicate = False
-            elif self._place(key_hash(rec.dedup_key), total, rec):
+                continue
+            key = key_hash(rec.dedup_key)
+            new, keep = self._claim(key, total)
+            if keep:
+                self.pending[key] = self._keep(rec, total)
+            if new:
                 duplicate = False
         self.lines[(source, readers.DUPLICATE if duplicate else readers.COUNTED)] += 1
 
@@ -665,16 +671,20 @@ class _Batch:
         for result, n in blk.counts.items():
             lines[(source, result)] += n
         counted = duplicate = records = 0
-        record = readers.claude_record
+        fields, claim, keep_row, pending = readers.claude_fields, self._claim, self._keep_row, self.pending
         for (mid, rid), (total, ts, line, copies) in blk.best.items():
             records += copies
-            if self._place(key_hash(f"{mid}\x1f{rid or ''}"), total, None, source, line, ts):
+            key = key_hash(f"{mid}\x1f{rid or ''}")
+            new, keep = claim(key, total)
+            if keep:
+                pending[key] = keep_row(source, ts, total, None, *fields(line))
+            if new:
                 counted += 1
                 duplicate += copies - 1
             else:
                 duplicate += copies
         for total, ts, line in blk.unkeyed:
-            self.unkeyed.append(self._keep(record(source, line, ts), total))
+            self.unkeyed.append(keep_row(source, ts, total, None, *fields(line)))
         counted += len(blk.unkeyed)
         self.stats.records += records + len(blk.unkeyed)
         if counted:
@@ -684,47 +694,48 @@ class _Batch:
         for rec in blk.records:
             self.take(source, [rec])
 
-    def _place(self, key: int, total: int, rec: UsageRecord | None, source: str = "", line: Any = None,
-               ts: float = 0.0) -> bool:
-        """Offer a copy of a request; True when the request is new. The record is built (from
-        ``line`` when ``rec`` is None) only if this copy is the one kept."""
-        pending = self.pending
-        held = pending.get(key)
+    def _claim(self, key: int, total: int) -> tuple[bool, bool]:
+        """Offer a copy of a request: (whether the request is new, whether this copy is the one
+        to keep). A held or stored copy it beats is taken out of the deltas here."""
+        held = self.pending.get(key)
         if held is not None:
             if total > row_total(held):
                 self._drop(held)
-                pending[key] = self._keep(rec or readers.claude_record(source, line, ts), total)
-            return False
+                return False, True
+            return False, False
         old = self.ing.known.get(key)
         if old is None:
-            pending[key] = self._keep(rec or readers.claude_record(source, line, ts), total)
-            return True
+            return True, True
         if total > row_total(old):
             self.replacing[key] = old
             self._drop(old)
-            pending[key] = self._keep(rec or readers.claude_record(source, line, ts), total)
-        return False
+            return False, True
+        return False, False
 
     def _keep(self, rec: UsageRecord, total: int) -> bytes:
+        return self._keep_row(rec.source, rec.timestamp, total, rec.cost_usd, rec.model, rec.entrypoint,
+                              rec.service_tier, rec.inference_geo, rec.speed, rec.tokens)
+
+    def _keep_row(self, source: str, ts: float, total: int, cost_usd: Decimal | None, model: str, entrypoint: str,
+                  service_tier: str, inference_geo: str, speed: str, t: tuple[int, ...]) -> bytes:
         """The packed row of a copy being kept, added to the deltas."""
         ing = self.ing
-        dk = (rec.source, rec.model, rec.entrypoint)
+        dk = (source, model, entrypoint)
         dim = ing.dims.get(dk)
         if dim is None:
             dim = ing.dims[dk] = len(ing.dim_list)
             ing.dim_list.append(dk)
             self.new_dims.append((dim, *dk))
-        t = rec.tokens
-        if rec.cost_usd is not None:
-            cost: int | None = int((rec.cost_usd * PICO).to_integral_value())
+        if cost_usd is not None:
+            cost: int | None = int((cost_usd * PICO).to_integral_value())
         else:
-            cost = ing.pricer.cost_pico(rec.model, t, when=rec.timestamp, service_tier=rec.service_tier,
-                                        inference_geo=rec.inference_geo, speed=rec.speed)
+            cost = ing.pricer.cost_pico(model, t, when=ts, service_tier=service_tier,  # type: ignore[arg-type]
+                                        inference_geo=inference_geo, speed=speed)
         unpriced = 0
         if cost is None:
-            ing._log_unpriced(rec.model, rec.source)
+            ing._log_unpriced(model, source)
             cost, unpriced = 0, total
-        hour = int(rec.timestamp) // 3600 * 3600
+        hour = int(ts) // 3600 * 3600
         d = self.deltas.get((hour, dim))
         if d is None:
             d = self.deltas[(hour, dim)] = [0] * 9

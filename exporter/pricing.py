@@ -271,10 +271,10 @@ class Pricer:
         if p is None:
             return None
         t = tokens
-        r = p.long_context_pico if t.input + t.cache_read + t.cache_write_5m + t.cache_write_1h > p._threshold \
-            else p.base_pico
-        return (t.input * r[0] + t.output * r[1] + t.cache_read * r[2] + t.cache_write_5m * r[3]  # type: ignore[index]
-                + t.cache_write_1h * r[4] + t.web_search_requests * p.web_search_pico)  # type: ignore[index]
+        # by index: any tuple in Tokens order will do, so a reader need not build a Tokens first
+        r = p.long_context_pico if t[0] + t[2] + t[3] + t[4] > p._threshold else p.base_pico
+        return (t[0] * r[0] + t[1] * r[1] + t[2] * r[2] + t[3] * r[3]  # type: ignore[index]
+                + t[4] * r[4] + t[5] * p.web_search_pico)  # type: ignore[index]
 
     def cost_usd(self, model: str, tokens: Tokens, *, when: float, service_tier: str = "standard",
                  inference_geo: str = "", speed: str = "") -> Decimal | None:

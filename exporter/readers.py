@@ -221,18 +221,23 @@ def _line_reason(line: _Line, now: float) -> str | None:
     return None
 
 
-def claude_record(source: str, line: _Line, ts: float) -> UsageRecord:
-    """The request a decoded transcript line (one that passed the checks) stands for."""
+def claude_fields(line: _Line) -> tuple[str, str, str, str, str, tuple[int, int, int, int, int, int]]:
+    """(model, entrypoint, service tier, inference geo, speed, token counts in Tokens order) of a
+    decoded transcript line that passed the checks: what pricing and the aggregates need."""
     message = line.message
     u = message.usage  # type: ignore[union-attr]
     _, inp, out, cr, cw5, cw1h, web = _usage_fields(line)
-    mid, rid = message.id, line.requestId  # type: ignore[union-attr]
-    return UsageRecord(
-        source, ts, message.model, Tokens(inp, out, cr, cw5, cw1h, web),  # type: ignore[union-attr, arg-type]
-        # (message.id, requestId); a message id alone where a writer left the request id out
-        f"{mid}\x1f{rid or ''}" if mid else None,
-        line.entrypoint or "", u.service_tier or "standard", u.inference_geo or "", u.speed or "",
-    )
+    return (message.model, line.entrypoint or "", u.service_tier or "standard",  # type: ignore[union-attr, return-value]
+            u.inference_geo or "", u.speed or "", (inp, out, cr, cw5, cw1h, web))
+
+
+def claude_record(source: str, line: _Line, ts: float) -> UsageRecord:
+    """The request a decoded transcript line (one that passed the checks) stands for."""
+    model, entrypoint, tier, geo, speed, tokens = claude_fields(line)
+    mid, rid = line.message.id, line.requestId  # type: ignore[union-attr]
+    # (message.id, requestId); a message id alone where a writer left the request id out
+    return UsageRecord(source, ts, model, Tokens(*tokens), f"{mid}\x1f{rid or ''}" if mid else None,
+                       entrypoint, tier, geo, speed)
 
 
 def parse_claude_code(source: str) -> LineParser:
@@ -328,9 +333,10 @@ def _fold_one(line: bytes, now: float, parse: LineParser, out: ClaudeBlock) -> N
 def _fold_lines(lines: list[_Line], now: float, out: ClaudeBlock) -> None:
     counts, best, unkeyed = out.counts, out.best, out.unkeyed
     ignored = 0
+    horizon = now + MAX_FUTURE_SECONDS
     for line in lines:
         message = line.message
-        if message is None or message.usage is None or line.type != "assistant":
+        if message is None or (u := message.usage) is None or line.type != "assistant":
             ignored += 1
             continue
         if line.isApiErrorMessage:
@@ -348,10 +354,15 @@ def _fold_lines(lines: list[_Line], now: float, out: ClaudeBlock) -> None:
             counts[BAD_TIMESTAMP] += 1
             continue
         ts = when.timestamp() if when.tzinfo is not None else _seconds(when)
-        if ts > now + MAX_FUTURE_SECONDS:
+        if ts > horizon:
             counts[BAD_TIMESTAMP] += 1
             continue
-        total = _usage_fields(line)[0]
+        # the total _usage_fields gives, without building its tuple: this loop runs per line
+        cw = u.cache_creation_input_tokens
+        cc = u.cache_creation
+        if cc is not None and cc.ephemeral_5m_input_tokens + cc.ephemeral_1h_input_tokens > cw:
+            cw = cc.ephemeral_5m_input_tokens + cc.ephemeral_1h_input_tokens
+        total = u.input_tokens + u.output_tokens + u.cache_read_input_tokens + cw
         mid = message.id
         if not mid:
             unkeyed.append((total, ts, line))

@@ -276,6 +276,10 @@ class StateDB:
 
     # ---------------------------------------------------------------- reads
 
+    def has_table(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                 (name,)).fetchone() is not None
+
     def files(self) -> dict[str, FileState]:
         rows = self.conn.execute("SELECT path, source, dev, ino, offset, head FROM files")
         return {r[0]: FileState(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows}
