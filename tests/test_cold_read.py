@@ -1,0 +1,263 @@
+"""The cold-read machinery: block decoding, the split across processes, the paged dedup index.
+
+Each test holds the fast path to an independent answer: the line-by-line parser, a read
+in one process, the generator's own truth, or a database written by the previous schema.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import struct
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from exporter import readers
+from exporter.config import SourceConfig
+from exporter.ingest import ROW, Ingestor
+from exporter.pricing import Pricer
+from exporter.state import PAGE_ENTRIES, StateDB
+from tests.corpus import generate
+from tests.test_ingest import NOW, line
+
+CENT = Decimal("0.01")
+
+
+def _ingestor(logs: Path, state_dir: Path, *, workers: int, clock=lambda: NOW) -> tuple[StateDB, Ingestor]:
+    source = SourceConfig(name="claude-code", kind="claude_code", paths=(str(logs),))
+    db = StateDB(state_dir)
+    # parallel_min_bytes=0: split even a small read, which a real run does only past 64 MB
+    return db, Ingestor([source], db, Pricer(), clock=clock, workers=workers, parallel_min_bytes=0)
+
+
+def _view(ing: Ingestor) -> tuple[dict, dict, dict]:
+    """What a read leaves behind, with label ids replaced by the labels (ids depend on read order)."""
+    rows = {}
+    for key, row in ing.known.items():
+        total, hour, dim, *rest = ROW.unpack(row)
+        rows[key] = (total, hour, ing.dim_list[dim], *rest)
+    aggs = {k: v for k, v in ing.aggregates.items() if any(v)}
+    return aggs, dict(ing.line_counts), rows
+
+
+# ----------------------------------------------------------------------------- block decoding
+
+
+ODD_LINES = [
+    line("a1", out=5),
+    line("a1", out=50),  # a later, larger copy of the same request
+    line("a1", out=7),
+    line("b1", inp=3),
+    b'{"type":"user","message":{"role":"user","content":"no usage here"}}\n',
+    b'{"type":"summary","summary":"caf\xc3\xa9"}\n',  # valid UTF-8 outside usage
+    b'{"type":"user","message":{"content":"\xff\xfe bad bytes, no usage"}}\n',
+    line("c1")[:-1].replace(b'"x"', b'"\xed\xa0\x80"') + b"\n",  # a surrogate: not UTF-8
+    line("d1", isApiErrorMessage=True),
+    line("e1", model="<synthetic>"),
+    line("f1", ts="2099-01-01T00:00:00Z"),  # far in the future
+    line("g1")[:-1].replace(b'"input_tokens": 10', b'"input_tokens": null') + b"\n",  # careful path: null is 0
+    line("h1")[:-1].replace(b'"input_tokens": 10', b'"input_tokens": -4') + b"\n",
+    line("i1")[:-1].replace(b'"output_tokens": 100', b'"output_tokens": 12.5') + b"\n",
+    b'{"type":"assistant","message":{"id":"msg_x","usage":{"input_tokens":1}}' + b"\n",  # cut short
+    b"[1, 2, 3]\n",
+    b"\n",
+    b"   \n",
+    line("j1", req=None)[:-1].replace(b'"requestId": "req_j1", ', b"") + b"\n",
+    line("k1", out=9)[:-1].replace(b'"id": "msg_k1", ', b"") + b"\n",  # no message id: counts every time
+    line("k1", out=9)[:-1].replace(b'"id": "msg_k1", ', b"") + b"\n",
+]
+
+
+def _by_line(lines: list[bytes]) -> tuple[dict[str, int], list]:
+    """The reference: each line alone through the line parser, as a read line by line sees it."""
+    parse = readers.parse_claude_code("cc")
+    counts: dict[str, int] = {}
+    records = []
+    for raw in lines:
+        text = raw.rstrip(b"\n")
+        if not text.strip():
+            continue
+        if b'"usage"' in text:
+            got = parse(text, NOW)
+            if isinstance(got, str):
+                counts[got] = counts.get(got, 0) + 1
+            elif got:
+                records.extend(got)
+            else:
+                counts[readers.IGNORED] = counts.get(readers.IGNORED, 0) + 1
+        elif text.endswith(b"}"):
+            counts[readers.IGNORED] = counts.get(readers.IGNORED, 0) + 1
+        else:
+            counts[readers.MALFORMED] = counts.get(readers.MALFORMED, 0) + 1
+    return counts, records
+
+
+def _fold(records: list) -> tuple[dict, list]:
+    """The reference's copies folded the way the block does: the largest total per key, first on ties."""
+    best: dict = {}
+    unkeyed = []
+    for rec in records:
+        if rec.dedup_key is None:
+            unkeyed.append(rec)
+            continue
+        held = best.get(rec.dedup_key)
+        if held is None or rec.tokens.total > held.tokens.total:
+            best[rec.dedup_key] = rec
+    return best, unkeyed
+
+
+@pytest.mark.parametrize("order", ["as written", "reversed", "odd lines first"])
+def test_a_block_names_every_reason_and_folds_copies_exactly_as_a_read_line_by_line(order: str) -> None:
+    lines = list(ODD_LINES)
+    if order == "reversed":
+        lines.reverse()
+    elif order == "odd lines first":
+        lines = lines[4:] + lines[:4]
+    want_counts, want_records = _by_line(lines)
+    assert want_counts[readers.INVALID_UTF8] == 1 and want_counts[readers.BAD_USAGE] == 2  # the reference sees them
+
+    blk = readers.ClaudeBlock()
+    readers.scan_claude_block(b"".join(lines), NOW, readers.parse_claude_code("cc"), blk)
+
+    assert dict(blk.counts) == want_counts
+    got = {}
+    for (mid, rid), (total, ts, decoded, copies) in blk.best.items():
+        rec = readers.claude_record("cc", decoded, ts)
+        assert rec.tokens.total == total
+        got[rec.dedup_key] = (rec, copies)
+    for rec in blk.records:  # lines only the careful path could read
+        got.setdefault(rec.dedup_key, (rec, 1))
+    want_best, want_unkeyed = _fold(want_records)
+    assert {k: r for k, (r, _) in got.items()} == want_best
+    assert got["msg_a1\x1freq_a1"][1] == 3  # three copies of one request, one kept
+    assert [readers.claude_record("cc", d, ts) for _, ts, d in blk.unkeyed] == want_unkeyed
+
+
+def test_a_block_of_many_lines_with_one_bad_line_keeps_every_good_line() -> None:
+    good = [line(f"m{i}", out=100 + i) for i in range(500)]
+    lines = good[:317] + [b'{"type":"assistant","message":{"usage":\n'] + good[317:]
+    blk = readers.ClaudeBlock()
+    readers.scan_claude_block(b"".join(lines), NOW, readers.parse_claude_code("cc"), blk)
+    assert dict(blk.counts) == {readers.MALFORMED: 1}
+    assert len(blk.best) == 500
+    assert sum(v[0] for v in blk.best.values()) == sum(110 + i for i in range(500))
+
+
+# ----------------------------------------------------------------------------- the parallel read
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_read_split_across_processes_leaves_exactly_what_one_process_leaves(tmp_path: Path, workers: int) -> None:
+    corpus = tmp_path / "c"
+    end = datetime.fromtimestamp(NOW, UTC)
+    exp = generate(corpus, files=40, requests=1500, seed=71, days=6, end=end)
+    one_db, one = _ingestor(corpus / "projects", tmp_path / "one", workers=1)
+    many_db, many = _ingestor(corpus / "projects", tmp_path / "many", workers=workers)
+    one.refresh()
+    many.refresh()
+    assert _view(many) == _view(one)
+    usd = Decimal(sum(v[7] for v in many.aggregates.values())) / 10**12
+    assert usd.quantize(CENT) == exp.totals().cost_usd.quantize(CENT)
+    # and what was committed is what a restart reads back
+    many_db.close()
+    _, again = _ingestor(corpus / "projects", tmp_path / "many", workers=1)
+    assert _view(again) == _view(many)
+
+
+def test_a_split_read_over_a_warm_state_replaces_a_stored_copy_once(tmp_path: Path) -> None:
+    """Both processes find a larger copy of the same stored request: it is taken out once."""
+    logs = tmp_path / "projects"
+    logs.mkdir()
+    (logs / "first.jsonl").write_bytes(line("r1", out=10) + line("r2", out=10) + line("r3", out=10))
+    states = {}
+    for name, workers in (("one", 1), ("many", 2)):
+        _, ing = _ingestor(logs, tmp_path / name, workers=workers)
+        ing.refresh()
+        states[name] = ing
+    # larger copies of r1 in files both processes read, and of r2 in one; r3 copied at the same size
+    for i in range(6):
+        (logs / f"resumed-{i}.jsonl").write_bytes(
+            line("r1", out=20 + i) + (line("r2", out=40) if i == 0 else b"") + line("r3", out=10) + line(f"n{i}"))
+    for ing in states.values():
+        ing.refresh()
+    one, many = states["one"], states["many"]
+    assert _view(many) == _view(one)
+    assert sum(v[0] for v in one.aggregates.values()) == 3 + 6  # r1..r3 once each, n0..n5
+    assert sum(v[2] for v in one.aggregates.values()) == 25 + 40 + 10 + 6 * 100
+    assert one.line_counts[("claude-code", readers.COUNTED)] == 3 + 6
+
+
+# ----------------------------------------------------------------------------- the paged dedup index
+
+
+def test_a_schema_1_database_is_migrated_to_the_paged_index_without_losing_a_key(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    conn = sqlite3.connect(state / "state.sqlite3")
+    conn.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE requests (key INTEGER PRIMARY KEY, hour INTEGER NOT NULL, row BLOB NOT NULL);
+    """)
+    rows = {k * 7919 - 10**6: ROW.pack(k, 3600 * k, 0, k, 0, 0, 0, 0, 0, k * 10, 0) for k in range(PAGE_ENTRIES + 5)}
+    conn.executemany("INSERT INTO requests VALUES (?, ?, ?)", [(k, 0, r) for k, r in rows.items()])
+    conn.commit()
+    conn.close()
+
+    db = StateDB(state)
+    assert db.request_rows() == rows
+    assert not db.has_table("requests")
+    assert db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert db.conn.execute("SELECT count(*) FROM request_pages").fetchone() == (2,)  # more than one page's worth
+
+
+def test_the_hourly_prune_drops_old_keys_keeps_totals_and_rewrites_the_index(tmp_path: Path) -> None:
+    logs = tmp_path / "projects"
+    logs.mkdir()
+    now = [NOW]
+    old = datetime.fromtimestamp(NOW, UTC) - timedelta(days=44)
+    stamp = lambda dt: dt.strftime("%Y-%m-%dT%H:%M:%S.000Z")  # noqa: E731
+    (logs / "a.jsonl").write_bytes(line("old1", ts=stamp(old)) + line("new1"))
+    db, ing = _ingestor(logs, tmp_path / "state", workers=1, clock=lambda: now[0])
+    ing.refresh()
+    assert len(ing.known) == 2
+    for i in range(3):  # three more commits, three more pages
+        (logs / f"b{i}.jsonl").write_bytes(line(f"x{i}"))
+        now[0] += 60
+        ing.refresh()
+    assert db.conn.execute("SELECT count(*) FROM request_pages").fetchone() == (4,)
+    cost = sum(v[7] for v in ing.aggregates.values())
+
+    now[0] += 2 * 86400  # old1 is now past the 45-day window; an hour has passed, so the prune runs
+    (logs / "c.jsonl").write_bytes(line("y1"))
+    ing.refresh()
+    assert len(ing.known) == 5 and all(ROW.unpack(r)[1] > NOW - 45 * 86400 for r in ing.known.values())
+    assert db.conn.execute("SELECT count(*) FROM request_pages").fetchone() == (1,)
+    assert db.request_rows() == ing.known
+    assert sum(v[7] for v in ing.aggregates.values()) > cost  # y1 added, nothing taken away
+    db.close()
+    _, again = _ingestor(logs, tmp_path / "state", workers=1, clock=lambda: now[0])
+    assert again.known == ing.known
+
+
+def test_a_page_cut_short_is_reported_as_corruption(tmp_path: Path) -> None:
+    db = StateDB(tmp_path / "state")
+    with db.transaction() as conn:
+        conn.execute("INSERT INTO request_pages (entries) VALUES (?)", (struct.pack("<q", 1) + bytes(50),))
+    with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        db.request_rows()
+
+
+def test_a_split_read_leaves_no_helper_process_behind(tmp_path: Path) -> None:
+    """The helper processes of a split read are gone once the read is committed."""
+    corpus = tmp_path / "c"
+    generate(corpus, files=6, requests=60, seed=72, days=2, end=datetime.fromtimestamp(NOW, UTC))
+    _, ing = _ingestor(corpus / "projects", tmp_path / "s", workers=2)
+    ing.refresh()
+    import multiprocessing
+
+    assert multiprocessing.active_children() == []
+    assert os.path.exists(tmp_path / "s" / "state.sqlite3")
