@@ -126,7 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return serve(config, demo=args.demo)
     if args.command == "report":
-        return report(config, args)
+        code = report(config, args)
+        if argv is None:  # the program itself, not a caller in the same process
+            _exit_now(code)
+        return code
     if args.command == "check":
         from exporter.check import run_check
 
@@ -253,11 +256,27 @@ def report(config: Config, args: argparse.Namespace) -> int:
     data = rep.build_report(ing.aggregates, since=args.since, until=args.until, billed_by_day=billed)
     state.close()
     lock.release()
-    if args.json:
-        rep.write_json(data, sys.stdout)
-    else:
-        rep.write_table(data, sys.stdout)
+    try:
+        if args.json:
+            rep.write_json(data, sys.stdout)
+        else:
+            rep.write_table(data, sys.stdout)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left (``| head``): nothing more to say, and no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAIL
     return EXIT_OK
+
+
+def _exit_now(code: int) -> None:
+    """Exit without freeing the heap object by object: after a large read that costs over 0.1 s,
+    and the operating system takes the memory back at once. Output and logs are flushed first."""
+    import logging
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
 
 
 def _poll_billed(config: Config, since: date | None) -> None:

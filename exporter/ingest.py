@@ -374,10 +374,12 @@ class Ingestor:
                 for i, x in enumerate(v):
                     d[i] += x
         pending = batch.pending
-        theirs = dict(PAGE_ENTRY.iter_unpack(their_pending))
-        for key in theirs.keys() & pending.keys():
+        for key, row in PAGE_ENTRY.iter_unpack(their_pending):  # one by one: no second dict of them all
+            held = pending.get(key)
+            if held is None:
+                pending[key] = row
+                continue
             # both processes kept a copy of this request: the deltas hold both, keep the larger
-            row, held = theirs[key], pending[key]
             if key not in batch.replacing and key not in res.replacing:
                 # both processes took the request as new: one of those lines was a duplicate
                 source = self.dim_list[ROW.unpack(row)[2]][0]
@@ -387,10 +389,9 @@ class Ingestor:
                 batch.add_row(batch.replacing[key], 1)  # the stored copy was taken out twice
             if row_total(row) > row_total(held):
                 batch.add_row(held, -1)
+                pending[key] = row
             else:
                 batch.add_row(row, -1)
-                theirs[key] = held
-        pending.update(theirs)
         batch.unkeyed.extend(r for (r,) in _ROW_BYTES.iter_unpack(their_unkeyed))
         for key, old in res.replacing.items():
             batch.replacing.setdefault(key, old)
@@ -606,8 +607,8 @@ ROW = struct.Struct("<11q")
 _ROW_BYTES = struct.Struct(f"{ROW.size}s")
 
 
-def _remapped(packed: bytes, width: int, field: int, lut: list[int]) -> bytes:
-    """Packed little-endian int64 records with one field mapped through ``lut``."""
+def _remapped(packed: bytes, width: int, field: int, lut: list[int]) -> bytes | array:
+    """Packed little-endian int64 records with one field mapped through ``lut`` (a buffer)."""
     if not packed or lut == list(range(len(lut))):
         return packed
     arr = array("q")
@@ -617,7 +618,7 @@ def _remapped(packed: bytes, width: int, field: int, lut: list[int]) -> bytes:
     arr[field::width] = array("q", map(lut.__getitem__, arr[field::width]))
     if sys.byteorder == "big":
         arr.byteswap()
-    return arr.tobytes()
+    return arr
 
 
 def row_total(row: bytes) -> int:
