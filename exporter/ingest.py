@@ -690,9 +690,12 @@ class _Batch:
             lines[(source, result)] += n
         counted = duplicate = records = 0
         fields, claim, keep_row, pending = readers.claude_fields, self._claim, self._keep_row, self.pending
+        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
         for (mid, rid), (total, ts, line, copies) in blk.best.items():
             records += copies
-            key = key_hash(f"{mid}\x1f{rid or ''}")
+            # key_hash, inline: this runs for every request in a cold read
+            key = from_bytes(blake2b(f"{mid}\x1f{rid or ''}".encode("utf-8", "surrogatepass"), digest_size=8).digest(),
+                             "big", signed=True)
             new, keep = claim(key, total)
             if keep:
                 pending[key] = keep_row(source, ts, total, None, *fields(line))
@@ -747,8 +750,7 @@ class _Batch:
         if cost_usd is not None:
             cost: int | None = int((cost_usd * PICO).to_integral_value())
         else:
-            cost = ing.pricer.cost_pico(model, t, when=ts, service_tier=service_tier,  # type: ignore[arg-type]
-                                        inference_geo=inference_geo, speed=speed)
+            cost = ing.pricer.cost_pico(model, t, ts, service_tier, inference_geo, speed)  # type: ignore[arg-type]
         unpriced = 0
         if cost is None:
             ing._log_unpriced(model, source)

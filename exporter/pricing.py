@@ -260,7 +260,7 @@ class Pricer:
 
     # ---------------------------------------------------------------- hot path
 
-    def cost_pico(self, model: str, tokens: Tokens, *, when: float, service_tier: str = "standard",
+    def cost_pico(self, model: str, tokens: Tokens, when: float, service_tier: str = "standard",
                   inference_geo: str = "", speed: str = "") -> int | None:
         """Picodollars (1e-12 USD) for one request at epoch seconds ``when``; None if unpriced."""
         key = (model, int(when // _DAY), service_tier, inference_geo, speed)

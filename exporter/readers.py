@@ -226,9 +226,19 @@ def claude_fields(line: _Line) -> tuple[str, str, str, str, str, tuple[int, int,
     decoded transcript line that passed the checks: what pricing and the aggregates need."""
     message = line.message
     u = message.usage  # type: ignore[union-attr]
-    _, inp, out, cr, cw5, cw1h, web = _usage_fields(line)
+    cw = u.cache_creation_input_tokens
+    cc = u.cache_creation
+    if cc is None:
+        cw5, cw1h = cw, 0
+    else:  # as _usage_fields, inline: this runs for every request kept
+        cw5, cw1h = cc.ephemeral_5m_input_tokens, cc.ephemeral_1h_input_tokens
+        if cw5 + cw1h < cw:
+            cw5 = cw - cw1h
+    stu = u.server_tool_use
     return (message.model, line.entrypoint or "", u.service_tier or "standard",  # type: ignore[union-attr, return-value]
-            u.inference_geo or "", u.speed or "", (inp, out, cr, cw5, cw1h, web))
+            u.inference_geo or "", u.speed or "",
+            (u.input_tokens, u.output_tokens, u.cache_read_input_tokens, cw5, cw1h,
+             stu.web_search_requests if stu is not None else 0))
 
 
 def claude_record(source: str, line: _Line, ts: float) -> UsageRecord:
