@@ -36,6 +36,7 @@ from typing import Any
 
 import yaml
 
+from exporter import genai_snapshot
 from exporter.config import PRICE_KEYS, PriceOverride
 from exporter.usage import Tokens
 
@@ -205,10 +206,10 @@ def _shipped() -> _Shipped:
 
 @cache
 def _anthropic() -> Any:
-    from genai_prices import data_snapshot
-
-    snapshot = data_snapshot.get_snapshot()
-    return next(p for p in snapshot.providers if p.id == "anthropic")
+    """genai-prices' Anthropic models: from the shipped copy of the installed release's data
+    (see :mod:`exporter.genai_snapshot`), or from the package itself for any other release."""
+    snapshot = genai_snapshot.load()
+    return snapshot if snapshot is not None else genai_snapshot.live_anthropic()[0]
 
 
 # --------------------------------------------------------------------------- resolution
@@ -249,11 +250,11 @@ class Pricer:
     new entry only resolve it twice.
     """
 
-    def __init__(self, overrides: Mapping[str, PriceOverride] | None = None) -> None:
+    def __init__(self, overrides: Mapping[str, PriceOverride] | None = None, *, provider: Any = None) -> None:
         self._shipped = _shipped()
         self._overrides = dict(overrides or {})
         self.overrides: Mapping[str, PriceOverride] = self._overrides  # what a helper process needs to rebuild it
-        self._provider = _anthropic()
+        self._provider = provider if provider is not None else _anthropic()  # genai-prices' Anthropic models
         self._ids: dict[str, _Identity | None] = {}
         self._resolved: dict[tuple[str, int, str, str, str], ModelPrices | None] = {}
         self._by_variant: dict[tuple[str, int, bool, bool, bool], ModelPrices | None] = {}

@@ -124,7 +124,7 @@ def test_a_block_names_every_reason_and_folds_copies_exactly_as_a_read_line_by_l
 
     assert dict(blk.counts) == want_counts
     got = {}
-    for (mid, rid), (total, ts, decoded, copies) in blk.best.items():
+    for (total, ts, decoded, copies) in blk.best.values():
         rec = readers.claude_record("cc", decoded, ts)
         assert rec.tokens.total == total
         got[rec.dedup_key] = (rec, copies)
