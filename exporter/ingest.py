@@ -690,22 +690,28 @@ class _Batch:
             lines[(source, result)] += n
         counted = duplicate = records = 0
         fields, claim, keep_row, pending = readers.claude_fields, self._claim, self._keep_row, self.pending
+        known = self.ing.known
         blake2b, from_bytes = hashlib.blake2b, int.from_bytes
         for (mid, rid), (total, ts, line, copies) in blk.best.items():
             records += copies
             # key_hash, inline: this runs for every request in a cold read
             key = from_bytes(blake2b(f"{mid}\x1f{rid or ''}".encode("utf-8", "surrogatepass"), digest_size=8).digest(),
                              "big", signed=True)
+            if key not in pending and key not in known:  # a new request: what a cold read sees most
+                pending[key] = keep_row(source, ts, total, None, fields(line))
+                counted += 1
+                duplicate += copies - 1
+                continue
             new, keep = claim(key, total)
             if keep:
-                pending[key] = keep_row(source, ts, total, None, *fields(line))
+                pending[key] = keep_row(source, ts, total, None, fields(line))
             if new:
                 counted += 1
                 duplicate += copies - 1
             else:
                 duplicate += copies
         for total, ts, line in blk.unkeyed:
-            self.unkeyed.append(keep_row(source, ts, total, None, *fields(line)))
+            self.unkeyed.append(keep_row(source, ts, total, None, fields(line)))
         counted += len(blk.unkeyed)
         self.stats.records += records + len(blk.unkeyed)
         if counted:
@@ -734,12 +740,14 @@ class _Batch:
         return False, False
 
     def _keep(self, rec: UsageRecord, total: int) -> bytes:
-        return self._keep_row(rec.source, rec.timestamp, total, rec.cost_usd, rec.model, rec.entrypoint,
-                              rec.service_tier, rec.inference_geo, rec.speed, rec.tokens)
+        return self._keep_row(rec.source, rec.timestamp, total, rec.cost_usd,
+                              (rec.model, rec.entrypoint, rec.service_tier, rec.inference_geo, rec.speed, rec.tokens))
 
-    def _keep_row(self, source: str, ts: float, total: int, cost_usd: Decimal | None, model: str, entrypoint: str,
-                  service_tier: str, inference_geo: str, speed: str, t: tuple[int, ...]) -> bytes:
-        """The packed row of a copy being kept, added to the deltas."""
+    def _keep_row(self, source: str, ts: float, total: int, cost_usd: Decimal | None,
+                  fields: tuple[str, str, str, str, str, tuple[int, ...]]) -> bytes:
+        """The packed row of a copy being kept, added to the deltas. ``fields`` as
+        :func:`readers.claude_fields` gives them: model, entrypoint, tier, geo, speed, tokens."""
+        model, entrypoint, service_tier, inference_geo, speed, t = fields
         ing = self.ing
         dk = (source, model, entrypoint)
         dim = ing.dims.get(dk)
