@@ -276,6 +276,10 @@ class StateDB:
 
     # ---------------------------------------------------------------- reads
 
+    def defer_checkpoints(self) -> None:
+        """Leave the WAL for a later commit (on any connection) to copy into the database."""
+        self.conn.execute("PRAGMA wal_autocheckpoint = 0")
+
     def has_table(self, name: str) -> bool:
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
                                  (name,)).fetchone() is not None

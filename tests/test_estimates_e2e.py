@@ -63,6 +63,24 @@ def test_report_json_equals_the_generator_to_the_cent(corpus, tmp_path: Path) ->
     assert exp.long_context_requests > 0  # the corpus did exercise the 200k rule
 
 
+def test_a_first_report_leaves_its_commit_to_the_next_one_without_losing_it(corpus, tmp_path: Path) -> None:
+    """The first read's commit stays in the WAL when report exits; the next run reads it and
+    copies it into the database."""
+    root, exp = corpus
+    args = ("report", "--json", "--config", str(_config(tmp_path, root)), "--state-dir", str(tmp_path / "s"))
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    wal = tmp_path / "s" / "state.sqlite3-wal"
+    assert wal.stat().st_size > 100_000
+    second = run_cli(*args)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout) == json.loads(first.stdout)
+    assert Decimal(str(json.loads(second.stdout)["totals"]["estimated_usd"])).quantize(CENT) == \
+        _total(exp).quantize(CENT)
+    assert not wal.exists() or wal.stat().st_size == 0
+    assert "logs_ingested" not in second.stderr  # nothing read twice
+
+
 def test_serve_survives_kill_deletion_truncation_rotation_exactly(corpus, tmp_path: Path, exporter_factory) -> None:
     src, exp = corpus
     root = tmp_path / "logs"
