@@ -34,6 +34,7 @@ from exporter.config import SourceConfig
 from exporter.pricing import Pricer
 from exporter.state import PAGE_ENTRY, AggKey, FileState, StateDB
 from exporter.usage import UsageRecord
+from exporter.watch import FolderWatcher
 
 log = structlog.get_logger()
 
@@ -43,6 +44,7 @@ MAX_LINE_BYTES = 10 << 20
 RETENTION_SECONDS = 45 * 86400
 PARALLEL_MIN_BYTES = 64 << 20  # below this a cold read is faster in one process than starting helpers
 MAX_WORKERS = 4
+FULL_SCAN_SECONDS = 300.0  # a watched ingestor still stats every file this often
 PICO = 10**12
 _GLOB_CHARS = set("*?[")
 
@@ -64,6 +66,7 @@ class RefreshStats:
     records: int = 0
     new_requests: int = 0
     replaced: int = 0
+    statted: int = 0  # log files statted (a watched refresh stats only those an event named)
     duration: float = 0.0
 
 
@@ -74,49 +77,71 @@ def key_hash(key: str) -> int:
 
 
 class DirCache:
-    """Log folder listings, re-read only when a folder's mtime says a file or folder came or went.
+    """Log folder listings, listed again only when a folder may have changed.
 
-    Appending to a file does not change its folder's mtime, so every refresh still stats
-    each file; but thousands of unchanged session folders cost one stat each, not a scan.
+    Appending to a file does not change its folder's mtime, so files are still statted
+    (by the ingestor). Without a watcher each folder costs one stat: its mtime says whether
+    to list it again. With a usable watcher, a refresh marked ``trusted`` takes every
+    watched folder's listing as it is, except the folders :meth:`forget` was told changed.
     """
 
     TRUST_AFTER_NS = 2_000_000_000  # a folder changed in the last 2 s may change again in the same tick
 
-    def __init__(self) -> None:
-        self.entries: dict[str, tuple[int, list[str], list[str]]] = {}
+    def __init__(self, watcher: FolderWatcher | None = None) -> None:
+        # folder -> (mtime_ns, (dev, ino), subfolders, files)
+        self.entries: dict[str, tuple[int, tuple[int, int], list[str], list[str]]] = {}
+        self.watcher = watcher
+        self.watched: set[str] = set()
+        self.links: set[str] = set()  # files that are symlinks: an event in their folder says nothing of them
+        self.trusted = False
+        self.renewed: set[str] = set()  # folders that went since the last refresh: stat all their files
+
+    def forget(self, folders: Iterable[str]) -> None:
+        for d in folders:
+            self.entries.pop(d, None)
+            self.watched.discard(d)
 
     def walk(self, root: str, errors: list[str]) -> Iterator[str]:
         stack = [root]
         seen: set[tuple[int, int]] = set()
         now_ns = time.time_ns()
+        watcher = self.watcher if self.watcher is not None and self.watcher.usable else None
         while stack:
             d = stack.pop()
-            try:
-                st = os.stat(d)
-            except OSError as exc:
-                errors.append(f"{d}: {exc.strerror}")
-                continue
-            ident = (st.st_dev, st.st_ino)
-            if ident in seen:  # a loop through a bind mount or the root itself linked below
-                continue
-            seen.add(ident)
             cached = self.entries.get(d)
-            if cached is not None and cached[0] == st.st_mtime_ns and now_ns - st.st_mtime_ns > self.TRUST_AFTER_NS:
-                _, subdirs, files = cached
+            if cached is not None and self.trusted and d in self.watched:
+                _, ident, subdirs, files = cached  # no event since it was listed: not even a stat
             else:
-                subdirs, files = [], []
                 try:
-                    with os.scandir(d) as it:
-                        for e in it:
-                            # follow_symlinks=False: a symlink loop in a log folder must not recurse forever
-                            if e.is_dir(follow_symlinks=False):
-                                subdirs.append(e.path)
-                            elif e.name.endswith(".jsonl"):
-                                files.append(e.path)
+                    st = os.stat(d)
                 except OSError as exc:
                     errors.append(f"{d}: {exc.strerror}")
                     continue
-                self.entries[d] = (st.st_mtime_ns, subdirs, files)
+                ident = (st.st_dev, st.st_ino)
+                if (cached is not None and cached[0] == st.st_mtime_ns and cached[1] == ident
+                        and now_ns - st.st_mtime_ns > self.TRUST_AFTER_NS and (watcher is None or d in self.watched)):
+                    _, _, subdirs, files = cached
+                else:
+                    if watcher is not None and watcher.watch(d):  # before listing: nothing slips in between
+                        self.watched.add(d)
+                    subdirs, files = [], []
+                    try:
+                        with os.scandir(d) as it:
+                            for e in it:
+                                # follow_symlinks=False: a symlink loop in a log folder must not recurse forever
+                                if e.is_dir(follow_symlinks=False):
+                                    subdirs.append(e.path)
+                                elif e.name.endswith(".jsonl"):
+                                    files.append(e.path)
+                                    if e.is_symlink():
+                                        self.links.add(e.path)
+                    except OSError as exc:
+                        errors.append(f"{d}: {exc.strerror}")
+                        continue
+                    self.entries[d] = (st.st_mtime_ns, ident, subdirs, files)
+            if ident in seen:  # a loop through a bind mount or the root itself linked below
+                continue
+            seen.add(ident)
             yield from files
             stack.extend(subdirs)
 
@@ -155,6 +180,8 @@ class Ingestor:
         max_line_bytes: int = MAX_LINE_BYTES,
         parallel_min_bytes: int = PARALLEL_MIN_BYTES,
         workers: int | None = None,
+        watch: bool = False,
+        full_scan_seconds: float = FULL_SCAN_SECONDS,
     ) -> None:
         self.sources = tuple(sources)
         self.state = state  # None in a helper process of a parallel read: it never writes
@@ -174,7 +201,12 @@ class Ingestor:
         self.aggregates: dict[AggKey, list[int]] = state.aggregates() if state else {}
         self.line_counts: dict[tuple[str, str], int] = state.line_counts() if state else {}
         self.status: dict[str, SourceStatus] = {s.name: SourceStatus() for s in self.sources}
-        self._dircache = DirCache()
+        # watch: stat only what inotify names (a long-running process); off, every refresh stats all
+        self._watcher = FolderWatcher.create() if watch else None
+        self.full_scan_seconds = full_scan_seconds
+        self._full_scan_at = 0.0
+        self._dircache = DirCache(self._watcher)
+        self._stat_cache: dict[str, os.stat_result] = {}
         self._skipping: set[str] = set()  # files whose offset sits inside an overlong line
         self._stats: dict[str, os.stat_result] = {}  # this refresh's stat of each file
         self._unpriced_logged: set[str] = set()
@@ -195,24 +227,35 @@ class Ingestor:
         batch = _Batch(self, now, stats)
         seen_paths: set[str] = set()
         listed: list[tuple[SourceConfig, str, os.stat_result]] = []
+        changed = self._changed_files()  # None: stat every file
+        cache, stat_cache = self._dircache, self._stat_cache
+        fresh: dict[str, os.stat_result] = {}
         for source in self.sources:
-            paths, errors = discover(source, self._dircache)
+            paths, errors = discover(source, cache)
             status = self.status[source.name]
             regular = 0
             for p in paths:
-                try:
-                    st = os.stat(p)
-                except OSError as exc:  # a dangling link, a file gone since the listing
-                    if exc.errno != errno.ENOENT or os.path.islink(p):
-                        errors.append(f"{p}: {exc.strerror}")
-                    continue
+                st = None
+                if changed is not None and p not in changed and p not in cache.links \
+                        and (not cache.renewed or not any(p.startswith(g) for g in cache.renewed)):
+                    st = stat_cache.get(p)  # watched, and no event named it since its last stat
+                if st is None:
+                    stats.statted += 1
+                    try:
+                        st = os.stat(p)
+                    except OSError as exc:  # a dangling link, a file gone since the listing
+                        if exc.errno != errno.ENOENT or os.path.islink(p):
+                            errors.append(f"{p}: {exc.strerror}")
+                        continue
                 if not stat.S_ISREG(st.st_mode):  # not a FIFO or device that happens to end in .jsonl
                     continue
+                fresh[p] = st
                 regular += 1
                 seen_paths.add(p)
                 listed.append((source, p, st))
             status.files = regular
             status.error = "; ".join(errors[:3]) if errors else None
+        self._stat_cache = fresh
         files = self.files
         self._follow_renames(listed)
 
@@ -255,6 +298,32 @@ class Ingestor:
                      replaced=stats.replaced, bytes=stats.bytes_read, files=stats.files_read,
                      files_gone=len(gone), seconds=round(stats.duration, 4))
         return stats
+
+    def _changed_files(self) -> set[str] | None:
+        """The files a watched refresh must stat; None when this refresh scans everything."""
+        w = self._watcher
+        dircache = self._dircache
+        if w is None or not w.usable:
+            dircache.trusted = False
+            return None
+        changes = w.changes()
+        mono = time.monotonic()
+        if changes is None or mono >= self._full_scan_at or not w.usable:
+            # events may have been lost (or this is the first refresh): stat everything, and
+            # again every few minutes for files no event reaches (network file systems)
+            self._full_scan_at = mono + self.full_scan_seconds
+            dircache.trusted = False
+            dircache.renewed = set()
+            return None
+        dircache.forget(changes.folders | changes.gone)
+        dircache.renewed = {os.path.join(g, "") for g in changes.gone}  # with a trailing separator
+        dircache.trusted = True
+        return changes.files
+
+    def close(self) -> None:
+        """Let go of the folder watches (a refresh after this stats everything)."""
+        if self._watcher is not None:
+            self._watcher.close()
 
     def _follow_renames(self, listed: list[tuple[SourceConfig, str, os.stat_result]]) -> None:
         """A file that moved to a new path (renamed, or rotated to a name the glob still matches)

@@ -144,7 +144,7 @@ class Refresher:
         # the owner's connection: a corrupt database is moved aside and rebuilt from the logs
         self.state, self.ingestor = StateDB.open_or_rebuild(
             state_dir or config.state_dir,
-            lambda db: Ingestor(config.sources, db, self.pricer, clock=clock))
+            lambda db: Ingestor(config.sources, db, self.pricer, clock=clock, watch=True))
         self.billing_poller = billing_poller
         self.pool_builder = pool_builder
         self._lock = threading.Lock()
@@ -279,6 +279,7 @@ class Refresher:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=5)
+        self.ingestor.close()
         self.state.close()
 
 

@@ -39,18 +39,24 @@ def usd(inp: int = 10, out: int = 100, cr: int = 0, cw5: int = 0, cw1h: int = 0)
 
 
 class Harness:
-    def __init__(self, tmp: Path) -> None:
+    """``watch``: the ingestor stats only what inotify names, with no periodic full scan to
+    hide a missed event; every test here runs that way and polling."""
+
+    def __init__(self, tmp: Path, watch: bool = False) -> None:
         self.logs = tmp / "projects"
         self.logs.mkdir()
         self.state_dir = tmp / "state"
         self.source = SourceConfig(name="claude-code", kind="claude_code", paths=(str(self.logs),))
+        self.watch = watch
         self.open()
 
     def open(self) -> None:
         self.db = StateDB(self.state_dir)
-        self.ing = Ingestor([self.source], self.db, Pricer(), clock=lambda: NOW)
+        self.ing = Ingestor([self.source], self.db, Pricer(), clock=lambda: NOW, watch=self.watch,
+                            full_scan_seconds=1e9)
 
     def restart(self) -> None:
+        self.ing.close()
         self.db.close()
         self.open()
 
@@ -74,9 +80,11 @@ class Harness:
         return p
 
 
-@pytest.fixture
-def h(tmp_path: Path) -> Harness:
-    return Harness(tmp_path)
+@pytest.fixture(params=["poll", "watch"])
+def h(tmp_path: Path, request: pytest.FixtureRequest) -> Harness:
+    harness = Harness(tmp_path, watch=request.param == "watch")
+    yield harness
+    harness.ing.close()
 
 
 def test_growth_is_read_once_and_half_lines_wait_for_their_newline(h: Harness) -> None:
