@@ -234,8 +234,8 @@ def report(config: Config, args: argparse.Namespace, *, exiting: bool = False) -
     try:
         if owner:  # only the owner may move a corrupt database aside and rebuild it
             state, ing = StateDB.open_or_rebuild(config.state_dir, lambda db: Ingestor(config.sources, db, pricer))
-        else:
-            state = StateDB(config.state_dir)
+        else:  # read-only: a serving exporter owns it, perhaps an older one that a migration would break
+            state = StateDB(config.state_dir, readonly=True)
             ing = Ingestor(config.sources, state, pricer)
     except (StateError, sqlite3.DatabaseError) as exc:
         print(f"claude-budget-exporter: {exc}", file=sys.stderr)

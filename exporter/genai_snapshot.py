@@ -215,20 +215,23 @@ class Provider:
 
 
 def installed_version() -> str | None:
-    """The installed genai-prices release, read off its dist-info folder (no import, no metadata scan)."""
+    """The installed genai-prices release, read off its dist-info folder (no import, no metadata
+    scan); None when there is none, or more than one."""
     spec = importlib.util.find_spec(DIST)
     if spec is None or not spec.submodule_search_locations:
         return None
+    found = set()
     for location in spec.submodule_search_locations:
         site = os.path.dirname(location)
         try:
             names = os.listdir(site)
         except OSError:
             continue
-        for name in names:
-            if name.startswith(DIST + "-") and name.endswith(".dist-info"):
-                return name[len(DIST) + 1:-len(".dist-info")]
-    return None
+        found.update(name[len(DIST) + 1:-len(".dist-info")] for name in names
+                     if name.startswith(DIST + "-") and name.endswith(".dist-info"))
+    # two releases' metadata side by side (one left behind by an upgrade): which one is
+    # imported cannot be told this way, so the package itself is read
+    return found.pop() if len(found) == 1 else None
 
 
 def load(version: str | None = None) -> Provider | None:

@@ -152,7 +152,7 @@ def discover(source: SourceConfig, cache: DirCache | None = None) -> tuple[list[
     found: set[str] = set()
     errors: list[str] = []
     for raw in source.paths:
-        path = os.path.expanduser(raw)
+        path = os.path.normpath(os.path.expanduser(raw))  # one spelling per folder: the watch is keyed by it
         if _GLOB_CHARS & set(path):
             for p in glob.glob(path, recursive=True):
                 if os.path.isdir(p):
@@ -213,7 +213,9 @@ class Ingestor:
         self._poison_logged: set[str] = set()
         self.unpriced_seen: list[tuple[str, str]] = []
         self.quiet = False
-        self._next_prune = 0.0
+        # the hourly prune rewrites the dedup index: an hour after the last one, by any process
+        last_prune = state.meta("last_prune") if state else None
+        self._next_prune = float(last_prune) + 3600 if last_prune else 0.0
         self.last_stats = RefreshStats()
         self.last_deltas: dict[AggKey, list[int]] = {}
 
@@ -236,9 +238,10 @@ class Ingestor:
             regular = 0
             for p in paths:
                 st = None
-                if changed is not None and p not in changed and p not in cache.links \
+                if changed is not None and p not in changed and os.path.dirname(p) in cache.watched \
+                        and p not in cache.links \
                         and (not cache.renewed or not any(p.startswith(g) for g in cache.renewed)):
-                    st = stat_cache.get(p)  # watched, and no event named it since its last stat
+                    st = stat_cache.get(p)  # its folder watched, and no event named it since its last stat
                 if st is None:
                     stats.statted += 1
                     try:
@@ -411,6 +414,7 @@ class Ingestor:
             sources=self.sources, overrides=self.pricer.overrides,
             plan=[(s.name, p) for s, p in g], files={p: self.files[p] for _, p in g if p in self.files},
             known=self.known, dim_list=list(self.dim_list), now=now, max_line=self.max_line,
+            skipping={p for _, p in g if p in self._skipping},
         ) for g in groups]
         return pool, [pool.submit(_helper_read, t) for t in tasks]
 
@@ -464,6 +468,7 @@ class Ingestor:
         batch.unkeyed.extend(r for (r,) in _ROW_BYTES.iter_unpack(their_unkeyed))
         for key, old in res.replacing.items():
             batch.replacing.setdefault(key, old)
+        batch.skipping.update(res.skipping)
         for k, n in res.lines.items():
             batch.lines[k] += n
         records, nbytes, nfiles = res.stats
@@ -620,7 +625,8 @@ class Ingestor:
         stale: set[int] | None = None
         if now >= self._next_prune and known:
             cutoff = int(now - self.retention) // 3600 * 3600
-            stale = {k for k, r in known.items() if _row_hour(r) < cutoff}
+            # a key's row is the pending one when this batch replaced it: that one decides
+            stale = {k for k, r in known.items() if _row_hour(r) < cutoff and k not in pending}
             stale.update(k for k, r in pending.items() if _row_hour(r) < cutoff)
             index = chain(((k, r) for k, r in known.items() if k not in pending and k not in stale),
                           ((k, r) for k, r in pending.items() if k not in stale))
@@ -629,6 +635,7 @@ class Ingestor:
             StateDB.add_aggregates(conn, deltas)
             if stale is not None:
                 StateDB.rewrite_requests(conn, index)
+                StateDB.put_meta(conn, "last_prune", repr(now))
             else:
                 StateDB.put_requests(conn, pending.items())
             StateDB.add_line_counts(conn, batch.lines)
@@ -894,6 +901,7 @@ class _Task:
     dim_list: list[tuple[str, str, str]]
     now: float
     max_line: int
+    skipping: set[str]  # files whose offset sits inside an overlong line
 
 
 @dataclass(frozen=True)
@@ -909,6 +917,7 @@ class _Result:
     errors: dict[str, str]
     stats: tuple[int, int, int]
     unpriced: list[tuple[str, str]]
+    skipping: dict[str, bool]
 
 
 def _helper_read(task: _Task) -> _Result:
@@ -919,6 +928,7 @@ def _helper_read(task: _Task) -> _Result:
     ing.known = task.known
     ing.dim_list = list(task.dim_list)
     ing.dims = {d: i for i, d in enumerate(ing.dim_list)}
+    ing._skipping = set(task.skipping)
     ing.quiet = True
     stats = RefreshStats()
     batch = _Batch(ing, task.now, stats)
@@ -937,4 +947,5 @@ def _helper_read(task: _Task) -> _Result:
         new_dims=batch.new_dims, dim_base=len(task.dim_list), file_updates=updates, errors=errors,
         stats=(stats.records, stats.bytes_read, stats.files_read),
         unpriced=[(m, s) for m, s in ing.unpriced_seen],
+        skipping=batch.skipping,
     )

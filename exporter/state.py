@@ -151,6 +151,9 @@ class StateDB:
             if not readonly:
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
+                # after a checkpoint the WAL is cut back to this, not kept at the size of the
+                # largest commit (a first read's whole history) for the life of the process
+                conn.execute("PRAGMA journal_size_limit = 8388608")
                 self._migrate()
             else:
                 conn.execute("SELECT count(*) FROM meta").fetchone()
@@ -276,6 +279,14 @@ class StateDB:
 
     # ---------------------------------------------------------------- reads
 
+    def meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    @staticmethod
+    def put_meta(conn: sqlite3.Connection, key: str, value: str) -> None:
+        conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     def defer_checkpoints(self) -> None:
         """Leave the WAL for a later commit (on any connection) to copy into the database."""
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -290,6 +301,8 @@ class StateDB:
 
     def request_rows(self) -> dict[int, bytes]:
         """Dedup key -> the packed row of the largest copy seen (ingest.ROW)."""
+        if not self.has_table("request_pages"):  # schema 1, read by a reader that may not migrate it
+            return dict(self.conn.execute("SELECT key, row FROM requests")) if self.has_table("requests") else {}
         rows: dict[int, bytes] = {}
         for (entries,) in self.conn.execute("SELECT entries FROM request_pages ORDER BY id"):
             if len(entries) % PAGE_ENTRY.size:

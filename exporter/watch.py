@@ -33,14 +33,14 @@ IN_MOVE_SELF = 0x00000800
 IN_Q_OVERFLOW = 0x00004000
 IN_IGNORED = 0x00008000
 IN_ONLYDIR = 0x01000000
-IN_DONT_FOLLOW = 0x02000000
 IN_NONBLOCK = os.O_NONBLOCK
 IN_CLOEXEC = os.O_CLOEXEC
 
 _CONTENT = IN_MODIFY | IN_ATTRIB | IN_CLOSE_WRITE  # a file grew, was cut short or rewritten
 _ENTRIES = IN_MOVED_FROM | IN_MOVED_TO | IN_CREATE | IN_DELETE  # a name came or went
 _SELF = IN_DELETE_SELF | IN_MOVE_SELF | IN_IGNORED  # the folder itself went
-_MASK = _CONTENT | _ENTRIES | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR | IN_DONT_FOLLOW
+# a root folder that is a symlink is watched at its target, where the events happen
+_MASK = _CONTENT | _ENTRIES | IN_DELETE_SELF | IN_MOVE_SELF | IN_ONLYDIR
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of NUL-padded name
 
 
@@ -63,6 +63,7 @@ def _libc():
         return None
     init.argtypes, init.restype = [ctypes.c_int], ctypes.c_int
     add.argtypes, add.restype = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32], ctypes.c_int
+    libc.inotify_rm_watch.argtypes, libc.inotify_rm_watch.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return libc
 
 
@@ -80,7 +81,9 @@ class FolderWatcher:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         self.fd = fd
         self.usable = True
-        self._folders: dict[int, str] = {}  # watch descriptor -> folder path
+        # watch descriptor -> the paths it was asked for: a watch is per inode, so one folder
+        # reached by two paths (a symlinked config folder) shares one descriptor
+        self._folders: dict[int, set[str]] = {}
         self._overflowed = False
 
     @classmethod
@@ -104,12 +107,12 @@ class FolderWatcher:
             err = ctypes.get_errno()
             if err in (errno.ENOENT, errno.ENOTDIR):
                 return False  # gone since it was listed: the next listing says so
-            self.usable = False
             log.warning("log_watch_unavailable", folder=folder, error=os.strerror(err),
                         consequence="every refresh stats every log file",
                         hint="raise fs.inotify.max_user_watches" if err == errno.ENOSPC else None)
+            self.close()  # the watches held so far are of no use without this one
             return False
-        self._folders[wd] = folder
+        self._folders.setdefault(wd, set()).add(folder)
         return True
 
     def changes(self) -> Changes | None:
@@ -132,18 +135,21 @@ class FolderWatcher:
                 if mask & IN_Q_OVERFLOW:
                     self._overflowed = True
                     continue
-                folder = folders.get(wd)
-                if folder is None:
+                paths = folders.get(wd)
+                if paths is None:
                     continue
                 if mask & _SELF:
-                    out.gone.add(folder)
+                    out.gone.update(paths)
                     if mask & IN_IGNORED:
                         folders.pop(wd, None)
+                    elif mask & IN_MOVE_SELF:  # moved away: what is found at its paths later is another folder
+                        folders.pop(wd, None)
+                        self._libc.inotify_rm_watch(self.fd, wd)
                     continue
-                path = os.path.join(folder, os.fsdecode(name)) if name else folder
-                if mask & _ENTRIES:
-                    out.folders.add(folder)
-                out.files.add(path)
+                for folder in paths:
+                    if mask & _ENTRIES:
+                        out.folders.add(folder)
+                    out.files.add(os.path.join(folder, os.fsdecode(name)) if name else folder)
         if self._overflowed:
             self._overflowed = False
             log.info("log_watch_overflowed", consequence="this refresh stats every log file")
@@ -151,7 +157,8 @@ class FolderWatcher:
         return out
 
     def close(self) -> None:
+        self.usable = False
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-            self.usable = False
+        self._folders.clear()

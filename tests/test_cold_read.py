@@ -261,3 +261,117 @@ def test_a_split_read_leaves_no_helper_process_behind(tmp_path: Path) -> None:
 
     assert multiprocessing.active_children() == []
     assert os.path.exists(tmp_path / "s" / "state.sqlite3")
+
+
+def _schema_1(state: Path, rows: dict[int, bytes]) -> None:
+    """A state database as the previous release wrote it: today's tables, but the dedup index
+    one SQL row per request."""
+    from exporter.state import _SCHEMA
+
+    old = _SCHEMA.replace("CREATE TABLE IF NOT EXISTS request_pages (id INTEGER PRIMARY KEY, entries BLOB NOT NULL);",
+                          "CREATE TABLE IF NOT EXISTS requests (key INTEGER PRIMARY KEY, hour INTEGER NOT NULL,"
+                          " row BLOB NOT NULL);")
+    assert old != _SCHEMA
+    state.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(state / "state.sqlite3")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(old)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    conn.executemany("INSERT INTO requests VALUES (?, 0, ?)", rows.items())
+    conn.commit()
+    conn.close()
+
+
+def test_a_reader_beside_a_running_older_exporter_does_not_migrate_its_database(tmp_path: Path) -> None:
+    """An upgrade with the old service still running: report reads the old schema as it is."""
+    from exporter.cli import StateLock
+    from tests.conftest import run_cli
+
+    state = tmp_path / "state"
+    rows = {7: ROW.pack(5, 3600, 0, 5, 0, 0, 0, 0, 0, 50, 0)}
+    _schema_1(state, rows)
+    held = StateLock(state)
+    assert held.try_acquire()  # the running (older) exporter
+    try:
+        logs = tmp_path / "projects"
+        logs.mkdir()
+        cfg = tmp_path / "config.yaml"
+        cfg.write_text(f"sources:\n  - name: cc\n    kind: claude_code\n    paths: [{logs}]\n")
+        r = run_cli("report", "--json", "--config", str(cfg), "--state-dir", str(state))
+        assert r.returncode == 0, r.stderr
+        assert "a running exporter owns this state" in r.stderr
+        db = StateDB(state, readonly=True)
+        assert db.has_table("requests") and not db.has_table("request_pages")
+        assert db.request_rows() == rows  # and a read-only reader (check) reads the old index
+    finally:
+        held.release()
+
+
+def test_the_prune_keeps_a_request_this_batch_replaced_with_a_newer_copy(tmp_path: Path) -> None:
+    logs = tmp_path / "projects"
+    logs.mkdir()
+    now = [NOW]
+    stamp = lambda dt: dt.strftime("%Y-%m-%dT%H:%M:%S.000Z")  # noqa: E731
+    old = datetime.fromtimestamp(NOW, UTC) - timedelta(days=44, hours=12)
+    (logs / "a.jsonl").write_bytes(line("k1", out=5, ts=stamp(old)) + line("keep"))
+    db, ing = _ingestor(logs, tmp_path / "state", workers=1, clock=lambda: now[0])
+    ing.refresh()
+    now[0] += 2 * 86400  # k1's stored copy is now past the window, and the prune is due
+    recent = datetime.fromtimestamp(now[0], UTC) - timedelta(hours=1)
+    (logs / "b.jsonl").write_bytes(line("k1", out=50, ts=stamp(recent)))  # a larger copy, stamped recently
+    ing.refresh()
+    key = next(k for k, r in ing.known.items() if ROW.unpack(r)[0] == 60)  # 10 input + 50 output
+    assert ROW.unpack(ing.known[key])[1] > now[0] - 45 * 86400
+    assert db.request_rows() == ing.known and len(ing.known) == 2
+    (logs / "c.jsonl").write_bytes(line("k1", out=50, ts=stamp(recent)))  # the same copy again: a duplicate
+    ing.refresh()
+    assert sum(v[0] for v in ing.aggregates.values()) == 2
+
+
+def test_a_later_process_within_the_hour_does_not_rewrite_the_index(tmp_path: Path) -> None:
+    logs = tmp_path / "projects"
+    logs.mkdir()
+    pages = lambda db: db.conn.execute("SELECT count(*) FROM request_pages").fetchone()[0]  # noqa: E731
+    (logs / "a.jsonl").write_bytes(line("p1"))
+    db, ing = _ingestor(logs, tmp_path / "state", workers=1)
+    ing.refresh()  # a first read: nothing stored yet, so nothing to prune
+    (logs / "b.jsonl").write_bytes(line("p2"))
+    ing.refresh()
+    assert pages(db) == 2
+    db.close()
+    db, ing = _ingestor(logs, tmp_path / "state", workers=1, clock=lambda: NOW + 60)
+    (logs / "c.jsonl").write_bytes(line("p3"))
+    ing.refresh()  # no prune on record: this process prunes, and writes the index anew
+    assert pages(db) == 1
+    db.close()
+    for minutes in (10, 20):  # later processes within the hour append
+        db, ing = _ingestor(logs, tmp_path / "state", workers=1, clock=lambda m=minutes: NOW + 60 * m)
+        (logs / f"d{minutes}.jsonl").write_bytes(line(f"p{minutes}"))
+        ing.refresh()
+        db.close()
+    db, ing = _ingestor(logs, tmp_path / "state", workers=1, clock=lambda: NOW + 3700)
+    assert pages(db) == 3 and len(ing.known) == 5
+    (logs / "e.jsonl").write_bytes(line("p9"))
+    ing.refresh()  # an hour after the last prune: written anew again
+    assert pages(db) == 1 and db.request_rows() == ing.known
+
+
+def test_a_split_read_resuming_inside_an_overlong_line_skips_its_tail(tmp_path: Path) -> None:
+    logs = tmp_path / "projects"
+    logs.mkdir()
+    results = {}
+    for workers in (1, 2):
+        d = logs / f"w{workers}"
+        d.mkdir()
+        for i in range(4):
+            (d / f"s{i}.jsonl").write_bytes(line(f"w{workers}a{i}") + b'{"type":"user","x":"' + b"y" * 3000)
+        source = SourceConfig(name="claude-code", kind="claude_code", paths=(str(d),))
+        ing = Ingestor([source], StateDB(tmp_path / f"state{workers}"), Pricer(), clock=lambda: NOW,
+                       workers=workers, parallel_min_bytes=0, max_line_bytes=1000)
+        ing.refresh()
+        for i in range(4):
+            with open(d / f"s{i}.jsonl", "ab") as f:
+                f.write(b"y" * 500 + b'"}\n' + line(f"w{workers}b{i}"))
+        ing.refresh()
+        results[workers] = {r: n for (_, r), n in ing.line_counts.items()}
+    assert results[2] == results[1] == {readers.COUNTED: 8, readers.TOO_LONG: 4}

@@ -83,7 +83,8 @@ def emitted_metrics(tmp_path_factory: pytest.TempPathFactory) -> frozenset[str]:
     config = tmp / "config.yaml"
     config.write_text(yaml.safe_dump({
         "refresh_interval": "200ms",
-        "admin_api": {"key_env": "TEST_ADMIN_KEY", "base_url": fake.url, "poll_interval": "1s",
+        # settle_after 0s: yesterday complete (and its drift shown) whatever time of day the test runs
+        "admin_api": {"key_env": "TEST_ADMIN_KEY", "base_url": fake.url, "poll_interval": "1s", "settle_after": "0s",
                       "claude_code_report": True},
         "sources": [
             {"name": "claude-code", "kind": "claude_code", "paths": [str(tmp / "claude" / "projects")]},

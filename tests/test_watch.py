@@ -119,3 +119,37 @@ def test_without_trusting_events_every_refresh_is_a_full_scan(tmp_path: Path) ->
     ing = _ingestor(tmp_path, logs, full_scan_seconds=0)
     assert [ing.refresh().statted for _ in range(3)] == [7, 7, 7]
     ing.close()
+
+
+@pytest.mark.parametrize("layout", ["glob of files", "a file named alone", "root folder is a symlink",
+                                    "one folder under two paths", "root with a trailing slash"])
+def test_files_no_watch_covers_are_statted_every_refresh(tmp_path: Path, layout: str) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    target = real / "s.jsonl"
+    target.write_bytes(line("q1"))
+    paths: tuple[str, ...]
+    if layout == "glob of files":
+        paths = (str(real / "*.jsonl"),)
+    elif layout == "a file named alone":
+        paths = (str(target),)
+    elif layout == "root folder is a symlink":
+        (tmp_path / "link").symlink_to(real)
+        paths = (str(tmp_path / "link"),)
+    elif layout == "one folder under two paths":  # the default config reads ~/.claude and ~/.config/claude
+        (tmp_path / "other").symlink_to(real)
+        paths = (str(real), str(tmp_path / "other"))
+    else:
+        paths = (str(real) + "/",)
+    source = SourceConfig(name="cc", kind="claude_code", paths=paths)
+    ing = Ingestor([source], StateDB(tmp_path / "state"), Pricer(), clock=lambda: NOW, watch=True,
+                   full_scan_seconds=1e9)
+    ing.refresh()
+    for i in range(2, 5):
+        with open(target, "ab") as f:
+            f.write(line(f"q{i}"))
+        ing.refresh()
+        assert ing.line_counts[("cc", COUNTED)] == i, layout
+        if layout == "one folder under two paths":  # read by both: the copy is a duplicate
+            assert sum(ing.line_counts.values()) == 2 * i
+    ing.close()
