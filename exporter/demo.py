@@ -709,8 +709,10 @@ def start_demo(base: Config, *, clock: Callable[[], float] = time.time) -> Demo:
     config = replace(
         base,
         state_dir=workdir / "state",
+        # the simulated bill of a day is final once the day is over: no settling hours, so the
+        # demo shows yesterday's drift at any time of day
         admin_api=AdminApiConfig(key_file=key_file, base_url=api.url, poll_interval=max(2.0, 300.0 / speed),
-                                 claude_code_report=True),
+                                 claude_code_report=True, settle_after=0.0),
         sources=(SourceConfig(name="claude-code", kind="claude_code", paths=(str(org.projects),)),),
         pools=pools,
         refresh_interval=2.0,
