@@ -231,6 +231,7 @@ class Ingestor:
         listed: list[tuple[SourceConfig, str, os.stat_result]] = []
         changed = self._changed_files()  # None: stat every file
         cache, stat_cache = self._dircache, self._stat_cache
+        watched, links, renewed, sep = cache.watched, cache.links, cache.renewed, os.sep
         fresh: dict[str, os.stat_result] = {}
         for source in self.sources:
             paths, errors = discover(source, cache)
@@ -238,9 +239,8 @@ class Ingestor:
             regular = 0
             for p in paths:
                 st = None
-                if changed is not None and p not in changed and os.path.dirname(p) in cache.watched \
-                        and p not in cache.links \
-                        and (not cache.renewed or not any(p.startswith(g) for g in cache.renewed)):
+                if changed is not None and p not in changed and p[:p.rfind(sep)] in watched and p not in links \
+                        and (not renewed or not any(p.startswith(g) for g in renewed)):
                     st = stat_cache.get(p)  # its folder watched, and no event named it since its last stat
                 if st is None:
                     stats.statted += 1
