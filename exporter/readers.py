@@ -185,21 +185,6 @@ class ClaudeBlock:
         self.records: list[UsageRecord] = []
 
 
-def _usage_fields(line: _Line) -> tuple[int, int, int, int, int, int, int]:
-    """(total, input, output, cache read, 5m writes, 1h writes, web searches) of a decoded line."""
-    u = line.message.usage  # type: ignore[union-attr]
-    inp, out, cr, cw = u.input_tokens, u.output_tokens, u.cache_read_input_tokens, u.cache_creation_input_tokens
-    cc = u.cache_creation
-    if cc is None:
-        cw5, cw1h = cw, 0
-    else:
-        cw5, cw1h = cc.ephemeral_5m_input_tokens, cc.ephemeral_1h_input_tokens
-        if cw5 + cw1h < cw:  # older transcripts give only the total: it was all 5-minute writes then
-            cw5 = cw - cw1h
-    web = u.server_tool_use.web_search_requests if u.server_tool_use is not None else 0
-    return inp + out + cr + cw5 + cw1h, inp, out, cr, cw5, cw1h, web
-
-
 def _seconds(when: datetime) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)  # naive timestamps in usage logs are UTC
@@ -230,9 +215,9 @@ def claude_fields(line: _Line) -> tuple[str, str, str, str, str, tuple[int, int,
     cc = u.cache_creation
     if cc is None:
         cw5, cw1h = cw, 0
-    else:  # as _usage_fields, inline: this runs for every request kept
+    else:
         cw5, cw1h = cc.ephemeral_5m_input_tokens, cc.ephemeral_1h_input_tokens
-        if cw5 + cw1h < cw:
+        if cw5 + cw1h < cw:  # older transcripts give only the total: it was all 5-minute writes then
             cw5 = cw - cw1h
     stu = u.server_tool_use
     return (message.model, line.entrypoint or "", u.service_tier or "standard",  # type: ignore[union-attr, return-value]
@@ -367,7 +352,7 @@ def _fold_lines(lines: list[_Line], now: float, out: ClaudeBlock) -> None:
         if ts > horizon:
             counts[BAD_TIMESTAMP] += 1
             continue
-        # the total _usage_fields gives, without building its tuple: this loop runs per line
+        # the token total of claude_fields' counts, without building them: this loop runs per line
         cw = u.cache_creation_input_tokens
         cc = u.cache_creation
         if cc is not None and cc.ephemeral_5m_input_tokens + cc.ephemeral_1h_input_tokens > cw:
