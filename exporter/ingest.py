@@ -98,7 +98,9 @@ class DirCache:
 
     def forget(self, folders: Iterable[str]) -> None:
         for d in folders:
-            self.entries.pop(d, None)
+            cached = self.entries.pop(d, None)
+            if cached is not None:
+                self.links.difference_update(cached[3])  # listed again, its links are found again
             self.watched.discard(d)
 
     def walk(self, root: str, errors: list[str]) -> Iterator[str]:

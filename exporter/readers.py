@@ -283,17 +283,12 @@ def scan_claude_block(block: bytes, now: float, parse: LineParser, out: ClaudeBl
     in two at a line break until the line is alone; that line goes through ``parse`` (from
     :func:`parse_claude_code`), which names its reason exactly as a read line by line would.
     """
-    if not block.isascii():  # the typed decode does not check the UTF-8 of what it skips
-        try:
+    try:
+        if not block.isascii():  # the typed decode does not check the UTF-8 of what it skips
             block.decode("utf-8")
-            lines = _line_decoder.decode_lines(block)
-        except (UnicodeDecodeError, *_DECODE_ERRORS):
-            lines = None
-    else:
-        try:
-            lines = _line_decoder.decode_lines(block)
-        except _DECODE_ERRORS:
-            lines = None
+        lines = _line_decoder.decode_lines(block)
+    except (UnicodeDecodeError, *_DECODE_ERRORS):
+        lines = None
     if lines is not None:
         _fold_lines(lines, now, out)
         return
