@@ -40,6 +40,7 @@ from types import MappingProxyType
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from exporter import modelnames
 from exporter.config import PeriodConfig, PoolConfig, PoolMatch
 
 ZERO = Decimal(0)
@@ -105,17 +106,14 @@ def hour_in_period(hour: datetime, start: datetime, end: datetime) -> bool:
 
 
 def matches_model(pattern: str, model: str) -> bool:
-    """Exact, or ``pattern`` is the undated name of a dated id.
+    """Whether a pool's ``models:`` entry covers a logged or billed model id: the one reading
+    of model names that pricing and the labels use (:func:`exporter.modelnames.matches`).
 
-    ``claude-sonnet-4-5`` matches ``claude-sonnet-4-5-20250929`` (and the Vertex spelling
-    ``claude-sonnet-4-5@20250929``) but not ``claude-sonnet-4-5-1m`` or ``claude-sonnet-4``.
+    ``claude-sonnet-4-5`` covers ``claude-sonnet-4-5-20250929``, ``-latest``, the Vertex
+    ``@20250929`` and the Bedrock ``us.anthropic.claude-sonnet-4-5-20250929-v1:0``, but not
+    ``claude-sonnet-4-5-1m`` or ``claude-sonnet-4``.
     """
-    if model == pattern:
-        return True
-    if len(model) != len(pattern) + 9 or not model.startswith(pattern):
-        return False
-    suffix = model[len(pattern):]
-    return suffix[0] in "-@" and suffix[1:].isdigit()
+    return modelnames.matches(pattern, model)
 
 
 def _models_ok(patterns: tuple[str, ...], model: str) -> bool:

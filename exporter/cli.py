@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if config.admin_api is not None:
         logsetup.register_secret(config.admin_api.read_key())
+    for deprecation in config.deprecations:
+        path, _, hint = deprecation.partition(": ")
+        log.warning("config_deprecated", path=path, hint=hint)
     if args.command in ("serve", "validate-config") and config.web_config_file is not None:
         from exporter.webconfig import load_web_config
 

@@ -25,7 +25,20 @@ MIN_POLL_INTERVAL = 60.0
 # Tests and the demo poll a local fake Admin API faster than Anthropic allows for the real one.
 FAST_POLL_ENV = "CLAUDE_BUDGET_EXPORTER_FAST_POLL"
 SOURCE_KINDS = ("claude_code", "cli_json", "jsonl")
-PLAN_CREDITS = {"pro": Decimal(20), "max5x": Decimal(100), "max20x": Decimal(200), "team": Decimal(100)}
+# The Agent SDK's monthly credit per user or seat, in USD, as Anthropic states it from
+# 2026-06-15 (no rollover): an assumption dated 2026-11 that ``credit_usd`` overrides.
+PLAN_CREDITS = {
+    "pro": Decimal(20), "max5x": Decimal(100), "max20x": Decimal(200),
+    "team_standard": Decimal(20), "team_premium": Decimal(100),  # per seat
+    "enterprise_usage": Decimal(20),  # usage-based Enterprise, per user
+    "enterprise_premium": Decimal(200),  # seat-based Enterprise, per Premium seat
+    "enterprise_standard": Decimal(0),  # seat-based Enterprise, Standard seats: no Agent SDK credit
+    "team": Decimal(100),  # deprecated: the old name of team_premium
+}
+# plans whose credit is per seat (or per user), so they take ``seats``
+SEAT_PLANS = frozenset({"team_standard", "team_premium", "enterprise_usage", "enterprise_premium",
+                        "enterprise_standard", "team"})
+SEAT_TIERS = {"standard": "team_standard", "premium": "team_premium"}  # plan: team, seats: {tier: n}
 PRICE_KEYS = ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
 JSONL_FIELDS = (
     "timestamp",
@@ -120,7 +133,7 @@ class PoolConfig:
     name: str
     credit_usd: Decimal
     plan: str = ""
-    seats: int | None = None
+    seats: int | None = None  # all seats, whatever their tier
     team: str = ""
     period: PeriodConfig = field(default_factory=PeriodConfig)
     match: PoolMatch = field(default_factory=PoolMatch)
@@ -157,6 +170,7 @@ class Config:
     breaker_webhook: BreakerWebhookConfig = field(default_factory=BreakerWebhookConfig)
     web_config_file: Path | None = None
     origin: str = "built-in default"
+    deprecations: tuple[str, ...] = ()  # "path: what to write instead", said in the log at start
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)
@@ -213,6 +227,7 @@ class _Checker:
 
     def __init__(self) -> None:
         self.problems: list[str] = []
+        self.deprecations: list[str] = []
 
     def err(self, path: str, msg: str) -> None:
         self.problems.append(f"{path}: {msg}")
@@ -412,6 +427,7 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
     if c.problems:
         raise ConfigError(c.problems, origin)
     return Config(
+        deprecations=tuple(c.deprecations),
         listen=listen,
         state_dir=state_dir,
         admin_api=admin,
@@ -517,6 +533,26 @@ def _parse_overrides(c: _Checker, value: Any, path: str) -> dict[str, PriceOverr
     return out
 
 
+def _parse_seats(c: _Checker, value: Any, path: str, plan: str, given: bool) -> tuple[int | None, Decimal | None]:
+    """``seats`` of a per-seat plan: a count, or for ``plan: team`` a count per tier
+    (``{standard: 5, premium: 2}``). Returns (all seats, the plan's credit)."""
+    if plan == "team" and isinstance(value, dict):
+        tiers = c.mapping(value, path, tuple(SEAT_TIERS))
+        counts = {t: c.integer(tiers.get(t), f"{path}.{t}", 0, 100_000) or 0 for t in SEAT_TIERS}
+        if not any(counts.values()):
+            c.err(path, "names no seats")
+            return None, None
+        return sum(counts.values()), sum((PLAN_CREDITS[SEAT_TIERS[t]] * n for t, n in counts.items()), Decimal(0))
+    seats = c.integer(value, path, 1, 100_000)
+    if plan in SEAT_PLANS and not given:
+        c.err(path, f"is required with plan: {plan}")
+    if given and plan not in SEAT_PLANS:
+        c.err(path, f"only per-seat plans ({', '.join(sorted(SEAT_PLANS - {'team'}))}) take seats")
+    if plan not in PLAN_CREDITS:
+        return seats, None
+    return seats, PLAN_CREDITS[plan] * ((seats or 1) if plan in SEAT_PLANS else 1)
+
+
 def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> tuple[PoolConfig, ...]:
     if value is None:
         return ()
@@ -536,19 +572,20 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
         seen.add(name)
         plan = c.string(m.get("plan"), f"{p}.plan")
         if plan and plan not in PLAN_CREDITS:
-            c.err(f"{p}.plan", f"must be one of {', '.join(PLAN_CREDITS)}, not {plan!r}")
-        seats = c.integer(m.get("seats"), f"{p}.seats", 1, 100_000)
+            c.err(f"{p}.plan", f"must be one of {', '.join(k for k in PLAN_CREDITS if k != 'team')}, not {plan!r}")
         credit = c.decimal(m.get("credit_usd"), f"{p}.credit_usd", exclusive_min=True)
         if plan and "credit_usd" in m:
             c.err(p, "give plan or credit_usd, not both")
         elif not plan and "credit_usd" not in m:
             c.err(p, "needs plan or credit_usd")
-        if plan == "team" and seats is None:
-            c.err(f"{p}.seats", "is required with plan: team")
-        if seats is not None and plan != "team":
-            c.err(f"{p}.seats", "only plan: team takes seats")
-        if plan in PLAN_CREDITS and credit is None:
-            credit = PLAN_CREDITS[plan] * ((seats or 1) if plan == "team" else 1)
+        seats, plan_credit = _parse_seats(c, m.get("seats"), f"{p}.seats", plan, "seats" in m)
+        if plan == "team" and isinstance(m.get("seats"), int):
+            c.deprecations.append(f"{p}.plan: 'team' is read as team_premium ($100 a seat); Team Standard seats "
+                                  f"have $20: write team_standard, team_premium, or seats: {{standard: N, premium: M}}")
+        if plan == "enterprise_standard":
+            c.err(f"{p}.plan", "Enterprise Standard seats have no Agent SDK credit: give credit_usd")
+        if credit is None:
+            credit = plan_credit
         team = c.string(m.get("team"), f"{p}.team")
 
         pm = c.mapping(m.get("period"), f"{p}.period", ("reset_day", "timezone", "reset_time"))

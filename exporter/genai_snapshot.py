@@ -1,10 +1,11 @@
-"""genai-prices' Anthropic data, kept beside the package so a command need not import it.
+"""genai-prices' Claude data, kept beside the package so a command need not import it.
 
 Importing genai-prices builds every provider's price objects (with pydantic and an HTTP
-client for its auto-update): 0.15-0.25 s and 15 MB on every start, for about thirty
-Claude models. ``genai_anthropic.json`` holds exactly the data of the Anthropic provider
-of one genai-prices release, and :func:`load` serves it only while that very release is
-installed; any other release is read live (see ``pricing._anthropic``). The objects here
+client for its auto-update): 0.15-0.25 s and 15 MB on every start, for about a hundred
+Claude entries. ``genai_prices.json`` holds exactly the data of the providers we price
+(``anthropic``; the Claude models of ``aws`` for Bedrock ids and of ``google`` for Vertex
+ids) of one genai-prices release, and :func:`load` serves it only while that very release
+is installed; any other release is read live (see ``pricing._providers``). The objects here
 answer the few questions the pricer asks (``find_model``, ``get_prices``,
 ``price_variants``) with genai-prices' own rules, and a test holds every answer equal to
 the live package's.
@@ -24,11 +25,25 @@ from decimal import Decimal
 from importlib.resources import files
 from typing import Any
 
-FILE = "genai_anthropic.json"
+FILE = "genai_prices.json"
+PROVIDERS = ("anthropic", "aws", "google")
 DIST = "genai_prices"
 
 
 # ---------------------------------------------------------------------------- the data as JSON
+
+
+def dump_all(providers: dict[str, Any], version: str) -> dict[str, Any]:
+    """The JSON form of the live providers we price."""
+    return {"genai_prices_version": version,
+            "providers": [dump(providers[p], version) for p in PROVIDERS]}
+
+
+def _claude(provider: Any) -> list[Any]:
+    """The provider's Claude models: all of Anthropic's; on a cloud, those named for Claude."""
+    if provider.id == "anthropic":
+        return list(provider.models)
+    return [m for m in provider.models if "claude" in m.id.lower()]
 
 
 def dump(provider: Any, version: str) -> dict[str, Any]:
@@ -43,7 +58,7 @@ def dump(provider: Any, version: str) -> dict[str, Any]:
                         for c in m.prices] if isinstance(m.prices, list) else _dump_price(m.prices)),
             "price_variants": [{"when": dict(v.when), "start_date": _dump_constraint(v.constraint),
                                 "prices": _dump_price(v.prices)} for v in m.price_variants or ()],
-        } for m in provider.models],
+        } for m in _claude(provider)],
     }
 
 
@@ -234,31 +249,32 @@ def installed_version() -> str | None:
     return found.pop() if len(found) == 1 else None
 
 
-def load(version: str | None = None) -> Provider | None:
-    """The shipped snapshot, if it was taken from the genai-prices release installed (or ``version``)."""
+def load(version: str | None = None) -> dict[str, Provider] | None:
+    """The shipped snapshot by provider id, if it was taken from the genai-prices release
+    installed (or ``version``)."""
     try:
         raw = json.loads(files("exporter").joinpath(FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if raw.get("genai_prices_version") != (version if version is not None else installed_version()):
         return None
-    return Provider(raw)
+    return {p["provider"]: Provider(p) for p in raw["providers"]}
 
 
-def live_anthropic() -> tuple[Any, str]:
-    """genai-prices' own Anthropic provider (the slow import) and its release."""
+def live() -> tuple[dict[str, Any], str]:
+    """genai-prices' own providers that we price (the slow import), and its release."""
     from genai_prices import __version__, data_snapshot
 
-    return next(p for p in data_snapshot.get_snapshot().providers if p.id == "anthropic"), __version__
+    return {p.id: p for p in data_snapshot.get_snapshot().providers if p.id in PROVIDERS}, __version__
 
 
 def main() -> int:
-    provider, version = live_anthropic()
+    providers, version = live()
     path = os.path.join(os.path.dirname(__file__), FILE)
     with open(path, "w", encoding="utf-8") as f:
-        json.dump(dump(provider, version), f, indent=1, sort_keys=True)
+        json.dump(dump_all(providers, version), f, indent=1, sort_keys=True)
         f.write("\n")
-    print(f"{path}: genai-prices {version}, {len(provider.models)} models", file=sys.stderr)
+    print(f"{path}: genai-prices {version}, {', '.join(PROVIDERS)}", file=sys.stderr)
     return 0
 
 

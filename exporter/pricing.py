@@ -1,7 +1,9 @@
 """List prices of Claude models, resolved once and applied to millions of requests.
 
-The price source is the ``genai-prices`` package, corrected by the shipped table
-``price_overrides.yaml`` and then by the config's ``pricing.overrides``.  Asking
+The price source is the ``genai-prices`` package (its ``anthropic`` provider, and its
+``aws`` and ``google`` providers for Bedrock and Vertex ids), corrected by the shipped
+table ``price_overrides.yaml`` (each entry dated) and then by the config's
+``pricing.overrides``.  Asking
 genai-prices per request is far too slow for a large log corpus, so a model's prices are
 resolved once per (model, UTC date, batch, US-only geo, fast) into a small frozen
 :class:`ModelPrices` holding integer picodollars per token; pricing a request is then a dict
@@ -12,6 +14,11 @@ at most a few decimals per million tokens, so a per-token price in picodollars i
 integer, and so are its 50% (batch) and 1.1x (US-only) forms.  A config override with more
 than six decimals per million tokens (or a ratio that does not divide evenly) is rounded,
 half to even, to whole picodollars per token; that is the only rounding anywhere.
+
+Who a model string is comes from :mod:`exporter.modelnames`, the same reading pool
+``models:`` matching uses. A Bedrock or Vertex id is priced as the Claude model it names,
+times its platform's price ratio for that model (genai-prices' ``aws``/``google`` input
+price over the Anthropic one: 1.1 for regional Bedrock endpoints of recent models).
 
 Rules (Anthropic's, where genai-prices differs):
 - long-context cliff: once a request's total input (uncached input + cache reads + cache
@@ -28,7 +35,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 from functools import cache
 from importlib.resources import files
@@ -36,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from exporter import genai_snapshot
+from exporter import genai_snapshot, modelnames
 from exporter.config import PRICE_KEYS, PriceOverride
 from exporter.usage import Tokens
 
@@ -62,7 +69,6 @@ _GENAI_KEYS = {
     "cache_write_5m": "cache_write_mtok",
     "cache_write_1h": "cache_write_1h_mtok",
 }
-_DATED = r"(?:[-@](?:\d{8}|\d{4}-\d{2}-\d{2}|latest))?"
 _VERSION_RE = re.compile(r"^claude-(?:[a-z]+-)?(\d+)(?:[-.](\d{1,2})(?!\d))?(?!\d)")
 _CTX = Context(prec=60)
 
@@ -149,10 +155,24 @@ class _Defaults:
 
 
 @dataclass(frozen=True)
+class _Entry:
+    """One dated correction of the shipped table: in force on UTC days ``[from_day, until_day)``."""
+
+    prices: PriceOverride
+    source: str
+    from_day: int | None = None
+    until_day: int | None = None
+    fast_multiplier: Decimal | None = None
+    us_geo: bool | None = None
+
+    def active(self, day: int) -> bool:
+        return (self.from_day is None or day >= self.from_day) and (self.until_day is None or day < self.until_day)
+
+
+@dataclass(frozen=True)
 class _Shipped:
     defaults: _Defaults
-    models: Mapping[str, PriceOverride]
-    fast_multipliers: Mapping[str, Decimal]
+    models: Mapping[str, tuple[_Entry, ...]]
 
 
 def _dec(value: Any, where: str) -> Decimal:
@@ -162,6 +182,18 @@ def _dec(value: Any, where: str) -> Decimal:
     if not number.is_finite() or number < 0:
         raise ValueError(f"price_overrides.yaml: {where}: must be a finite number >= 0")
     return number
+
+
+def _day(value: Any, where: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, date):
+        raise ValueError(f"price_overrides.yaml: {where}: must be a date (YYYY-MM-DD)")
+    return (value - _EPOCH.date()).days
+
+
+_ENTRY_KEYS = {*PRICE_KEYS, "web_search", "long_context_threshold", "long_context", "fast_multiplier",
+               "source", "from", "until", "us_geo"}
 
 
 def _parse_shipped(raw: Any) -> _Shipped:
@@ -177,24 +209,36 @@ def _parse_shipped(raw: Any) -> _Shipped:
         us_geo_multiplier=_dec(d["us_geo_multiplier"], "defaults.us_geo_multiplier"),
         us_geo_from_version=(int(major), int(minor or 0)),
     )
-    models: dict[str, PriceOverride] = {}
-    fast: dict[str, Decimal] = {}
-    allowed = {*PRICE_KEYS, "web_search", "long_context_threshold", "long_context", "fast_multiplier"}
-    for name, entry in (raw.get("models") or {}).items():
-        unknown = set(entry) - allowed
-        if unknown:
-            raise ValueError(f"price_overrides.yaml: models.{name}: unknown keys {sorted(unknown)}")
-        lc = entry.get("long_context") or {}
-        if set(lc) - set(PRICE_KEYS):
-            raise ValueError(f"price_overrides.yaml: models.{name}.long_context: unknown keys")
-        models[name] = PriceOverride(
-            **{k: _dec(entry[k], f"models.{name}.{k}") for k in (*PRICE_KEYS, "web_search") if k in entry},
-            long_context_threshold=entry.get("long_context_threshold"),
-            long_context={k: _dec(v, f"models.{name}.long_context.{k}") for k, v in lc.items()},
-        )
-        if "fast_multiplier" in entry:
-            fast[name] = _dec(entry["fast_multiplier"], f"models.{name}.fast_multiplier")
-    return _Shipped(defaults=defaults, models=models, fast_multipliers=fast)
+    models: dict[str, tuple[_Entry, ...]] = {}
+    for name, entries in (raw.get("models") or {}).items():
+        if not isinstance(entries, list):
+            raise ValueError(f"price_overrides.yaml: models.{name}: must be a list of dated entries")
+        out = []
+        for i, entry in enumerate(entries):
+            where = f"models.{name}[{i}]"
+            unknown = set(entry) - _ENTRY_KEYS
+            if unknown:
+                raise ValueError(f"price_overrides.yaml: {where}: unknown keys {sorted(unknown)}")
+            if not str(entry.get("source") or "").strip():
+                raise ValueError(f"price_overrides.yaml: {where}: says no source")
+            lc = entry.get("long_context") or {}
+            if set(lc) - set(PRICE_KEYS):
+                raise ValueError(f"price_overrides.yaml: {where}.long_context: unknown keys")
+            out.append(_Entry(
+                prices=PriceOverride(
+                    **{k: _dec(entry[k], f"{where}.{k}") for k in (*PRICE_KEYS, "web_search") if k in entry},
+                    long_context_threshold=entry.get("long_context_threshold"),
+                    long_context={k: _dec(v, f"{where}.long_context.{k}") for k, v in lc.items()},
+                ),
+                source=str(entry["source"]),
+                from_day=_day(entry.get("from"), f"{where}.from"),
+                until_day=_day(entry.get("until"), f"{where}.until"),
+                fast_multiplier=(_dec(entry["fast_multiplier"], f"{where}.fast_multiplier")
+                                 if "fast_multiplier" in entry else None),
+                us_geo=entry.get("us_geo"),
+            ))
+        models[name] = tuple(out)
+    return _Shipped(defaults=defaults, models=models)
 
 
 @cache
@@ -205,11 +249,11 @@ def _shipped() -> _Shipped:
 
 
 @cache
-def _anthropic() -> Any:
-    """genai-prices' Anthropic models: from the shipped copy of the installed release's data
-    (see :mod:`exporter.genai_snapshot`), or from the package itself for any other release."""
+def _providers() -> Mapping[str, Any]:
+    """genai-prices' providers we price, by id: from the shipped copy of the installed
+    release's data (see :mod:`exporter.genai_snapshot`), or from the package itself."""
     snapshot = genai_snapshot.load()
-    return snapshot if snapshot is not None else genai_snapshot.live_anthropic()[0]
+    return snapshot if snapshot is not None else genai_snapshot.live()[0]
 
 
 # --------------------------------------------------------------------------- resolution
@@ -234,13 +278,14 @@ def _version(label: str) -> tuple[int, int] | None:
 
 @dataclass(frozen=True)
 class _Identity:
-    """Who a model string is: its genai-prices entry and the overrides that apply to it."""
+    """Who a model string is: its genai-prices entries and the overrides that apply to it."""
 
     label: str
-    genai: Any  # genai_prices ModelInfo or None
-    shipped: tuple[PriceOverride, ...]
+    genai: Any  # genai-prices' Anthropic model, or None
+    platform: Any  # genai-prices' aws/google model for a Bedrock/Vertex id, or None
+    shipped: tuple[_Entry, ...]
     config: tuple[PriceOverride, ...]
-    fast_multiplier: Decimal | None
+    own_config: bool  # a config override names this very id: it is taken as the platform's price
 
 
 class Pricer:
@@ -250,11 +295,14 @@ class Pricer:
     new entry only resolve it twice.
     """
 
-    def __init__(self, overrides: Mapping[str, PriceOverride] | None = None, *, provider: Any = None) -> None:
+    def __init__(self, overrides: Mapping[str, PriceOverride] | None = None, *,
+                 providers: Mapping[str, Any] | None = None) -> None:
         self._shipped = _shipped()
         self._overrides = dict(overrides or {})
         self.overrides: Mapping[str, PriceOverride] = self._overrides  # what a helper process needs to rebuild it
-        self._provider = provider if provider is not None else _anthropic()  # genai-prices' Anthropic models
+        providers = providers if providers is not None else _providers()
+        self._provider = providers["anthropic"]
+        self._platforms = {modelnames.BEDROCK: providers.get("aws"), modelnames.VERTEX: providers.get("google")}
         self._ids: dict[str, _Identity | None] = {}
         self._resolved: dict[tuple[str, int, str, str, str], ModelPrices | None] = {}
         self._by_variant: dict[tuple[str, int, bool, bool, bool], ModelPrices | None] = {}
@@ -334,16 +382,22 @@ class Pricer:
     def _identify(self, model: str) -> _Identity | None:
         if model.strip() in _NOT_PRICED:
             return None
-        genai = self._provider.find_model(model)
+        name = modelnames.parse(model)
+        genai = self._provider.find_model(model) if name.platform == modelnames.ANTHROPIC else None
+        if genai is None:
+            genai = self._provider.find_model(name.ref)
+        cloud = self._platforms.get(name.platform)
+        platform = cloud.find_model(model) if cloud is not None else None
         genai_id = genai.id if genai is not None else None
+        lowered = model.strip().lower()
 
         def matching(table: Mapping[str, Any]) -> list[str]:
             """Keys that apply to ``model``, least specific first (so the most specific wins the merge)."""
             ranked = []
             for k in table:
-                if k == model:
+                if k.lower() == lowered:
                     rank = 3
-                elif _applies_by_name(k, model):
+                elif modelnames.matches(k.lower(), lowered):
                     rank = 2
                 elif genai is not None and (k == genai_id or (self._genai_alias(k) is genai)):
                     rank = 1
@@ -357,41 +411,46 @@ class Pricer:
         if genai is not None:
             label = genai_id
         else:
-            named = [k for k in (*shipped_keys, *config_keys) if k == model or _applies_by_name(k, model)]
-            if not named:
+            named = [k for k in (*shipped_keys, *config_keys) if modelnames.matches(k.lower(), lowered)]
+            if named:
+                label = min(named, key=lambda k: (len(k), k))
+            elif platform is not None:
+                label = platform.id  # a Claude model only the cloud's price list knows
+            else:
                 return None
-            label = min(named, key=lambda k: (len(k), k))
-        fast_keys = matching(self._shipped.fast_multipliers)
         ident = _Identity(
             label=label,
             genai=genai,
-            shipped=tuple(self._shipped.models[k] for k in shipped_keys),
+            platform=platform,
+            shipped=tuple(e for k in shipped_keys for e in self._shipped.models[k]),
             config=tuple(self._overrides[k] for k in config_keys),
-            fast_multiplier=self._shipped.fast_multipliers[fast_keys[-1]] if fast_keys else None,
+            own_config=any(k.lower() == lowered for k in config_keys),
         )
-        if genai is None:  # known only through overrides: those must give input and output prices
-            overrides = (*ident.shipped, *ident.config)
-            if not (any(o.input is not None for o in overrides) and any(o.output is not None for o in overrides)):
+        if genai is None and platform is None:  # known only through overrides: those must give input and output
+            prices = (*(e.prices for e in ident.shipped), *ident.config)
+            if not (any(o.input is not None for o in prices) and any(o.output is not None for o in prices)):
                 return None
         return ident
 
     def _genai_alias(self, key: str) -> Any:
         """The genai-prices model an *undated* override key names (``claude-sonnet-4`` -> sonnet-4-0)."""
-        if re.search(r"[-@](\d{8}|\d{4}-\d{2}-\d{2})$", key):
+        if modelnames.parse(key).date is not None:
             return None
         return self._provider.find_model(key)
 
     def _build(self, ident: _Identity, day: int, batch: bool, us: bool, fast: bool) -> ModelPrices | None:
         d = self._shipped.defaults
         when = _EPOCH + timedelta(days=day)
+        shipped = [e for e in ident.shipped if e.active(day)]
         with localcontext(_CTX):
             base: dict[str, Decimal | None] = dict.fromkeys(PRICE_KEYS)
             premium: dict[str, Decimal | None] = dict.fromkeys(PRICE_KEYS)
             threshold: int | None = None
             web_search: Decimal | None = None
+            source = ident.genai if ident.genai is not None else ident.platform
             standard: Any = None
-            if ident.genai is not None:
-                standard = ident.genai.get_prices(when)
+            if source is not None:
+                standard = source.get_prices(when)
                 for k, attr in _GENAI_KEYS.items():
                     b, start, tier_price = _base_and_tier(getattr(standard, attr, None))
                     base[k] = b
@@ -399,7 +458,14 @@ class Pricer:
                         threshold = start if threshold is None else min(threshold, start)
                         premium[k] = tier_price
                 web_search = _base_and_tier(getattr(standard, "web_searches_kcount", None))[0]
-            for o in (*ident.shipped, *ident.config):
+            # the cloud's price for this id over Anthropic's for the model: 1.1 on a regional endpoint
+            factor = Decimal(1)
+            if ident.genai is not None and ident.platform is not None and not ident.own_config:
+                theirs = _base_and_tier(getattr(ident.platform.get_prices(when), "input_mtok", None))[0]
+                ours = base["input"]
+                if theirs and ours:
+                    factor = theirs / ours
+            for o in (*(e.prices for e in shipped), *ident.config):
                 for k in PRICE_KEYS:
                     if (v := getattr(o, k)) is not None:
                         base[k] = v
@@ -430,18 +496,22 @@ class Pricer:
                     ratio[k] *= variant.get(k, variant.get("input", d.batch_multiplier))
             if fast:
                 variant = self._variant_ratios(ident.genai, standard, when, {"speed": "fast"})
-                if ident.fast_multiplier is not None:
-                    variant = dict.fromkeys(PRICE_KEYS, ident.fast_multiplier)
+                fast_multipliers = [e.fast_multiplier for e in shipped if e.fast_multiplier is not None]
+                if fast_multipliers:
+                    variant = dict.fromkeys(PRICE_KEYS, fast_multipliers[-1])
                 if variant:
                     for k in PRICE_KEYS:
                         ratio[k] *= variant.get(k, variant.get("input", Decimal(1)))
                     threshold = None  # fast mode is one flat price over the whole window
                 else:
-                    fast = False  # no fast prices: charged as standard
-            geo = d.us_geo_multiplier if us and _geo_applies(ident.label, d.us_geo_from_version) else Decimal(1)
+                    fast = False  # no fast prices that day: charged as standard
+            geo_flags = [e.us_geo for e in ident.shipped if e.us_geo is not None]
+            geo_applies = geo_flags[-1] if geo_flags else _geo_applies(ident.label, d.us_geo_from_version)
+            geo = d.us_geo_multiplier if us and geo_applies else Decimal(1)
 
             def pico(prices: Mapping[str, Decimal | None]) -> tuple[int, int, int, int, int]:
-                return tuple(_to_int(prices[k] * _MTOK * ratio[k] * geo) for k in PRICE_KEYS)  # type: ignore
+                return tuple(_to_int(prices[k] * _MTOK * ratio[k] * geo * factor)  # type: ignore
+                             for k in PRICE_KEYS)
 
             return ModelPrices(
                 model=ident.label,
@@ -472,16 +542,6 @@ class Pricer:
                     out[k] = v / s
             return out
         return {}
-
-
-def _applies_by_name(key: str, model: str) -> bool:
-    """``claude-sonnet-4-5`` applies to ``claude-sonnet-4-5-20250929`` (and ``@20250929``, ``-latest``)."""
-    return _name_re(key).match(model) is not None
-
-
-@cache
-def _name_re(key: str) -> re.Pattern[str]:
-    return re.compile(re.escape(key) + _DATED + "$", re.IGNORECASE)
 
 
 def _geo_applies(label: str, from_version: tuple[int, int]) -> bool:

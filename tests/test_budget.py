@@ -131,9 +131,36 @@ def test_naive_now_is_refused():
     ("claude-sonnet-4", "claude-sonnet-4-20250514", True),
     ("claude-sonnet-4-5", "claude-sonnet-4-5-1m", False),
     ("claude-opus-4-6", "claude-sonnet-4-6", False),
+    # the names pricing reads the same way: -latest, dots, Bedrock and Vertex spellings
+    ("claude-sonnet-4-5", "claude-sonnet-4-5-latest", True),
+    ("claude-sonnet-4-5", "claude-sonnet-4.5", True),
+    ("claude-sonnet-4-5", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", True),
+    ("claude-sonnet-4-5-20250929", "global.anthropic.claude-sonnet-4-5-20250929-v1:0", True),
+    ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5@20250929", True),
+    ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5-20260101", False),
+    ("claude-opus-4-6", "global.anthropic.claude-opus-4-6-v1", True),
+    ("claude-opus-4-6", "arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-opus-4-6-v1",
+     True),
+    ("claude-sonnet-4", "us.anthropic.claude-sonnet-4-5-20250929-v1:0", False),
+    ("claude-sonnet-4-0", "claude-sonnet-4-20250514", True),
+    ("claude-opus-4", "claude-opus-4-1-20250805", False),
 ])
 def test_model_names_match_their_dated_ids(pattern, model, expected):
     assert matches_model(pattern, model) is expected
+
+
+@pytest.mark.parametrize("model", [
+    "claude-sonnet-4-5-latest", "claude-sonnet-4-5-20250929", "claude-sonnet-4-5@20250929",
+    "us.anthropic.claude-sonnet-4-5-20250929-v1:0", "global.anthropic.claude-opus-4-6-v1", "claude-opus-4-0",
+    "claude-mythos-5-1-20261001", "claude-3-5-haiku-latest",
+])
+def test_pools_and_pricing_read_a_model_name_alike(model):
+    """A pool naming the model's priced label takes the model: one reader of names for both."""
+    from exporter.pricing import Pricer
+
+    label = Pricer().model_label(model)
+    assert label != "other"
+    assert matches_model(label, model), (label, model)
 
 
 def test_matcher_estimated_rows_need_sources_and_are_narrowed():

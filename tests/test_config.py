@@ -125,3 +125,52 @@ def test_yaml_syntax_error_has_a_line_number(tmp_path: Path) -> None:
     r = run_cli("serve", "--config", str(p))
     assert r.returncode == 2
     assert "line 2" in r.stderr or "line 3" in r.stderr
+
+
+def _pool(**kw) -> dict:
+    return {"name": "p", "match": {"workspaces": ["default"]}, **kw}
+
+
+@pytest.mark.parametrize(("pool", "credit"), [
+    (_pool(plan="pro"), 20),
+    (_pool(plan="max5x"), 100),
+    (_pool(plan="max20x"), 200),
+    (_pool(plan="team_standard", seats=10), 200),  # $20 a Team Standard seat
+    (_pool(plan="team_premium", seats=3), 300),  # $100 a Team Premium seat
+    (_pool(plan="team", seats={"standard": 5, "premium": 2}), 300),  # seats by tier: 5 x 20 + 2 x 100
+    (_pool(plan="enterprise_usage", seats=4), 80),  # usage-based Enterprise: $20 a user
+    (_pool(plan="enterprise_premium", seats=2), 400),  # seat-based Enterprise Premium: $200 a seat
+    (_pool(plan="team", seats=7), 700),  # deprecated spelling, read as team_premium
+])
+def test_plan_presets_give_the_agent_sdk_credit(pool: dict, credit: int) -> None:
+    c = parse_config({"pools": [pool]})
+    assert c.pools[0].credit_usd == Decimal(credit)
+
+
+def test_the_old_team_plan_still_works_and_says_it_is_deprecated() -> None:
+    c = parse_config({"pools": [_pool(plan="team", seats=7)]})
+    assert len(c.deprecations) == 1
+    assert c.deprecations[0].startswith("pools[0].plan: ") and "team_standard" in c.deprecations[0]
+    assert parse_config({"pools": [_pool(plan="team_premium", seats=7)]}).deprecations == ()
+
+
+def test_the_deprecation_is_said_in_the_log(tmp_path: Path) -> None:
+    p = tmp_path / "c.yaml"
+    p.write_text("pools:\n  - {name: p, plan: team, seats: 2, match: {workspaces: [default]}}\n")
+    r = run_cli("validate-config", str(p))
+    assert r.returncode == 0
+    assert "config_deprecated" in r.stderr and "pools[0].plan" in r.stderr
+
+
+@pytest.mark.parametrize(("pool", "problem"), [
+    (_pool(plan="enterprise_standard", seats=3), "pools[0].plan: Enterprise Standard seats have no Agent SDK credit"),
+    (_pool(plan="team_standard"), "pools[0].seats: is required with plan: team_standard"),
+    (_pool(plan="max20x", seats=2), "pools[0].seats: only per-seat plans"),
+    (_pool(plan="team", seats={"standard": 0}), "pools[0].seats: names no seats"),
+    (_pool(plan="team", seats={"gold": 1}), "pools[0].seats.gold: unknown key"),
+    (_pool(plan="enterprise"), "pools[0].plan: must be one of"),
+])
+def test_plan_preset_problems_have_their_path(pool: dict, problem: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse_config({"pools": [pool]})
+    assert any(p.startswith(problem) for p in ei.value.problems), ei.value.problems

@@ -1,4 +1,4 @@
-"""The shipped copy of genai-prices' Anthropic data answers exactly as the package does."""
+"""The shipped copy of genai-prices' Claude data (Anthropic, Bedrock, Vertex) answers exactly as the package does."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ import pytest
 from exporter import genai_snapshot
 from exporter.pricing import Pricer
 
-LIVE, LIVE_VERSION = genai_snapshot.live_anthropic()
+LIVE_ALL, LIVE_VERSION = genai_snapshot.live()
+LIVE = LIVE_ALL["anthropic"]
 # taken from the installed package itself: these tests hold the reading of the data to the
 # package's own answers whatever release is installed; the shipped file is checked apart
-SNAP = genai_snapshot.Provider(json.loads(json.dumps(genai_snapshot.dump(LIVE, LIVE_VERSION))))
+SNAP_ALL = {pid: genai_snapshot.Provider(json.loads(json.dumps(genai_snapshot.dump(p, LIVE_VERSION))))
+            for pid, p in LIVE_ALL.items()}
+SNAP = SNAP_ALL["anthropic"]
 SHIPPED = json.loads(files("exporter").joinpath(genai_snapshot.FILE).read_text(encoding="utf-8"))
 
 
@@ -33,8 +36,10 @@ def _literals(clause: dict) -> list[str]:
 
 def _refs() -> list[str]:
     base = {m.id for m in LIVE.models}
-    for m in genai_snapshot.dump(LIVE, LIVE_VERSION)["models"]:
-        base.update(_literals(m["match"]))
+    for provider in LIVE_ALL.values():
+        for m in genai_snapshot.dump(provider, LIVE_VERSION)["models"]:
+            base.add(m["id"])
+            base.update(_literals(m["match"]))
     base.update(re.sub(r"(\d{4})-(\d{2})-(\d{2})", r"\1\2\3", b) for b in list(base))  # compact dates too
     base.update(re.sub(r"(20\d{2})(\d{2})(\d{2})", r"\1-\2-\3", b) for b in list(base))  # and dashed
     refs = set(base)
@@ -42,6 +47,9 @@ def _refs() -> list[str]:
         refs.update({ref.upper(), f"{ref}-20250929", f"{ref}@20250929", f"{ref}-latest", f"{ref}-2025-09-29",
                      f"{ref}-20251301", f"anthropic.{ref}-20241022-v2:0", f"us.anthropic.{ref}-v1:0"})
     refs.update({
+        "us.anthropic.claude-sonnet-4-5-20250929-v1:0", "global.anthropic.claude-opus-4-6-v1",
+        "eu.anthropic.claude-opus-4-6-v1", "apac.anthropic.claude-sonnet-4-20250514-v1:0",
+        "claude-sonnet-4-5@20250929", "claude-opus-4-6@20260205", "claude-haiku-5-5@20261001",
         "claude-sonnet-4-5-20250929", "claude-opus-4-5-20251101", "claude-haiku-4-5-20251001",
         "claude-opus-4-1-20250805", "claude-sonnet-4-20250514", "claude-3-7-sonnet-20250219",
         "claude-3-5-haiku-20241022", "claude-opus-4-6", "claude-sonnet-4-6", "claude-3-5-sonnet-v2@20241022",
@@ -62,17 +70,26 @@ def _days() -> list[datetime]:
     return [datetime(d.year, d.month, d.day, 12, tzinfo=UTC) for d in sorted(days)]
 
 
-def test_the_snapshot_finds_the_same_model_for_every_reference() -> None:
+@pytest.mark.parametrize("provider", genai_snapshot.PROVIDERS)
+def test_the_snapshot_finds_the_same_model_for_every_reference(provider: str) -> None:
     refs = _refs()
     assert len(refs) > 100
     for ref in refs:
-        live, snap = LIVE.find_model(ref), SNAP.find_model(ref)
-        assert (snap.id if snap else None) == (live.id if live else None), ref
+        if provider != "anthropic" and "claude" not in ref.lower():
+            continue  # a cloud's other vendors' models are not kept, and never asked for
+        live, snap = LIVE_ALL[provider].find_model(ref), SNAP_ALL[provider].find_model(ref)
+        assert (snap.id if snap else None) == (live.id if live else None), (provider, ref)
 
 
-def test_the_snapshot_gives_the_same_prices_on_every_day_a_price_changes() -> None:
-    for m in LIVE.models:
-        snap = next(s for s in SNAP.models if s.id == m.id)
+@pytest.mark.parametrize("provider", genai_snapshot.PROVIDERS)
+def test_the_snapshot_gives_the_same_prices_on_every_day_a_price_changes(provider: str) -> None:
+    kept = {s.id: s for s in SNAP_ALL[provider].models}
+    assert kept
+    for m in LIVE_ALL[provider].models:
+        snap = kept.get(m.id)
+        if snap is None:
+            assert provider != "anthropic" and "claude" not in m.id.lower(), m.id
+            continue
         for when in _days():
             lp, sp = m.get_prices(when), snap.get_prices(when)
             for key in ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok",
@@ -86,7 +103,7 @@ def test_the_snapshot_gives_the_same_prices_on_every_day_a_price_changes() -> No
 
 
 def test_a_pricer_on_the_snapshot_resolves_every_request_as_one_on_genai_prices() -> None:
-    live, snap = Pricer(provider=LIVE), Pricer(provider=SNAP)
+    live, snap = Pricer(providers=LIVE_ALL), Pricer(providers=SNAP_ALL)
     variants = list(itertools.product(("standard", "batch"), ("", "us"), ("", "fast")))
     compared = 0
     for ref in _refs():
@@ -102,9 +119,10 @@ def test_the_shipped_snapshot_is_the_installed_release_data() -> None:
     if SHIPPED["genai_prices_version"] != LIVE_VERSION:
         pytest.skip(f"genai-prices {LIVE_VERSION} is installed, the shipped copy is of {SHIPPED['genai_prices_version']}:"
                     " prices come from the package itself (python -m exporter.genai_snapshot writes a new copy)")
-    assert SHIPPED == genai_snapshot.dump(LIVE, LIVE_VERSION)
+    assert SHIPPED == genai_snapshot.dump_all(LIVE_ALL, LIVE_VERSION)
     assert genai_snapshot.installed_version() == LIVE_VERSION
-    assert isinstance(genai_snapshot.load(), genai_snapshot.Provider)
+    loaded = genai_snapshot.load()
+    assert loaded is not None and set(loaded) == set(genai_snapshot.PROVIDERS)
 
 
 def test_another_release_installed_means_the_package_is_read_live() -> None:
@@ -139,7 +157,7 @@ def test_clauses_the_anthropic_data_does_not_use_yet_read_as_the_package_reads_t
         a, b = live.find_model(ref), snap.find_model(ref)
         assert (b.id if b else None) == (a.id if a else None), ref
     assert snap.find_model("claude-x-20261014").id == "dated"
-    pricers = Pricer(provider=live), Pricer(provider=snap)
+    pricers = Pricer(providers={"anthropic": live}), Pricer(providers={"anthropic": snap})
     for day in (date(2026, 2, 28), date(2026, 3, 1)):
         when = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
         assert pricers[1].prices("claude-y-mid", when=when) == pricers[0].prices("claude-y-mid", when=when)
