@@ -40,6 +40,15 @@ def _estimated_families(snap: Snapshot) -> Iterator[Metric]:
     for (source, model), usd in sorted(snap.estimated_cost.items()):
         cost.add_metric([source, model], float(usd))
     yield cost
+    reported = CounterMetricFamily(
+        "claude_estimated_reported_cost_usd",
+        "What the local logs themselves claimed their requests cost in USD (Claude Code's own client-side "
+        "estimate at list price, in CLI results), beside claude_estimated_cost_usd_total for the same requests; "
+        f"only sources and models whose logs state a cost. {CACHED}",
+        labels=["source", "model"])
+    for (source, model), usd in sorted(snap.estimated_reported_cost.items()):
+        reported.add_metric([source, model], float(usd))
+    yield reported
     tokens = CounterMetricFamily(
         "claude_estimated_tokens", f"Tokens seen in local usage logs, deduplicated per request. {CACHED}",
         labels=["source", "model", "token_type"])

@@ -9,6 +9,7 @@ commits offsets, dedup keys, aggregates and line counts in one transaction.
 from __future__ import annotations
 
 import errno
+import functools
 import glob
 import hashlib
 import multiprocessing as mp
@@ -32,7 +33,7 @@ import structlog
 from exporter import readers
 from exporter.config import SourceConfig
 from exporter.pricing import Pricer
-from exporter.state import PAGE_ENTRY, AggKey, FileState, StateDB
+from exporter.state import AGG_COLUMNS, PAGE_ENTRY, ROW, AggKey, FileState, StateDB
 from exporter.usage import UsageRecord
 from exporter.watch import FolderWatcher
 
@@ -434,7 +435,7 @@ class Ingestor:
             remap[local] = dim
 
         # the helper's label ids from dim_base on are its own: map them to this process's, in
-        # bulk over the packed rows (an entry is 12 int64s with the dim 4th, a row 11 with it 3rd)
+        # bulk over the packed rows (an entry is the key and a row, so its dim is 4th; a row's is 3rd)
         lut = [*range(base), *(remap[i] for i in range(base, base + len(remap)))]
         their_pending = _remapped(res.pending, PAGE_ENTRY.size // 8, 3, lut)
         their_unkeyed = _remapped(res.unkeyed, ROW.size // 8, 2, lut)
@@ -506,7 +507,10 @@ class Ingestor:
                     self._finish_rotated(source, prev, batch)
                     log.info("log_file_rotated", source=source.name, path=path)
             f.seek(start)
-            offset = self._read_lines(source, f, start, batch, path)
+            # a file the state has never seen, read from its start: its lines were there before
+            # this read (a backlog), and a line without a time of its own keeps the file's age
+            backlog = st.st_mtime if prev is None and start == 0 else None
+            offset = self._read_lines(source, f, start, batch, path, backlog)
             head = prev.head if prev is not None and start > 0 and len(prev.head) >= HEAD_BYTES else _read_head(f)
         if prev is not None and prev.offset == offset and prev.ino == st.st_ino and prev.head == head:
             return None, offset - start
@@ -531,8 +535,13 @@ class Ingestor:
             except OSError:
                 continue
 
-    def _read_lines(self, source: SourceConfig, f, start: int, batch: _Batch, path: str | None = None) -> int:
-        """Feed complete lines from ``start`` on to the batch; returns the offset after the last one."""
+    def _read_lines(self, source: SourceConfig, f, start: int, batch: _Batch, path: str | None = None,
+                    backlog_mtime: float | None = None) -> int:
+        """Feed complete lines from ``start`` on to the batch; returns the offset after the last one.
+
+        ``backlog_mtime``: the file's modification time when this is the first read of a file the
+        state has never seen (from offset 0), else None.
+        """
         parse = self.parsers[source.name]
         name = source.name
         offset = start
@@ -540,11 +549,13 @@ class Ingestor:
         # inside a line longer than max_line, discarding to its newline; such a line may still be
         # growing when a refresh ends, so whether the offset sits inside one is kept per file
         skipping = path is not None and start > 0 and path in self._skipping
-        # a CLI result carries no time of its own: it is booked at the time it is read, but never
-        # later than its file was last written (a backlog read at first start keeps its age)
-        line_now = batch.now
-        if source.kind == "cli_json" and path is not None and path in self._stats:
-            line_now = min(batch.now, self._stats[path].st_mtime)
+        # A CLI result may carry no time of its own. In a file the state has never seen, read
+        # from its start, such a line was there before this read: it is booked at the file's
+        # modification time (never later than now), so a backlog read at first start keeps its
+        # age. A line appended to a file already followed is booked at the time it is read.
+        if source.kind == "cli_json":
+            when = batch.now if backlog_mtime is None else min(batch.now, backlog_mtime)
+            parse = functools.partial(parse, when=when)
         remaining = max(0, os.fstat(f.fileno()).st_size - start)
         while True:
             # read what the file holds (a read of CHUNK_BYTES on a small file would allocate it all)
@@ -573,7 +584,7 @@ class Ingestor:
             if source.kind == "claude_code":
                 self._scan_claude(data, first, block_end, parse, batch, name)
             else:
-                self._scan_lines(data, first, block_end, parse, batch, name, line_now)
+                self._scan_lines(data, first, block_end, parse, batch, name, batch.now)
             offset += block_end
             carry = data[block_end:]
             if len(carry) > self.max_line:
@@ -676,13 +687,9 @@ class Ingestor:
                         hint="its tokens are counted in claude_unpriced_tokens_total; add a pricing.overrides entry")
 
 
-# A request as the batch and the state keep it: 11 little-endian int64s (88 bytes) instead of
-# a few hundred bytes of Python objects, so a cold read of a large history stays small.
-ROW = struct.Struct("<11q")
-# total, hour, dim, input, output, cache_read, cache_write_5m, cache_write_1h, web_search, cost_pico, unpriced
-
-
+# ROW (a request as the batch and the state keep it) is defined with the state's schema.
 _ROW_BYTES = struct.Struct(f"{ROW.size}s")
+_AGG_WIDTH = len(AGG_COLUMNS)
 
 
 def _remapped(packed: bytes, width: int, field: int, lut: list[int]) -> bytes | array:
@@ -819,12 +826,16 @@ class _Batch:
 
     def _keep(self, rec: UsageRecord, total: int) -> bytes:
         return self._keep_row(rec.source, rec.timestamp, total, rec.cost_usd,
-                              (rec.model, rec.entrypoint, rec.service_tier, rec.inference_geo, rec.speed, rec.tokens))
+                              (rec.model, rec.entrypoint, rec.service_tier, rec.inference_geo, rec.speed, rec.tokens),
+                              rec.reported_usd)
 
     def _keep_row(self, source: str, ts: float, total: int, cost_usd: Decimal | None,
-                  fields: tuple[str, str, str, str, str, tuple[int, ...]]) -> bytes:
+                  fields: tuple[str, str, str, str, str, tuple[int, ...]],
+                  reported_usd: Decimal | None = None) -> bytes:
         """The packed row of a copy being kept, added to the deltas. ``fields`` as
-        :func:`readers.claude_fields` gives them: model, entrypoint, tier, geo, speed, tokens."""
+        :func:`readers.claude_fields` gives them: model, entrypoint, tier, geo, speed, tokens.
+        A stated ``cost_usd`` is booked as it is (a record with no tokens and a cost is priced
+        spend, not unpriced tokens); ``reported_usd`` goes beside the cost, never into it."""
         model, entrypoint, service_tier, inference_geo, speed, t = fields
         ing = self.ing
         dk = (source, model, entrypoint)
@@ -841,10 +852,11 @@ class _Batch:
         if cost is None:
             ing._log_unpriced(model, source)
             cost, unpriced = 0, total
+        reported = int((reported_usd * PICO).to_integral_value()) if reported_usd is not None else 0
         hour = int(ts) // 3600 * 3600
         d = self.deltas.get((hour, dim))
         if d is None:
-            d = self.deltas[(hour, dim)] = [0] * 9
+            d = self.deltas[(hour, dim)] = [0] * _AGG_WIDTH
         d[0] += 1
         d[1] += t[0]
         d[2] += t[1]
@@ -854,7 +866,8 @@ class _Batch:
         d[6] += t[5]
         d[7] += cost
         d[8] += unpriced
-        return ROW.pack(total, hour, dim, *t, cost, unpriced)
+        d[9] += reported
+        return ROW.pack(total, hour, dim, *t, cost, unpriced, reported)
 
     def _drop(self, row: bytes) -> None:
         """Take a row that is no longer kept out of the deltas."""
@@ -864,7 +877,7 @@ class _Batch:
         _total, hour, dim, *vals = ROW.unpack(row)
         d = self.deltas.get((hour, dim))
         if d is None:
-            d = self.deltas[(hour, dim)] = [0] * 9
+            d = self.deltas[(hour, dim)] = [0] * _AGG_WIDTH
         d[0] += sign
         for i, v in enumerate(vals, 1):
             d[i] += sign * v

@@ -1,8 +1,9 @@
 """Line parsers for the three kinds of usage log. Pure: bytes in, records or a reason out.
 
 Each parser returns either a list of UsageRecord (possibly empty for a line that
-carries no usage) or a reason string from REJECT_REASONS. The reasons become the
-``result`` label of ``claude_log_lines_total`` and so form a closed set.
+carries no usage) or a reason string from REJECT_REASONS (or NON_CLAUDE, a valid line
+that is not Claude spend). The reasons become the ``result`` label of
+``claude_log_lines_total`` and so form a closed set.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from exporter.usage import Tokens, UsageRecord
 COUNTED = "counted"  # a usage record was taken (it may still be a duplicate, counted apart)
 DUPLICATE = "duplicate"  # the same request seen before (another content block, a resumed session)
 IGNORED = "ignored"  # a valid line that carries no usage (user turns, summaries)
+NON_CLAUDE = "non_claude"  # a valid line whose usage is all another vendor's models (a proxy): not Claude spend
 MALFORMED = "malformed_json"
 INVALID_UTF8 = "invalid_utf8"
 API_ERROR = "api_error"
@@ -32,7 +34,7 @@ BAD_USAGE = "bad_usage"  # usage fields of the wrong type, negative or absurd
 BAD_TIMESTAMP = "bad_timestamp"  # missing, unparseable or far in the future
 TOO_LONG = "too_long"
 REJECT_REASONS = (MALFORMED, INVALID_UTF8, API_ERROR, SYNTHETIC, BAD_USAGE, BAD_TIMESTAMP, TOO_LONG)
-RESULTS = (COUNTED, DUPLICATE, IGNORED, *REJECT_REASONS)
+RESULTS = (COUNTED, DUPLICATE, IGNORED, NON_CLAUDE, *REJECT_REASONS)
 
 MAX_TOKENS_PER_REQUEST = 50_000_000  # far past any context window: larger counts are corrupt
 MAX_COST_PER_RECORD = Decimal(100_000)  # USD; a stated cost above this is corrupt, not spend
@@ -152,8 +154,21 @@ class _Message(msgspec.Struct, gc=False):
     usage: _Usage | None = None
 
 
+class _Progress(msgspec.Struct, gc=False):
+    """``data`` of a ``type: "progress"`` line: ``message`` is the transcript entry it carries.
+
+    The other JSON types are accepted so that a line whose ``data`` is not such an object
+    still decodes with its block (it carries no request) instead of being read alone.
+    """
+
+    message: _Line | str | int | float | bool | list | None = None
+
+
 class _Line(msgspec.Struct, gc=False):
-    """The few fields of a transcript line that matter; the rest (content) is skipped unbuilt."""
+    """The few fields of a transcript line that matter; the rest (content) is skipped unbuilt.
+
+    ``data`` is absent from every line but progress lines: a line without it builds nothing more.
+    """
 
     type: str | None = None
     timestamp: datetime | None = None
@@ -161,6 +176,7 @@ class _Line(msgspec.Struct, gc=False):
     entrypoint: str | None = None
     isApiErrorMessage: bool | None = None  # noqa: N815
     message: _Message | None = None
+    data: _Progress | str | int | float | bool | list | None = None
 
 
 _line_decoder = msgspec.json.Decoder(_Line)
@@ -189,6 +205,40 @@ def _seconds(when: datetime) -> float:
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)  # naive timestamps in usage logs are UTC
     return when.timestamp()
+
+
+def _progress_entry(line: _Line) -> _Line | None:
+    """The transcript entry a progress line carries (a subagent's turn), or None.
+
+    Claude Code streams a subagent's turns into the parent transcript as they happen::
+
+        {"type": "progress", "timestamp": "<when the parent wrote it>", "entrypoint": "cli",
+         "parentToolUseID": "toolu_...", "sessionId": "...", "uuid": "...",
+         "data": {"type": "agent_progress", "agentId": "a1b2c3d", "prompt": "...",
+                  "message": {"type": "assistant", "timestamp": "<the turn's own time>",
+                              "requestId": "req_...", "uuid": "...",
+                              "message": {"id": "msg_...", "model": "claude-...",
+                                          "usage": {...}, "content": [...]}}}}
+
+    ``data.message`` is the entry as the subagent's own transcript
+    (``<session>/subagents/agent-<agentId>.jsonl``) holds it, so its ``message.id`` and its
+    ``requestId`` (both inside ``data.message``) make the same dedup key as that copy: the
+    request counts once when both files are read, and still counts when the subagent's file
+    is gone. The timestamp is ``data.message.timestamp``, else the outer line's; the
+    entrypoint ``data.message.entrypoint``, else the outer line's. ``data.type`` is not
+    checked (an entry of type ``assistant`` with usage is a request copy whatever carries it).
+    """
+    data = line.data
+    if type(data) is not _Progress or line.type != "progress":
+        return None
+    inner = data.message
+    if type(inner) is not _Line or inner.message is None:
+        return None
+    if inner.timestamp is None:
+        inner.timestamp = line.timestamp
+    if inner.entrypoint is None:
+        inner.entrypoint = line.entrypoint
+    return inner
 
 
 def _line_reason(line: _Line, now: float) -> str | None:
@@ -242,6 +292,8 @@ def parse_claude_code(source: str) -> LineParser:
     of each line. Anything the typed decode refuses (nulls, floats, wrong types, bad JSON)
     goes through the careful path, which decides the reject reason. A cold read uses
     :func:`scan_claude_block` instead, which applies the same rules to many lines per call.
+    A subagent's turn nested in a progress line is one more copy of its request, under the
+    same rules and dedup key (see :func:`_progress_entry`); all three paths read it alike.
     """
     decode = _line_decoder.decode
     careful = _parse_claude_code_careful(source)
@@ -257,6 +309,10 @@ def parse_claude_code(source: str) -> LineParser:
         except _DECODE_ERRORS:
             return careful(line, now)
         message = obj.message
+        if message is None:
+            if obj.data is None or (entry := _progress_entry(obj)) is None:
+                return []
+            obj, message = entry, entry.message
         if obj.type != "assistant" or message is None or message.usage is None:
             return []
         reason = _line_reason(obj, now)
@@ -326,7 +382,13 @@ def _fold_lines(lines: list[_Line], now: float, out: ClaudeBlock) -> None:
     horizon = now + MAX_FUTURE_SECONDS
     for line in lines:
         message = line.message
-        if message is None or (u := message.usage) is None or line.type != "assistant":
+        if message is None:
+            # only a line without a message (a summary, a progress line) pays for this test
+            if line.data is None or (line := _progress_entry(line)) is None:  # type: ignore[assignment]
+                ignored += 1
+                continue
+            message = line.message
+        if (u := message.usage) is None or line.type != "assistant":  # type: ignore[union-attr]
             ignored += 1
             continue
         if line.isApiErrorMessage:
@@ -376,7 +438,20 @@ def _parse_claude_code_careful(source: str) -> LineParser:
         obj = _decode(line)
         if type(obj) is str:
             return obj
-        if type(obj) is not dict or obj.get("type") != "assistant":
+        if type(obj) is not dict:
+            return []
+        when, entrypoint = obj.get("timestamp"), obj.get("entrypoint")
+        if obj.get("message") is None and obj.get("type") == "progress":
+            # a subagent's turn carried in its parent's transcript: see _progress_entry
+            data = obj.get("data")
+            obj = data.get("message") if type(data) is dict else None
+            if type(obj) is not dict:
+                return []
+            if obj.get("timestamp") is not None:
+                when = obj.get("timestamp")
+            if obj.get("entrypoint") is not None:
+                entrypoint = obj.get("entrypoint")
+        if obj.get("type") != "assistant":
             return []
         message = obj.get("message")
         if type(message) is not dict:
@@ -391,7 +466,7 @@ def _parse_claude_code_careful(source: str) -> LineParser:
             return SYNTHETIC
         if type(model) is not str or not model:
             return BAD_USAGE
-        ts = parse_timestamp(obj.get("timestamp"))
+        ts = parse_timestamp(when)
         if ts is None or ts > now + MAX_FUTURE_SECONDS:
             return BAD_TIMESTAMP
         g = usage.get
@@ -416,7 +491,7 @@ def _parse_claude_code_careful(source: str) -> LineParser:
         key = f"{mid}\x1f{rid if type(rid) is str else ''}" if type(mid) is str and mid else None
         return [UsageRecord(
             source, ts, model, Tokens(inp, out, cr, cw5, cw1h, web), key,
-            _str_or_empty(obj.get("entrypoint")), _str_or_empty(g("service_tier")) or "standard",
+            _str_or_empty(entrypoint), _str_or_empty(g("service_tier")) or "standard",
             _str_or_empty(g("inference_geo")), _str_or_empty(g("speed")),
         )]
 
@@ -440,15 +515,142 @@ def _money(value: Any) -> Decimal | None:
     return amount
 
 
+def is_claude_model(model: str) -> bool:
+    """Whether a model name is Claude's: ``claude-...``, Bedrock's ``us.anthropic.claude-...``,
+    Vertex's ``claude-...@20250929``. A proxy routing Claude Code to another vendor writes that
+    vendor's names (``gpt-4o``, ``gemini-2.5-pro``): their usage is not Claude spend."""
+    return "claude" in model.lower()
+
+
+def _stated_cost(obj: Mapping[str, Any]) -> Decimal | None:
+    """The run's cost as the result states it: ``total_cost_usd``, or the older ``cost_usd``
+    or ``total_cost``."""
+    for key in ("total_cost_usd", "cost_usd", "total_cost"):
+        amount = _money(obj.get(key))
+        if amount is not None:
+            return amount
+    return None
+
+
+def _cache_split(usage: Mapping[str, Any] | None) -> tuple[int, int] | None:
+    """(5-minute, 1-hour) cache writes from ``usage.cache_creation``; None when it is absent."""
+    cc = usage.get("cache_creation") if usage is not None else None
+    if cc is None:
+        return None
+    if type(cc) is not dict:
+        raise _BadUsage
+    return _count(cc.get("ephemeral_5m_input_tokens")), _count(cc.get("ephemeral_1h_input_tokens"))
+
+
+def _pick(u: Mapping[str, Any], camel: str, snake: str) -> Any:
+    return u.get(camel, u.get(snake))
+
+
+def _cli_records(source: str, obj: Mapping[str, Any], ts: float) -> tuple[list[UsageRecord], bool]:
+    """The records of one result, and whether it named a model that is not Claude's."""
+    model_usage, usage = obj.get("modelUsage"), obj.get("usage")
+    if usage is not None and type(usage) is not dict:
+        raise _BadUsage
+    if model_usage is None:
+        items: list[tuple[Any, Mapping[str, Any]]] = []
+    elif type(model_usage) is dict:
+        items = [(m, u) for m, u in model_usage.items() if type(u) is dict]
+    elif type(model_usage) is list:  # the seeds' array form
+        items = [(u.get("model"), u) for u in model_usage if type(u) is dict]
+    else:
+        raise _BadUsage
+    uuid = obj.get("uuid")
+    base_key = uuid if type(uuid) is str and uuid else None
+    split = _cache_split(usage)
+    non_claude = False
+
+    def record(model: str, tokens: Tokens, cost: Decimal | None, reported: Decimal | None) -> UsageRecord:
+        return UsageRecord(source, ts, model, tokens, f"{base_key}\x1f{model}" if base_key else None,
+                           "sdk-cli", cost_usd=cost, reported_usd=reported)
+
+    if items:
+        rows: list[tuple[str, list[int], Decimal | None]] = []
+        for model, u in items:
+            if type(model) is not str or not model:
+                raise _BadUsage
+            if model == "<synthetic>":
+                continue
+            counts = [_count(_pick(u, "inputTokens", "input_tokens")), _count(_pick(u, "outputTokens", "output_tokens")),
+                      _count(_pick(u, "cacheReadInputTokens", "cache_read_input_tokens")),
+                      _count(_pick(u, "cacheCreationInputTokens", "cache_creation_input_tokens")), 0,
+                      _count(_pick(u, "webSearchRequests", "web_search_requests"))]
+            rows.append((model, counts, _money(_pick(u, "costUSD", "cost"))))
+        if split is not None and split[1]:
+            # one model: the split is its own; several: the model whose writes the split adds up to
+            if len(rows) == 1:
+                target = rows[0][1]
+            else:
+                matching = [c for _, c, _ in rows if c[3] == split[0] + split[1]]
+                target = matching[0] if len(matching) == 1 else None
+            if target is not None:
+                target[4] = min(split[1], target[3])
+                target[3] -= target[4]
+        records = []
+        for model, counts, reported in rows:
+            if not is_claude_model(model):
+                non_claude = True
+                continue
+            if reported is None and len(rows) == 1:
+                reported = _stated_cost(obj)
+            records.append(record(model, Tokens(*counts), None, reported))
+        return records, non_claude
+
+    named = obj.get("model") or (usage.get("model") if usage is not None else None)
+    if named is not None and (type(named) is not str or not named):
+        raise _BadUsage
+    model = named or "unknown"  # a result that names no model is Claude Code's own: counted, and unpriced
+    if named and not is_claude_model(named):
+        return [], True
+    if usage is None:
+        # the older result format: no tokens, only the run's cost, booked as stated
+        cost = _stated_cost(obj)
+        return ([record(model, Tokens(), cost, cost)] if cost is not None else []), False
+    g = usage.get
+    cw = _count(g("cache_creation_input_tokens"))
+    cw5, cw1h = (cw, 0) if split is None else split
+    if cw5 + cw1h < cw:  # the split covers part of the writes: the rest were 5-minute writes
+        cw5 = cw - cw1h
+    stu = g("server_tool_use")
+    if stu is not None and type(stu) is not dict:
+        raise _BadUsage
+    tokens = Tokens(_count(g("input_tokens")), _count(g("output_tokens")), _count(g("cache_read_input_tokens")),
+                    cw5, cw1h, _count(stu.get("web_search_requests")) if stu is not None else 0)
+    return [record(model, tokens, None, _stated_cost(obj))], False
+
+
 def parse_cli_json(source: str) -> LineParser:
     """Parser for saved ``claude -p --output-format json`` results, one per line.
 
-    The result carries no timestamp of its own; when the line has none, the time it was
-    read stands in (the caller passes it as ``now``). ``costUSD`` per model is Claude
-    Code's own list-price computation and is taken as the record's cost.
+    Tokens per model come from ``modelUsage`` (``inputTokens``, ``outputTokens``,
+    ``cacheReadInputTokens``, ``cacheCreationInputTokens``, ``webSearchRequests``), or,
+    without it, from ``usage`` (``input_tokens``, ... , ``server_tool_use.web_search_requests``).
+    They are priced at our prices (the record states no cost); what Claude Code itself
+    computed (``costUSD`` per model, or ``total_cost_usd``, its client-side estimate at list
+    price) is kept beside it as the reported cost.
+
+    Cache writes: ``modelUsage`` gives only their total; ``usage.cache_creation`` splits the
+    run's writes into 5-minute and 1-hour ones. With one model in ``modelUsage`` the split is
+    that model's. With several, ``usage`` is one sum over all of them and the split cannot be
+    shared out by model: it is applied to the one model whose ``cacheCreationInputTokens``
+    equals the split's total, and otherwise every write is booked as a 5-minute one (priced
+    1.25x input instead of 2x: the estimate errs low on that part, which the reported cost
+    beside it shows).
+
+    A result that names a model that is not Claude's (a proxy to another vendor) does not
+    count as Claude spend: a line with only such models is ``non_claude``; one with Claude
+    models as well counts those. The older format (``cost_usd`` or ``total_cost`` and no
+    ``usage`` or ``modelUsage``) is one record with no tokens and that cost as stated.
+
+    The result carries no timestamp of its own; when the line has none, ``when`` stands in
+    (the caller passes the time it is to be booked at; see the ingestor), else ``now``.
     """
 
-    def parse(line: bytes, now: float) -> Parsed:
+    def parse(line: bytes, now: float, when: float | None = None) -> Parsed:
         obj = _decode_object(line)
         if type(obj) is str:
             return obj
@@ -456,53 +658,18 @@ def parse_cli_json(source: str) -> LineParser:
             return []
         if obj.get("is_error") is True and not obj.get("modelUsage") and not obj.get("usage"):
             return API_ERROR
-        ts = parse_timestamp(obj.get("timestamp")) if "timestamp" in obj else now
+        if "timestamp" in obj:
+            ts = parse_timestamp(obj.get("timestamp"))
+        else:
+            ts = now if when is None else when
         if (bad := _check_ts(ts, now)) is not None:
             return bad
-        ident = obj.get("uuid") or obj.get("session_id")
-        base_key = ident if isinstance(ident, str) and obj.get("uuid") else None
-        records: list[UsageRecord] = []
         try:
-            model_usage = obj.get("modelUsage")
-            items: list[tuple[str, Mapping[str, Any]]] = []
-            if isinstance(model_usage, dict):
-                items = [(m, u) for m, u in model_usage.items() if isinstance(u, dict)]
-            elif isinstance(model_usage, list):
-                items = [(u.get("model"), u) for u in model_usage if isinstance(u, dict)]
-            elif model_usage is not None:
-                raise _BadUsage
-            if not items:
-                usage = obj.get("usage")
-                if not isinstance(usage, dict):
-                    return []
-                model = obj.get("model") or usage.get("model") or "unknown"
-                items = [(model, {
-                    "inputTokens": usage.get("input_tokens"),
-                    "outputTokens": usage.get("output_tokens"),
-                    "cacheReadInputTokens": usage.get("cache_read_input_tokens"),
-                    "cacheCreationInputTokens": usage.get("cache_creation_input_tokens"),
-                    "costUSD": obj.get("total_cost_usd"),
-                })]
-            for model, u in items:
-                if not isinstance(model, str) or not model:
-                    raise _BadUsage
-                if model == "<synthetic>":
-                    continue
-                tokens = Tokens(
-                    input=_count(u.get("inputTokens", u.get("input_tokens"))),
-                    output=_count(u.get("outputTokens", u.get("output_tokens"))),
-                    cache_read=_count(u.get("cacheReadInputTokens", u.get("cache_read_input_tokens"))),
-                    cache_write_5m=_count(u.get("cacheCreationInputTokens", u.get("cache_creation_input_tokens"))),
-                    web_search_requests=_count(u.get("webSearchRequests")),
-                )
-                cost = _money(u.get("costUSD", u.get("cost")))
-                records.append(UsageRecord(
-                    source=source, timestamp=ts, model=model, tokens=tokens,  # type: ignore[arg-type]
-                    dedup_key=f"{base_key}\x1f{model}" if base_key else None,
-                    entrypoint="sdk-cli", cost_usd=cost,
-                ))
+            records, non_claude = _cli_records(source, obj, ts)  # type: ignore[arg-type]
         except _BadUsage:
             return BAD_USAGE
+        if not records and non_claude:
+            return NON_CLAUDE
         return records
 
     return parse

@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, TextIO
 
-from exporter.state import AggKey
+from exporter.state import AGG_COLUMNS, AggKey
 
 PICO = 10**12
 _MICRO = Decimal("0.000001")
@@ -22,6 +22,10 @@ def _usd(value: Decimal | None) -> float | None:
     return None if value is None else float(value.quantize(_MICRO, ROUND_HALF_EVEN))
 
 
+def _reported(pico: int) -> float | None:
+    return _usd(Decimal(pico) / PICO) if pico else None
+
+
 def build_report(
     aggregates: Mapping[AggKey, list[int]],
     *,
@@ -29,8 +33,13 @@ def build_report(
     until: date | None = None,
     billed_by_day: Mapping[date, Decimal] | None = None,
 ) -> dict[str, Any]:
-    """The ``report --json`` object from hourly aggregates (and billed USD per UTC day)."""
-    per_day: dict[date, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0] * 9))
+    """The ``report --json`` object from hourly aggregates (and billed USD per UTC day).
+
+    ``reported_usd`` (per model, per day, in the totals) is the sum of what the logs themselves
+    said the requests cost (Claude Code's own figure in CLI results), beside our estimate;
+    null where the logs reported nothing (a reported $0 reads as nothing reported).
+    """
+    per_day: dict[date, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0] * len(AGG_COLUMNS)))
     for (hour, _source, model, _entry), v in aggregates.items():
         day = datetime.fromtimestamp(hour, UTC).date()
         if (since and day < since) or (until and day > until):
@@ -45,14 +54,17 @@ def build_report(
     tot_billed: Decimal | None = None
     tot_req = 0
     tot_tokens = [0] * 6
+    tot_reported = 0  # picodollars
     for day in sorted(days_set):
         models = []
         est_day = Decimal(0)
+        reported_day = 0
         for model, v in per_day.get(day, {}).items():
             if not any(v):
                 continue
             usd = Decimal(v[7]) / PICO
             est_day += usd
+            reported_day += v[9]
             tot_req += v[0]
             for i in range(6):
                 tot_tokens[i] += v[1 + i]
@@ -60,17 +72,20 @@ def build_report(
                 "model": model, "estimated_usd": _usd(usd), "input_tokens": v[1], "output_tokens": v[2],
                 "cache_read_tokens": v[3], "cache_write_5m_tokens": v[4], "cache_write_1h_tokens": v[5],
                 "web_search_requests": v[6], "requests": v[0], "unpriced_tokens": v[8],
+                "reported_usd": _reported(v[9]),
             })
         models.sort(key=lambda m: (-m["estimated_usd"], m["model"]))
         b = billed.get(day)
         if b is not None:
             tot_billed = (tot_billed or Decimal(0)) + b
         tot_est += est_day
+        tot_reported += reported_day
         days.append({
             "date": day.isoformat(),
             "estimated_usd": _usd(est_day),
             "billed_usd": _usd(b),
             "drift_ratio": float(round(est_day / b, 6)) if b else None,
+            "reported_usd": _reported(reported_day),
             "models": models,
         })
     return {
@@ -78,6 +93,7 @@ def build_report(
         "totals": {
             "estimated_usd": _usd(tot_est),
             "billed_usd": _usd(tot_billed),
+            "reported_usd": _reported(tot_reported),
             "requests": tot_req,
             "input_tokens": tot_tokens[0], "output_tokens": tot_tokens[1], "cache_read_tokens": tot_tokens[2],
             "cache_write_5m_tokens": tot_tokens[3], "cache_write_1h_tokens": tot_tokens[4],

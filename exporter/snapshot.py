@@ -49,6 +49,8 @@ class Snapshot:
     built_at: float
     sources: tuple[SourceView, ...] = ()
     estimated_cost: Mapping[tuple[str, str], Decimal] = field(default_factory=dict)  # (source, model label)
+    # what the logs themselves said those requests cost (CLI results), where they said anything
+    estimated_reported_cost: Mapping[tuple[str, str], Decimal] = field(default_factory=dict)
     estimated_tokens: Mapping[tuple[str, str, str], int] = field(default_factory=dict)  # + token_type
     unpriced_tokens: Mapping[tuple[str, str], int] = field(default_factory=dict)
     log_lines: Mapping[tuple[str, str], int] = field(default_factory=dict)
@@ -77,6 +79,7 @@ class EstimatedView:
         self.pricer = pricer
         self._labels: dict[str, str] = {}
         self.cost: dict[tuple[str, str], int] = defaultdict(int)  # picodollars
+        self.reported: dict[tuple[str, str], int] = defaultdict(int)  # picodollars the logs stated
         self.tokens: dict[tuple[str, str, str], int] = defaultdict(int)
         self.unpriced: dict[tuple[str, str], int] = defaultdict(int)
         self.hourly: dict[tuple[int, str, str, str], Decimal] = {}
@@ -94,6 +97,8 @@ class EstimatedView:
             hour, source, model, _entrypoint = key
             label = self._label(model)
             self.cost[(source, label)] += v[7]
+            if v[9]:
+                self.reported[(source, label)] += v[9]
             for i, tt in enumerate(TOKEN_TYPES):
                 self.tokens[(source, label, tt)] += v[1 + i]
             if v[8]:
@@ -111,6 +116,7 @@ class EstimatedView:
         """The Snapshot fields, as read-only copies."""
         return {
             "estimated_cost": MappingProxyType({k: Decimal(p) / PICO for k, p in self.cost.items()}),
+            "estimated_reported_cost": MappingProxyType({k: Decimal(p) / PICO for k, p in self.reported.items() if p}),
             "estimated_tokens": MappingProxyType(dict(self.tokens)),
             "unpriced_tokens": MappingProxyType({k: n for k, n in self.unpriced.items() if n}),
             "log_lines": MappingProxyType(dict(line_counts)),

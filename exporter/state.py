@@ -30,7 +30,7 @@ from typing import TypeVar
 
 import structlog
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_NAME = "state.sqlite3"
 SIDE_FILES = ("-wal", "-shm")
 CORRUPT_MARK = ".corrupt-"
@@ -43,9 +43,20 @@ _CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 _checked: set[tuple[int, int]] = set()
 _checked_lock = threading.Lock()
 
-# one dedup index entry: the key's hash and the 88-byte row (ingest.ROW), whose second field is its hour
-PAGE_ENTRY = struct.Struct("<q88s")
-PAGE_ENTRIES = 1 << 13  # entries per page: a 768 KB blob, so a write or a read never holds much more
+# A request as the ingest batch and the state keep it: little-endian int64s instead of a few
+# hundred bytes of Python objects, so a cold read of a large history stays small. The fields
+# after the label id are AGG_COLUMNS[1:], in that order.
+ROW = struct.Struct("<12q")
+# total, hour, dim, input, output, cache_read, cache_write_5m, cache_write_1h, web_search, cost_pico, unpriced,
+# reported_pico
+# one dedup index entry: the key's hash and its packed row (ROW), whose second field is its hour
+PAGE_ENTRY = struct.Struct(f"<q{ROW.size}s")
+PAGE_ENTRIES = 1 << 13  # entries per page: about 850 KB, so a write or a read never holds much more
+
+# Schemas 1 and 2 packed a row without reported_pico (the last field): kept to read them and migrate.
+_ROW_2 = struct.Struct("<11q")
+_PAGE_ENTRY_2 = struct.Struct(f"<q{_ROW_2.size}s")
+_NO_REPORTED = bytes(ROW.size - _ROW_2.size)  # what an old row is widened with: reported_pico = 0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -57,7 +68,7 @@ CREATE TABLE IF NOT EXISTS dims (
     id INTEGER PRIMARY KEY, source TEXT NOT NULL, model TEXT NOT NULL, entrypoint TEXT NOT NULL
 );
 -- the dedup index, which a process holds whole in memory: pages of (key's 64-bit hash, packed
--- figures of the largest copy seen: ingest.ROW) entries. Each commit appends one page of what
+-- figures of the largest copy seen: ROW) entries. Each commit appends one page of what
 -- it added or replaced, and a later page's entry for a key stands over an earlier one's;
 -- the hourly prune writes the index anew, without what fell out of the retention window.
 CREATE TABLE IF NOT EXISTS request_pages (id INTEGER PRIMARY KEY, entries BLOB NOT NULL);
@@ -66,6 +77,7 @@ CREATE TABLE IF NOT EXISTS usage_hourly (
     requests INTEGER NOT NULL, input INTEGER NOT NULL, output INTEGER NOT NULL,
     cache_read INTEGER NOT NULL, cache_write_5m INTEGER NOT NULL, cache_write_1h INTEGER NOT NULL,
     web_search INTEGER NOT NULL, cost_pico INTEGER NOT NULL, unpriced_tokens INTEGER NOT NULL,
+    reported_pico INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (hour, source, model, entrypoint)
 );
 CREATE TABLE IF NOT EXISTS line_counts (
@@ -73,9 +85,10 @@ CREATE TABLE IF NOT EXISTS line_counts (
 );
 """
 
-# the numeric columns of usage_hourly, in order; an aggregate is a list of these
+# the numeric columns of usage_hourly, in order; an aggregate is a list of these. reported_pico
+# is what the logs themselves said the requests cost (CLI results), beside our cost_pico.
 AGG_COLUMNS = ("requests", "input", "output", "cache_read", "cache_write_5m", "cache_write_1h",
-               "web_search", "cost_pico", "unpriced_tokens")
+               "web_search", "cost_pico", "unpriced_tokens", "reported_pico")
 AggKey = tuple[int, str, str, str]  # (hour epoch, source, model, entrypoint)
 
 
@@ -187,22 +200,47 @@ class StateDB:
             self.conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         elif int(row[0]) > SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"written by a newer version (schema {row[0]} > {SCHEMA_VERSION})")
-        elif int(row[0]) < 2:
-            self._index_to_pages()
+        elif int(row[0]) < SCHEMA_VERSION:
+            self._upgrade()
         ident = _identity(self.path)
         if ident is not None:
             with _checked_lock:
                 _checked.add(ident)
 
-    def _index_to_pages(self) -> None:
-        """Schema 1 kept the dedup index one SQL row per request; schema 2 keeps it in pages."""
+    def _upgrade(self) -> None:
+        """Bring an older schema to this one in place, in one transaction.
+
+        1 -> 2: the dedup index moves from one SQL row per request to pages.
+        2 -> 3: a row gains ``reported_pico`` (what the log said the request cost): the
+        ``usage_hourly`` table gains the column, 0 for the rows already there, and every
+        dedup index entry is rewritten to the new width with it 0.
+        """
         conn = self.conn
         with self.transaction():
-            if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='requests'").fetchone():
-                StateDB.put_requests(conn, conn.execute("SELECT key, row FROM requests").fetchall())
+            # read again under the write lock: another process may have upgraded it meanwhile
+            version = int(conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+            if version >= SCHEMA_VERSION:
+                return
+            if version < 2 and self.has_table("requests"):
+                rows = conn.execute("SELECT key, row FROM requests").fetchall()
+                StateDB.put_requests(conn, ((k, _widened(r)) for k, r in rows))
                 conn.execute("DROP TABLE requests")
+            elif version == 2:
+                for (page_id,) in conn.execute("SELECT id FROM request_pages ORDER BY id").fetchall():
+                    (entries,) = conn.execute("SELECT entries FROM request_pages WHERE id = ?", (page_id,)).fetchone()
+                    conn.execute("UPDATE request_pages SET entries = ? WHERE id = ?",
+                                 (_widened_page(entries), page_id))
+            if "reported_pico" not in self._columns("usage_hourly"):
+                conn.execute("ALTER TABLE usage_hourly ADD COLUMN reported_pico INTEGER NOT NULL DEFAULT 0")
             conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
-        log.info("state_migrated", path=str(self.path), schema=SCHEMA_VERSION)
+        log.info("state_migrated", path=str(self.path), schema=SCHEMA_VERSION, from_schema=version)
+
+    def _columns(self, table: str) -> set[str]:
+        return {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
+
+    def _schema(self) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return SCHEMA_VERSION if row is None else int(row[0])
 
     @classmethod
     def open_or_rebuild(cls, state_dir: Path, load: Callable[[StateDB], T]) -> tuple[StateDB, T]:
@@ -300,14 +338,25 @@ class StateDB:
         return {r[0]: FileState(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows}
 
     def request_rows(self) -> dict[int, bytes]:
-        """Dedup key -> the packed row of the largest copy seen (ingest.ROW)."""
-        if not self.has_table("request_pages"):  # schema 1, read by a reader that may not migrate it
-            return dict(self.conn.execute("SELECT key, row FROM requests")) if self.has_table("requests") else {}
+        """Dedup key -> the packed row of the largest copy seen (ROW).
+
+        A reader that may not migrate (a running older exporter owns the state) reads an
+        older schema as it is, its rows widened to today's ROW in memory.
+        """
+        if not self.has_table("request_pages"):  # schema 1
+            if not self.has_table("requests"):
+                return {}
+            return {k: _widened(r) for k, r in self.conn.execute("SELECT key, row FROM requests")}
+        old = self._schema() < 3
+        entry = _PAGE_ENTRY_2 if old else PAGE_ENTRY
         rows: dict[int, bytes] = {}
         for (entries,) in self.conn.execute("SELECT entries FROM request_pages ORDER BY id"):
-            if len(entries) % PAGE_ENTRY.size:
+            if len(entries) % entry.size:
                 raise sqlite3.DatabaseError("malformed dedup index page: cut short")
-            rows.update(PAGE_ENTRY.iter_unpack(entries))
+            if old:
+                rows.update((k, r + _NO_REPORTED) for k, r in entry.iter_unpack(entries))
+            else:
+                rows.update(entry.iter_unpack(entries))
         return rows
 
     def dims(self) -> list[tuple[str, str, str]]:
@@ -316,7 +365,9 @@ class StateDB:
             "SELECT id, source, model, entrypoint FROM dims ORDER BY id")]
 
     def aggregates(self) -> dict[AggKey, list[int]]:
-        rows = self.conn.execute(f"SELECT hour, source, model, entrypoint, {', '.join(AGG_COLUMNS)} FROM usage_hourly")
+        have = self._columns("usage_hourly")  # an older schema read as it is: a missing column is 0
+        cols = ", ".join(c if c in have else "0" for c in AGG_COLUMNS)
+        rows = self.conn.execute(f"SELECT hour, source, model, entrypoint, {cols} FROM usage_hourly")
         return {(r[0], r[1], r[2], r[3]): list(r[4:]) for r in rows}
 
     def line_counts(self) -> dict[tuple[str, str], int]:
@@ -372,6 +423,20 @@ class StateDB:
             " ON CONFLICT (source, result) DO UPDATE SET count = count + excluded.count",
             [(s, r, n) for (s, r), n in counts.items()],
         )
+
+
+def _widened(row: bytes) -> bytes:
+    """A row of schemas 1 and 2 as today's ROW: reported_pico, its last field, is 0."""
+    if len(row) != _ROW_2.size:
+        raise sqlite3.DatabaseError("malformed dedup index row")
+    return row + _NO_REPORTED
+
+
+def _widened_page(entries: bytes) -> bytes:
+    """A dedup index page of schema 2 rewritten to today's entry width."""
+    if len(entries) % _PAGE_ENTRY_2.size:
+        raise sqlite3.DatabaseError("malformed dedup index page: cut short")
+    return b"".join(PAGE_ENTRY.pack(k, r + _NO_REPORTED) for k, r in _PAGE_ENTRY_2.iter_unpack(entries))
 
 
 def rebuild_hint(path: Path) -> str:

@@ -44,7 +44,8 @@ class UsageRecord(NamedTuple):
 
     ``dedup_key`` is None when the source has no request identity (each line counts).
     ``cost_usd`` is a cost the record states itself (CLI JSON, a pipeline log); None means
-    price the tokens.
+    price the tokens. ``reported_usd`` is what the log claimed the request cost (Claude Code's
+    own client-side figure in a CLI result), kept beside our estimate and never in it.
     """
 
     source: str
@@ -57,3 +58,4 @@ class UsageRecord(NamedTuple):
     inference_geo: str = ""
     speed: str = ""
     cost_usd: Decimal | None = None
+    reported_usd: Decimal | None = None

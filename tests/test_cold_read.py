@@ -6,6 +6,7 @@ in one process, the generator's own truth, or a database written by the previous
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import struct
@@ -19,11 +20,13 @@ from exporter import readers
 from exporter.config import SourceConfig
 from exporter.ingest import ROW, Ingestor
 from exporter.pricing import Pricer
-from exporter.state import PAGE_ENTRIES, StateDB
+from exporter.state import PAGE_ENTRIES, PAGE_ENTRY, StateDB
 from tests.corpus import generate
-from tests.test_ingest import NOW, line
+from tests.test_ingest import NOW, SONNET, line, progress_line, usd
 
 CENT = Decimal("0.01")
+# a row as schemas 1 and 2 packed it: today's ROW without its last field, reported_pico
+OLD_ROW = struct.Struct("<11q")
 
 
 def _ingestor(logs: Path, state_dir: Path, *, workers: int, clock=lambda: NOW) -> tuple[StateDB, Ingestor]:
@@ -71,9 +74,9 @@ ODD_LINES = [
 ]
 
 
-def _by_line(lines: list[bytes]) -> tuple[dict[str, int], list]:
+def _by_line(lines: list[bytes], parse=None) -> tuple[dict[str, int], list]:
     """The reference: each line alone through the line parser, as a read line by line sees it."""
-    parse = readers.parse_claude_code("cc")
+    parse = parse or readers.parse_claude_code("cc")
     counts: dict[str, int] = {}
     records = []
     for raw in lines:
@@ -134,6 +137,90 @@ def test_a_block_names_every_reason_and_folds_copies_exactly_as_a_read_line_by_l
     assert {k: r for k, (r, _) in got.items()} == want_best
     assert got["msg_a1\x1freq_a1"][1] == 3  # three copies of one request, one kept
     assert [readers.claude_record("cc", d, ts) for _, ts, d in blk.unkeyed] == want_unkeyed
+
+
+def _nested(mid: str, **kw) -> dict:
+    return json.loads(line(mid, isSidechain=True, **kw))
+
+
+def _untimed(mid: str) -> dict:
+    entry = _nested(mid, out=33)
+    del entry["timestamp"]
+    return entry
+
+
+def _with(entry: dict, **usage) -> dict:
+    entry["message"]["usage"].update(usage)
+    return entry
+
+
+PROGRESS_LINES = [
+    line("m1"),
+    progress_line("p1", out=5),  # a subagent's placeholder copy
+    progress_line("p1", out=50),
+    progress_line("p2", inner=_untimed("p2"), outer_ts="2026-11-17T12:30:00.000Z"),  # the outer line's time
+    line("p2", out=40, isSidechain=True),  # the subagent file's copy, larger
+    progress_line("p3", inner={**_nested("p3", out=9), "entrypoint": "sdk-cli"}),  # its own entrypoint
+    progress_line("p4", inner=_with(_nested("p4"), input_tokens=None)),  # careful path: null is 0
+    progress_line("p5", isApiErrorMessage=True),
+    progress_line("p6", model="<synthetic>"),
+    progress_line("p7", ts="2099-01-01T00:00:00Z"),
+    progress_line("p8", inner=_with(_nested("p8"), output_tokens=-1)),
+    progress_line("p9", inner=_with(_nested("p9"), output_tokens=7.5)),
+    progress_line("pa", outer_ts="not a time"),  # the turn's own time stands
+    progress_line("pb", inner={"type": "assistant", "message": {"id": "msg_pb", "model": SONNET,
+                                                                  "usage": {"input_tokens": 1}}},
+                  outer_ts=None),  # no time at all
+    progress_line("pc", inner={k: v for k, v in _nested("pc").items() if k != "requestId"}),
+    progress_line("pd", inner={**_nested("pd"), "message": {**_nested("pd")["message"], "id": None}}),  # unkeyed
+    progress_line("pd", inner={**_nested("pd"), "message": {**_nested("pd")["message"], "id": None}}),
+    progress_line("pe", inner={"type": "user", "message": {"role": "user", "content": [{"type": "tool_result"}]}}),
+    progress_line("pf", data_type="hook_progress", inner={"type": "assistant"}),
+    progress_line("pg")[:-1].replace(b'"text": "x"', b'"text": "\xff"') + b"\n",  # not UTF-8
+    b'{"type":"progress","data":{"type":"bash_progress","output":"ok","elapsedTimeSeconds":2}}\n',
+    b'{"type":"progress","data":"no object here"}\n',
+    b'{"type":"progress","data":{"message":"a string"}}\n',
+    b'{"type":"progress","data":{"message":{"type":"assistant","message":"a string"}}}\n',
+    b'{"type":"progress","timestamp":"2026-11-17T10:00:00Z","data":{"message":{"type":"assistant",'
+    b'"message":{"id":"msg_ph","model":"x","usage":"none"}}}}\n',
+]
+
+
+@pytest.mark.parametrize("order", ["as written", "reversed"])
+def test_progress_lines_give_the_same_requests_on_every_path(order: str) -> None:
+    """The line parser, the block fold (a cold read) and the careful parser agree on subagent
+    turns carried in progress lines: the same records, the same reasons."""
+    lines = PROGRESS_LINES if order == "as written" else PROGRESS_LINES[::-1]
+    want_counts, want_records = _by_line(lines)
+    careful_counts, careful_records = _by_line(lines, readers._parse_claude_code_careful("cc"))
+    assert careful_counts == want_counts
+    assert careful_records == want_records
+    assert want_counts == {readers.IGNORED: 7, readers.API_ERROR: 1, readers.SYNTHETIC: 1,
+                           readers.BAD_TIMESTAMP: 2, readers.BAD_USAGE: 2, readers.INVALID_UTF8: 1}
+
+    blk = readers.ClaudeBlock()
+    readers.scan_claude_block(b"".join(lines), NOW, readers.parse_claude_code("cc"), blk)
+    assert dict(blk.counts) == want_counts
+    got = {}
+    for (total, ts, decoded, _copies) in blk.best.values():
+        rec = readers.claude_record("cc", decoded, ts)
+        assert rec.tokens.total == total
+        got[rec.dedup_key] = rec
+    for rec in blk.records:  # lines only the careful path could read
+        got.setdefault(rec.dedup_key, rec)
+    want_best, want_unkeyed = _fold(want_records)
+    assert got == want_best
+    assert [readers.claude_record("cc", d, ts) for _, ts, d in blk.unkeyed] == want_unkeyed
+    # and what they are: one request per key, the largest copy, the subagent's times and entrypoints
+    assert {k.split("\x1f")[0]: r.tokens.output for k, r in want_best.items()} == {
+        "msg_m1": 100, "msg_p1": 50, "msg_p2": 40, "msg_p3": 9, "msg_p4": 100, "msg_pa": 100, "msg_pc": 100}
+    assert "msg_pc\x1f" in want_best  # no request id: the message id alone
+    assert want_best["msg_p3\x1freq_p3"].entrypoint == "sdk-cli"
+    assert want_best["msg_p1\x1freq_p1"].entrypoint == "cli"
+    assert want_best["msg_p4\x1freq_p4"].tokens.input == 0
+    assert len(want_unkeyed) == 2
+    untimed = next(r for r in want_records if r.dedup_key == "msg_p2\x1freq_p2" and r.tokens.output == 33)
+    assert untimed.timestamp == datetime(2026, 11, 17, 12, 30, tzinfo=UTC).timestamp()
 
 
 def test_a_block_of_many_lines_with_one_bad_line_keeps_every_good_line() -> None:
@@ -202,15 +289,16 @@ def test_a_schema_1_database_is_migrated_to_the_paged_index_without_losing_a_key
         INSERT INTO meta VALUES ('schema_version', '1');
         CREATE TABLE requests (key INTEGER PRIMARY KEY, hour INTEGER NOT NULL, row BLOB NOT NULL);
     """)
-    rows = {k * 7919 - 10**6: ROW.pack(k, 3600 * k, 0, k, 0, 0, 0, 0, 0, k * 10, 0) for k in range(PAGE_ENTRIES + 5)}
+    rows = {k * 7919 - 10**6: OLD_ROW.pack(k, 3600 * k, 0, k, 0, 0, 0, 0, 0, k * 10, 0)
+            for k in range(PAGE_ENTRIES + 5)}
     conn.executemany("INSERT INTO requests VALUES (?, ?, ?)", [(k, 0, r) for k, r in rows.items()])
     conn.commit()
     conn.close()
 
     db = StateDB(state)
-    assert db.request_rows() == rows
+    assert db.request_rows() == {k: ROW.pack(*OLD_ROW.unpack(r), 0) for k, r in rows.items()}
     assert not db.has_table("requests")
-    assert db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    assert db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     assert db.conn.execute("SELECT count(*) FROM request_pages").fetchone() == (2,)  # more than one page's worth
 
 
@@ -271,7 +359,8 @@ def _schema_1(state: Path, rows: dict[int, bytes]) -> None:
     old = _SCHEMA.replace("CREATE TABLE IF NOT EXISTS request_pages (id INTEGER PRIMARY KEY, entries BLOB NOT NULL);",
                           "CREATE TABLE IF NOT EXISTS requests (key INTEGER PRIMARY KEY, hour INTEGER NOT NULL,"
                           " row BLOB NOT NULL);")
-    assert old != _SCHEMA
+    old = old.replace("    reported_pico INTEGER NOT NULL DEFAULT 0,\n", "")  # schema 3's column
+    assert old.count("CREATE TABLE") == _SCHEMA.count("CREATE TABLE") and "reported_pico" not in old
     state.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(state / "state.sqlite3")
     conn.execute("PRAGMA journal_mode = WAL")
@@ -288,7 +377,7 @@ def test_a_reader_beside_a_running_older_exporter_does_not_migrate_its_database(
     from tests.conftest import run_cli
 
     state = tmp_path / "state"
-    rows = {7: ROW.pack(5, 3600, 0, 5, 0, 0, 0, 0, 0, 50, 0)}
+    rows = {7: OLD_ROW.pack(5, 3600, 0, 5, 0, 0, 0, 0, 0, 50, 0)}
     _schema_1(state, rows)
     held = StateLock(state)
     assert held.try_acquire()  # the running (older) exporter
@@ -302,7 +391,8 @@ def test_a_reader_beside_a_running_older_exporter_does_not_migrate_its_database(
         assert "a running exporter owns this state" in r.stderr
         db = StateDB(state, readonly=True)
         assert db.has_table("requests") and not db.has_table("request_pages")
-        assert db.request_rows() == rows  # and a read-only reader (check) reads the old index
+        # and a read-only reader (check) reads the old index, its rows widened in memory
+        assert db.request_rows() == {7: ROW.pack(5, 3600, 0, 5, 0, 0, 0, 0, 0, 50, 0, 0)}
     finally:
         held.release()
 
@@ -375,3 +465,96 @@ def test_a_split_read_resuming_inside_an_overlong_line_skips_its_tail(tmp_path: 
         ing.refresh()
         results[workers] = {r: n for (_, r), n in ing.line_counts.items()}
     assert results[2] == results[1] == {readers.COUNTED: 8, readers.TOO_LONG: 4}
+
+
+# ----------------------------------------------------------------------------- schema 2 -> 3
+
+
+# The tables as schema 2 (the release before reported_pico) wrote them.
+SCHEMA_2 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE files (
+    path TEXT PRIMARY KEY, source TEXT NOT NULL, dev INTEGER NOT NULL, ino INTEGER NOT NULL,
+    offset INTEGER NOT NULL, head BLOB NOT NULL
+);
+CREATE TABLE dims (id INTEGER PRIMARY KEY, source TEXT NOT NULL, model TEXT NOT NULL, entrypoint TEXT NOT NULL);
+CREATE TABLE request_pages (id INTEGER PRIMARY KEY, entries BLOB NOT NULL);
+CREATE TABLE usage_hourly (
+    hour INTEGER NOT NULL, source TEXT NOT NULL, model TEXT NOT NULL, entrypoint TEXT NOT NULL,
+    requests INTEGER NOT NULL, input INTEGER NOT NULL, output INTEGER NOT NULL,
+    cache_read INTEGER NOT NULL, cache_write_5m INTEGER NOT NULL, cache_write_1h INTEGER NOT NULL,
+    web_search INTEGER NOT NULL, cost_pico INTEGER NOT NULL, unpriced_tokens INTEGER NOT NULL,
+    PRIMARY KEY (hour, source, model, entrypoint)
+);
+CREATE TABLE line_counts (
+    source TEXT NOT NULL, result TEXT NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (source, result)
+);
+INSERT INTO meta VALUES ('schema_version', '2');
+"""
+
+
+def _schema_2(state: Path, pages: list[dict[int, bytes]], aggregates: dict[tuple, list[int]]) -> None:
+    state.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(state / "state.sqlite3")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.executescript(SCHEMA_2)
+    old_entry = struct.Struct(f"<q{OLD_ROW.size}s")
+    for page in pages:
+        conn.execute("INSERT INTO request_pages (entries) VALUES (?)",
+                     (b"".join(old_entry.pack(k, r) for k, r in page.items()),))
+    conn.execute("INSERT INTO dims VALUES (0, 'claude-code', ?, 'cli')", (SONNET,))
+    conn.executemany("INSERT INTO usage_hourly VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                     [(*k, *v) for k, v in aggregates.items()])
+    conn.execute("INSERT INTO line_counts VALUES ('claude-code', 'counted', 3)")
+    conn.commit()
+    conn.close()
+
+
+def test_a_schema_2_database_upgrades_in_place_and_goes_on_counting(tmp_path: Path) -> None:
+    """Schema 3 adds reported_pico: existing aggregates get 0, the 88-byte index pages are rewritten
+    to the new width (a later page still standing over an earlier one), and ingest goes on."""
+    from exporter.ingest import key_hash
+
+    state = tmp_path / "state"
+    hour = int(datetime(2026, 11, 17, 10, tzinfo=UTC).timestamp())  # the hour of line()'s default timestamp
+    cost_a1 = int(usd(inp=10, out=100) * 10**12)
+    a1, b1, c1 = (key_hash(f"msg_{m}\x1freq_{m}") for m in ("a1", "b1", "c1"))
+    pages = [{a1: OLD_ROW.pack(105, hour, 0, 10, 95, 0, 0, 0, 0, 1, 0),  # a smaller copy, replaced below
+              b1: OLD_ROW.pack(110, hour, 0, 10, 100, 0, 0, 0, 0, cost_a1, 0)},
+             {a1: OLD_ROW.pack(110, hour, 0, 10, 100, 0, 0, 0, 0, cost_a1, 0),
+              c1: OLD_ROW.pack(110, hour, 0, 10, 100, 0, 0, 0, 0, cost_a1, 0)}]
+    old_aggs = {(hour, "claude-code", SONNET, "cli"): [3, 30, 300, 0, 0, 0, 0, 3 * cost_a1, 0]}
+    _schema_2(state, pages, old_aggs)
+
+    # a reader beside a running older exporter reads schema 2 as it is, and migrates nothing
+    ro = StateDB(state, readonly=True)
+    assert ro.aggregates() == {k: [*v, 0] for k, v in old_aggs.items()}
+    assert ro.request_rows()[a1] == ROW.pack(110, hour, 0, 10, 100, 0, 0, 0, 0, cost_a1, 0, 0)
+    ro.close()
+    raw = sqlite3.connect(state / "state.sqlite3")
+    assert raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
+    raw.close()
+
+    db = StateDB(state)
+    assert db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
+    assert db.aggregates() == {k: [*v, 0] for k, v in old_aggs.items()}
+    stored = [bytes(e) for (e,) in db.conn.execute("SELECT entries FROM request_pages ORDER BY id")]
+    assert [len(e) for e in stored] == [2 * PAGE_ENTRY.size] * 2
+    widened = {k: ROW.pack(*OLD_ROW.unpack(r), 0) for k, r in {**pages[0], **pages[1]}.items()}
+    assert db.request_rows() == widened
+    assert widened[a1] == ROW.pack(110, hour, 0, 10, 100, 0, 0, 0, 0, cost_a1, 0, 0)  # the later page's copy
+    db.close()
+
+    # the upgraded state dedups against what it held, and adds to it
+    logs = tmp_path / "projects"
+    logs.mkdir()
+    (logs / "s.jsonl").write_bytes(line("a1") + line("b1") + line("d1"))
+    _, ing = _ingestor(logs, state, workers=1)
+    ing.refresh()
+    (agg,) = ing.aggregates.values()
+    assert agg == [4, 40, 400, 0, 0, 0, 0, 4 * cost_a1, 0, 0]
+    assert ing.line_counts[("claude-code", readers.DUPLICATE)] == 2
+    assert ing.line_counts[("claude-code", readers.COUNTED)] == 3 + 1
+    # and a second open finds schema 3 as it left it
+    again = StateDB(state)
+    assert again.request_rows() == ing.known and len(ing.known) == 4

@@ -78,9 +78,18 @@ clean_timestamps = st.integers(min_value=1_600_000_000, max_value=int(NOW)).map(
 @st.composite
 def claude_lines(draw) -> dict[str, Any]:
     if draw(st.booleans()):  # half the time nearly right, so the checks past the first are reached
-        counts, timestamps, json_values = clean_counts, clean_timestamps, st.text(max_size=8)
-        return _claude_line(draw, counts, timestamps, json_values, clean=True)
-    return _claude_line(draw, globals()["counts"], globals()["timestamps"], globals()["json_values"])
+        obj = _claude_line(draw, clean_counts, clean_timestamps, st.text(max_size=8), clean=True)
+    else:
+        obj = _claude_line(draw, counts, timestamps, json_values)
+    if draw(st.integers(0, 3)) == 0:  # a subagent's turn carried in a progress line of its parent
+        outer: dict[str, Any] = {"type": draw(st.just("progress") | json_values),
+                                 "data": draw(st.fixed_dictionaries({"message": st.just(obj)}, optional={
+                                     "type": st.just("agent_progress") | json_values}) | json_values)}
+        for k, strat in (("timestamp", clean_timestamps | timestamps), ("entrypoint", json_values),
+                         ("message", json_values)):
+            _maybe(outer, k, draw(optional(strat)))
+        return outer
+    return obj
 
 
 def _claude_line(draw, counts, timestamps, json_values, clean: bool = False) -> dict[str, Any]:
@@ -123,9 +132,15 @@ def cli_lines(draw) -> dict[str, Any]:
                         max_size=3),
         st.lists(per_model.map(lambda d: {**d, "model": "claude-haiku-4-5"}), max_size=3), json_values))))
     _maybe(obj, "usage", draw(optional(st.fixed_dictionaries({}, optional={
-        "input_tokens": counts, "output_tokens": counts}) | json_values)))
-    for k, strat in (("total_cost_usd", json_values), ("session_id", json_values), ("uuid", json_values),
-                     ("is_error", json_values), ("timestamp", timestamps), ("model", json_values)):
+        "input_tokens": counts, "output_tokens": counts, "cache_creation_input_tokens": counts,
+        "cache_creation": st.fixed_dictionaries({}, optional={
+            "ephemeral_5m_input_tokens": counts, "ephemeral_1h_input_tokens": counts}) | json_values,
+        "server_tool_use": st.fixed_dictionaries({"web_search_requests": counts}) | json_values,
+        "model": json_values}) | json_values)))
+    models = st.sampled_from(["claude-haiku-4-5", "gpt-4o", "us.anthropic.claude-sonnet-4-5-20250929-v1:0"])
+    for k, strat in (("total_cost_usd", json_values), ("cost_usd", json_values | st.decimals().map(str)),
+                     ("total_cost", json_values), ("session_id", json_values), ("uuid", json_values),
+                     ("is_error", json_values), ("timestamp", timestamps), ("model", models | json_values)):
         _maybe(obj, k, draw(optional(strat)))
     return obj
 
@@ -170,7 +185,7 @@ def _mangle(draw, line: bytes) -> bytes:
 
 # ----------------------------------------------------------------------------- the contract
 
-RESULTS_OK = set(readers.REJECT_REASONS)
+RESULTS_OK = {*readers.REJECT_REASONS, readers.NON_CLAUDE}
 JSONL_SOURCE = SourceConfig(name="tokens", kind="jsonl", paths=("x",), fields={f: f for f in JSONL_FIELDS},
                             chars_per_token=Decimal(4))
 
@@ -189,8 +204,9 @@ def _check(parsed: Any, source: str) -> None:
         for name in ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h", "web_search_requests"):
             v = getattr(rec.tokens, name)
             assert type(v) is int and 0 <= v <= readers.MAX_TOKENS_PER_REQUEST * 2, (name, v)
-        if rec.cost_usd is not None:
-            assert isinstance(rec.cost_usd, Decimal) and rec.cost_usd.is_finite() and rec.cost_usd >= 0
+        for money in (rec.cost_usd, rec.reported_usd):
+            if money is not None:
+                assert isinstance(money, Decimal) and money.is_finite() and money >= 0
         assert rec.dedup_key is None or isinstance(rec.dedup_key, str)
         assert isinstance(rec.entrypoint, str)
 
@@ -296,6 +312,9 @@ def _check_problems(problems: list[str], doc: Any) -> None:
 @example({"pricing": {"overrides": {"m": {"input": "1e999999999"}}}})
 @example({"refresh_interval": "1e400s"})
 @example({"admin_api": {"poll_interval": "99999999999999999999999h"}})
+@example({"refresh_interval": "99999999999999999999d"})
+@example({"state_dir": "~0"})
+@example({"pools": [{"name": "p", "credit_usd": 1e30, "match": {"workspaces": ["default"]}}]})
 def test_config_loader_errors_always_name_a_path(doc: Any) -> None:
     try:
         cfg = parse_config(doc, env={})
@@ -312,6 +331,8 @@ def test_config_loader_errors_always_name_a_path(doc: Any) -> None:
 @example("a: &x [*x]\n")
 @example("!!python/object:os.system {}\n")
 @example("\ufeffsources: []\n")
+@example("a: " + "[" * 3000)
+@example("a: " + "[" * 3000 + "]" * 3000)
 def test_config_files_of_any_text_load_or_fail_with_paths(text: str) -> None:
     path = Path(f"/tmp/fuzz-config-{id(text)}.yaml")
     try:
@@ -321,7 +342,7 @@ def test_config_files_of_any_text_load_or_fail_with_paths(text: str) -> None:
         except ConfigError as exc:
             try:
                 doc = yaml.safe_load(text)
-            except yaml.YAMLError:
+            except (yaml.YAMLError, RecursionError):
                 doc = None
             if isinstance(doc, dict):
                 _check_problems(exc.problems, doc)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -29,6 +30,22 @@ def line(mid: str, *, out: int = 100, inp: int = 10, cr: int = 0, cw5: int = 0, 
                               "cache_creation": {"ephemeral_5m_input_tokens": cw5, "ephemeral_1h_input_tokens": cw1h}}},
     }
     obj.update(extra)
+    return json.dumps(obj).encode() + b"\n"
+
+
+def progress_line(mid: str, *, outer_ts: str | None = "2026-11-17T10:00:01.000Z", inner: dict | None = None,
+                  data_type: str = "agent_progress", **kw) -> bytes:
+    """A subagent's turn as Claude Code streams it into the parent transcript: the entry its own
+    file (``<session>/subagents/agent-<id>.jsonl``) holds, nested in ``data.message`` of a progress line."""
+    if inner is None:
+        entry = json.loads(line(mid, isSidechain=True, **kw))
+        del entry["entrypoint"]  # the nested entry leaves it to the outer line
+    else:
+        entry = inner
+    obj = {"parentUuid": "p0", "isSidechain": False, "userType": "external", "cwd": "/w", "sessionId": "s1",
+           "version": "2.0.60", "entrypoint": "cli", "type": "progress",
+           "data": {"type": data_type, "agentId": "a1b2c3d", "prompt": "look around", "message": entry},
+           "toolUseID": "agent_msg_x", "parentToolUseID": "toolu_task1", "uuid": f"u-{mid}", "timestamp": outer_ts}
     return json.dumps(obj).encode() + b"\n"
 
 
@@ -207,3 +224,45 @@ def test_a_message_without_request_id_is_deduplicated_on_its_message_id(h: Harne
     h.write("p/a.jsonl", (json.dumps(one) + "\n" + json.dumps(final) + "\n" + json.dumps(final) + "\n").encode())
     h.refresh()
     assert h.requests() == 1 and h.total_usd() == usd(out=50)
+
+
+def test_subagent_turns_in_progress_lines_count_once_with_or_without_the_subagent_file(h: Harness) -> None:
+    """A subagent's request is in its own file and in the parent's progress lines: one request
+    while both are there, the same after the subagent file is deleted, and a new progress copy
+    still counts with no file of its own."""
+    parent = (line("m1") + progress_line("sub1", out=5)  # the streamed placeholder copy
+              + progress_line("sub1", out=50)
+              + b'{"type":"progress","data":{"type":"hook_progress","hookEvent":"PostToolUse"},'
+                b'"timestamp":"2026-11-17T10:00:02.000Z"}\n'
+              + b'{"type":"progress","data":{"type":"agent_progress","message":{"type":"user","message":'
+                b'{"role":"user","content":[{"type":"tool_result","content":"ok"}]}}}}\n')
+    h.write("p/s1.jsonl", parent)
+    sub = h.write("p/s1/subagents/agent-a1b2c3d.jsonl", line("sub1", out=50, isSidechain=True))
+    h.refresh()
+    assert h.requests() == 2
+    assert h.total_usd() == usd() + usd(out=50)
+    assert (h.lines("counted"), h.lines("duplicate"), h.lines("ignored")) == (2, 2, 2)
+
+    sub.unlink()  # the 30-day purge, or a subagent file never written
+    h.refresh()
+    assert h.requests() == 2 and h.total_usd() == usd() + usd(out=50)
+    untimed = json.loads(line("sub3", out=80, isSidechain=True))
+    del untimed["timestamp"]
+    h.write("p/s1.jsonl", progress_line("sub2", out=70, outer_ts="2026-11-17T12:30:00.000Z")
+            + progress_line("sub3", inner=untimed, outer_ts="2026-11-17T12:30:00.000Z"))
+    h.refresh()
+    assert h.requests() == 4
+    assert h.total_usd() == usd() + usd(out=50) + usd(out=70) + usd(out=80)
+    # booked at the turn's own time (10:00), or the outer line's (12:30) when the turn has none;
+    # the entrypoint is the outer line's when the turn names none
+    ten = int(datetime(2026, 11, 17, 10, tzinfo=UTC).timestamp())
+    by_hour = {(hour, entrypoint): v[0] for (hour, _s, _m, entrypoint), v in h.ing.aggregates.items()}
+    assert by_hour == {(ten, "cli"): 3, (ten + 2 * 3600, "cli"): 1}
+
+
+def test_a_state_that_never_saw_the_subagent_file_counts_the_progress_copies(tmp_path: Path) -> None:
+    h = Harness(tmp_path)
+    h.write("p/s1.jsonl", line("m1") + progress_line("sub1", out=5) + progress_line("sub1", out=50))
+    h.refresh()
+    assert h.requests() == 2 and h.total_usd() == usd() + usd(out=50)
+    assert (h.lines("counted"), h.lines("duplicate")) == (2, 1)

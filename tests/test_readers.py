@@ -29,7 +29,15 @@ def _by_model(ing: Ingestor) -> dict[str, tuple[int, Decimal, list[int]]]:
     return out
 
 
-def test_cli_json_results_take_the_cli_cost_per_model(tmp_path: Path) -> None:
+def _reported(ing: Ingestor) -> dict[str, Decimal]:
+    """What the logs said each model's requests cost (the reported_pico column), in USD."""
+    out: dict[str, Decimal] = {}
+    for (_h, _s, model, _e), v in ing.aggregates.items():
+        out[model] = out.get(model, Decimal(0)) + Decimal(v[9]) / 10**12
+    return out
+
+
+def test_cli_json_results_are_priced_at_our_prices_with_the_cli_cost_beside(tmp_path: Path) -> None:
     log = tmp_path / "cli" / "runs.jsonl"
     log.parent.mkdir()
     results = [
@@ -49,10 +57,17 @@ def test_cli_json_results_take_the_cli_cost_per_model(tmp_path: Path) -> None:
     log.write_text("\n".join([*lines, lines[0], "not json"]) + "\n")  # a repeated result is not counted twice
     ing = _ingest(tmp_path, {"sources": [{"name": "cli", "kind": "cli_json", "paths": [str(log)]}]})
     got = _by_model(ing)
-    assert got["claude-sonnet-4-5-20250929"][:2] == (1, Decimal("0.0103"))
+    # Sonnet 4.5 at $3 in, $15 out, $0.30 cache read, $3.75 5-minute write per MTok
+    assert got["claude-sonnet-4-5-20250929"][:2] == (1, Decimal(10 * 3 + 20 * 15 + 300 * Decimal("0.3")
+                                                                  + 40 * Decimal("3.75")) / 10**6)
     assert got["claude-sonnet-4-5-20250929"][2] == [10, 20, 300, 40, 0]
-    assert got["claude-haiku-4-5-20251001"][:2] == (1, Decimal("0.002"))
-    assert got["claude-opus-4-5-20251101"][:2] == (1, Decimal("0.5"))
+    # Haiku 4.5 at $1 in, $5 out; Opus 4.5 at $5 in, $25 out
+    assert got["claude-haiku-4-5-20251001"][:2] == (1, Decimal(5 * 1 + 6 * 5) / 10**6)
+    assert got["claude-opus-4-5-20251101"][:2] == (1, Decimal(1000 * 5 + 2000 * 25) / 10**6)
+    # what Claude Code itself said, kept beside
+    assert _reported(ing) == {"claude-sonnet-4-5-20250929": Decimal("0.0103"),
+                              "claude-haiku-4-5-20251001": Decimal("0.002"),
+                              "claude-opus-4-5-20251101": Decimal("0.5")}
     assert ing.line_counts[("cli", "duplicate")] == 1
     assert ing.line_counts[("cli", "malformed_json")] == 1
 
