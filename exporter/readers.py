@@ -564,9 +564,15 @@ def _cli_records(source: str, obj: Mapping[str, Any], ts: float) -> tuple[list[U
     split = _cache_split(usage)
     non_claude = False
 
+    # the run's service tier, geography and speed (one for the whole run): what fast mode, batch
+    # and US-only inference are priced on
+    attrs = usage or {}
+    tier = _str_or_empty(attrs.get("service_tier")) or "standard"
+    geo, speed = _str_or_empty(attrs.get("inference_geo")), _str_or_empty(attrs.get("speed"))
+
     def record(model: str, tokens: Tokens, cost: Decimal | None, reported: Decimal | None) -> UsageRecord:
         return UsageRecord(source, ts, model, tokens, f"{base_key}\x1f{model}" if base_key else None,
-                           "sdk-cli", cost_usd=cost, reported_usd=reported)
+                           "sdk-cli", tier, geo, speed, cost_usd=cost, reported_usd=reported)
 
     if items:
         rows: list[tuple[str, list[int], Decimal | None]] = []

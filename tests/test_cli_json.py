@@ -317,3 +317,23 @@ def test_report_json_from_the_command_line_carries_reported_usd(tmp_path: Path) 
     (day,) = data["days"]
     assert (day["estimated_usd"], day["reported_usd"], data["totals"]["reported_usd"]) == (0.0045, 0.0047, 0.0047)
     assert day["models"][0]["reported_usd"] == 0.0047
+
+
+def test_fast_and_us_only_runs_are_priced_as_such() -> None:
+    """The run's usage.speed and usage.inference_geo reach the price: Opus 4.8 fast is $10/$50,
+    Sonnet 4.6 US-only is 1.1x of $3/$15."""
+    parse = readers.parse_cli_json("cli")
+    pricer = Pricer()
+    fast = result("f1", {"claude-opus-4-8": {"inputTokens": 1_000, "outputTokens": 2_000, "costUSD": 0.06}},
+                  usage={"input_tokens": 1_000, "output_tokens": 2_000, "speed": "fast"})
+    us = result("u1", {"claude-sonnet-4-6": {"inputTokens": 1_000, "outputTokens": 2_000}},
+                usage={"input_tokens": 1_000, "output_tokens": 2_000, "inference_geo": "us",
+                       "service_tier": "standard"})
+    (rf,) = parse(json.dumps(fast).encode(), NOW)
+    (ru,) = parse(json.dumps(us).encode(), NOW)
+    assert (rf.speed, ru.inference_geo) == ("fast", "us")
+    assert pricer.cost_usd(rf.model, rf.tokens, when=rf.timestamp, service_tier=rf.service_tier,
+                           inference_geo=rf.inference_geo, speed=rf.speed) == (1_000 * 10 + 2_000 * 50) / M
+    assert pricer.cost_usd(ru.model, ru.tokens, when=ru.timestamp, service_tier=ru.service_tier,
+                           inference_geo=ru.inference_geo, speed=ru.speed) == (
+        (1_000 * 3 + 2_000 * 15) / M * Decimal("1.1"))
