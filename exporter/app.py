@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -9,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter import logsetup
 from exporter.admin_api import AdminApiClient
 from exporter.billing import BillingPoller, billed_metric_families, earliest_period_start
-from exporter.breaker import BreakerBoard
+from exporter.breaker import DROP_REASONS, BreakerBoard
 from exporter.collector import ExporterCollector, make_registry
 from exporter.config import Config
 from exporter.pools import build_pool_states, decisions, pool_metric_families
@@ -22,7 +23,7 @@ from exporter.pricing import Pricer
 from exporter.server import ExporterServer, Routes
 from exporter.snapshot import Refresher, Snapshot
 from exporter.state import StateDB
-from exporter.webconfig import WebConfig, load_web_config
+from exporter.webconfig import WebConfig, WebhookToken, load_web_config
 
 log = structlog.get_logger()
 
@@ -49,6 +50,57 @@ def make_billing_poller(config: Config, clock: Callable[[], float]) -> BillingPo
     )
 
 
+class WebhookCounts:
+    """Answers of the Alertmanager webhook by HTTP status, since the start. Safe across threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.by_code: dict[int, int] = {}
+        self.total = 0
+
+    def add(self, code: int) -> None:
+        with self._lock:
+            self.by_code[code] = self.by_code.get(code, 0) + 1
+            self.total += 1
+
+
+def breaker_metric_families(board: BreakerBoard, token: WebhookToken, answers: WebhookCounts, now: datetime,
+                            ) -> Iterator[Metric]:
+    """The webhook's own health: its token, its answers, and what the breaker board holds and drops."""
+    ready = GaugeMetricFamily(
+        "claude_breaker_webhook_auth_ready",
+        "1 when the Alertmanager webhook can check callers: its configured bearer token (breaker_webhook.token_env "
+        "or token_file) can be read, or none is configured. 0 when a configured token cannot be read: every "
+        "webhook call is then refused with 503 and no alert is applied; the log says why.")
+    ready.add_metric([], 1 if token.ready() else 0)
+    yield ready
+    requests = CounterMetricFamily(
+        "claude_breaker_webhook_requests",
+        "Calls to the Alertmanager webhook since the exporter started, by the HTTP status answered "
+        "(200 applied; 400 a malformed payload; 401 a missing or wrong credential; 503 a configured token "
+        "that cannot be read; 411, 413 and 501 a body refused; 500 a fault of the exporter's).", labels=["code"])
+    for code, n in sorted(answers.by_code.items()):
+        requests.add_metric([str(code)], n)
+    yield requests
+    held = GaugeMetricFamily(
+        "claude_breaker_alerts",
+        f"Firing breaker alerts from Alertmanager that hold the pool's breaker open (at most {board.max_per_pool} "
+        "per pool are kept).", labels=["pool"])
+    counts = board.held(now)
+    for pool in sorted(set(board.pools or ()) | set(counts)):
+        held.add_metric([pool], counts.get(pool, 0))
+    yield held
+    dropped = CounterMetricFamily(
+        "claude_breaker_alerts_dropped",
+        "Breaker alerts from Alertmanager not kept since the exporter started, by reason: unknown_pool (no pool of "
+        "that name is configured), pool_cap or total_cap (the least recently notified dropped to keep at most "
+        f"{board.max_per_pool} per pool and {board.max_total} in all).", labels=["reason"])
+    gone = dict(board.dropped)
+    for reason in DROP_REASONS:
+        dropped.add_metric([reason], gone.get(reason, 0))
+    yield dropped
+
+
 @dataclass
 class App:
     config: Config
@@ -71,6 +123,9 @@ class App:
 def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
     pricer = Pricer(config.price_overrides)
     board = BreakerBoard([p.name for p in config.pools])
+    hook_token = WebhookToken(config.breaker_webhook)
+    hook_token.ready()  # a token that cannot be read is said in the log at the start, not at the first call
+    hook_answers = WebhookCounts()
     refresher = Refresher(
         config, clock=clock, pricer=pricer,
         pool_builder=lambda snap, now: build_pool_states(config, pricer, snap, now),
@@ -90,7 +145,10 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
                                               include_claude_code=bool(config.admin_api
                                                                        and config.admin_api.claude_code_report))
 
-    collector = ExporterCollector(refresher.snapshot, extra=[pool_families, billing_families])
+    def webhook_families(_snap: Snapshot) -> Iterator[Metric]:
+        yield from breaker_metric_families(board, hook_token, hook_answers, now())
+
+    collector = ExporterCollector(refresher.snapshot, extra=[pool_families, billing_families, webhook_families])
     registry = make_registry(collector)
 
     def breaker(pool: str) -> tuple[int, dict[str, Any]]:
@@ -129,20 +187,32 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
     def metrics_version() -> tuple[Any, ...]:
         # /metrics is rendered once per version, not per scrape (10k series take ~80 ms to encode):
         # the snapshot (by identity), the breaker webhooks applied so far, and a 15 s step of the
-        # clock for what the collector derives from it (breaker alerts expiring, the UTC date).
-        return (refresher.snapshot(), board.version, int(clock() // 15))
+        # clock for what the collector derives from it (breaker alerts expiring, the UTC date), the
+        # webhook's answers so far, and whether its token can be read (a stat of the file, when it is one).
+        return (refresher.snapshot(), board.version, int(clock() // 15), hook_answers.total, hook_token.ready())
 
     routes = Routes(registry=registry, healthy=healthy,
-                    status_page=lambda: status_page(refresher.snapshot(), board, clock(), config.origin),
-                    breaker=breaker, webhook=webhook, webhook_token=config.breaker_webhook.read_token,
-                    metrics_version=metrics_version)
+                    status_page=lambda: status_page(refresher.snapshot(), board, clock(), config.origin,
+                                                    warnings=_token_warnings(hook_token)),
+                    breaker=breaker, webhook=webhook, webhook_token=hook_token.current,
+                    webhook_answered=hook_answers.add, metrics_version=metrics_version)
     return App(config=config, refresher=refresher, routes=routes)
 
 
-def status_page(snap: Snapshot, board: BreakerBoard, now: float, origin: str = "") -> str:
+def _token_warnings(token: WebhookToken) -> list[str]:
+    problem = token.problem()
+    if problem is None:
+        return []
+    return [f"The Alertmanager breaker webhook refuses every call: {problem.path} cannot be used "
+            f"({problem.public}). Alerts cannot open a breaker until it can be read."]
+
+
+def status_page(snap: Snapshot, board: BreakerBoard, now: float, origin: str = "", *,
+                warnings: list[str] | None = None) -> str:
     """The landing page: see :mod:`exporter.statuspage`."""
     from exporter.statuspage import render
 
-    return render(snap, decisions(board, snap.pools, datetime.fromtimestamp(now, UTC)), now=now, origin=origin)
+    return render(snap, decisions(board, snap.pools, datetime.fromtimestamp(now, UTC)), now=now, origin=origin,
+                  warnings=warnings or ())
 
 

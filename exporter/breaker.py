@@ -11,11 +11,19 @@ still ahead. Alertmanager sends firing alerts to webhooks with a zero ``endsAt``
 stops notifications, so no "resolved" ever comes) expires ``stale_after`` after its last
 notification: set that above the route's ``repeat_interval``. The board lives in memory:
 after a restart it fills again on Alertmanager's next notification.
+
+The board is bounded, whoever posts to it: at most ``max_per_pool`` alerts per pool and
+``max_total`` in all (the least recently notified dropped first), none for a pool the
+board does not know, and each kept field cut to a few hundred characters. What it drops is
+counted in ``dropped``. One firing alert holds a pool open as well as a hundred, so the
+breaker's answer lists only the first ``MAX_LISTED_ALERTS`` and counts the rest.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,21 +36,44 @@ BreakerSource = Literal["threshold", "alertmanager", "none"]
 
 _CENT = Decimal("0.01")
 _RATIO = Decimal("0.0001")
+MAX_PER_POOL = 100
+MAX_TOTAL = 10_000
+MAX_LISTED_ALERTS = 10  # in the JSON of /breaker/<pool>
+MAX_REASON_ALERTS = 3  # named in a decision's reason
+MAX_FINGERPRINT = 128  # longer ones are kept as a hash of themselves: still the same key when resolved
+MAX_ALERTNAME = 200
+MAX_SUMMARY = 300
+DROP_REASONS = ("unknown_pool", "pool_cap", "total_cap")
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _show(value: Any) -> str:
+    """A value from a payload for an error message: short, and never a nested structure rendered."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return _cut(repr(value), 80)
+    return f"a JSON {'object' if isinstance(value, dict) else 'array' if isinstance(value, list) else 'value'}"
 
 
 def _parse_time(value: Any, path: str) -> datetime | None:
     """RFC 3339 from Alertmanager; the zero time (year 1) means "not set"."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{path}: must be an RFC 3339 timestamp string, not {value!r}")
+        raise ValueError(f"{path}: must be an RFC 3339 timestamp string, not {_show(value)}")
+    shown = _show(value)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"{path}: not an RFC 3339 timestamp: {value!r}") from None
+        raise ValueError(f"{path}: not an RFC 3339 timestamp: {shown}") from None
     if parsed.tzinfo is None:
-        raise ValueError(f"{path}: timestamp has no time zone: {value!r}")
+        raise ValueError(f"{path}: timestamp has no time zone: {shown}")
     if parsed.year <= 1:
         return None
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:00:00-05:00 is past the last moment a datetime holds
+        raise ValueError(f"{path}: timestamp out of range: {shown}") from None
 
 
 def _aware(now: datetime) -> datetime:
@@ -98,9 +129,9 @@ def _validate(payload: Any) -> list[_Parsed]:
         raise ValueError(f"webhook payload must be a JSON object, not {type(payload).__name__}")
     version = payload.get("version")
     if version != "4":
-        raise ValueError(f"version: expected Alertmanager webhook version \"4\", got {version!r}")
+        raise ValueError(f"version: expected Alertmanager webhook version \"4\", got {_show(version)}")
     if payload.get("status") not in ("firing", "resolved"):
-        raise ValueError(f"status: must be \"firing\" or \"resolved\", not {payload.get('status')!r}")
+        raise ValueError(f"status: must be \"firing\" or \"resolved\", not {_show(payload.get('status'))}")
     alerts = payload.get("alerts")
     if not isinstance(alerts, list):
         raise ValueError(f"alerts: must be a list, not {type(alerts).__name__}")
@@ -111,7 +142,7 @@ def _validate(payload: Any) -> list[_Parsed]:
             raise ValueError(f"{path}: must be an object, not {type(alert).__name__}")
         status = alert.get("status")
         if status not in ("firing", "resolved"):
-            raise ValueError(f"{path}.status: must be \"firing\" or \"resolved\", not {status!r}")
+            raise ValueError(f"{path}.status: must be \"firing\" or \"resolved\", not {_show(status)}")
         labels = alert.get("labels")
         if not isinstance(labels, dict) or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
@@ -127,8 +158,12 @@ def _validate(payload: Any) -> list[_Parsed]:
             fingerprint = "labels:" + ",".join(f"{k}={labels[k]}" for k in sorted(labels))
         elif not isinstance(fingerprint, str) or not fingerprint:
             raise ValueError(f"{path}.fingerprint: must be a non-empty string")
-        out.append(_Parsed(status, labels, {k: str(v) for k, v in annotations.items()}, starts, ends,
-                           fingerprint))
+        # Alertmanager's annotations are strings; anything else is left out, never turned into text
+        # (a deeply nested value would be expensive to render, and useless to read)
+        texts = {k: v for k, v in annotations.items() if isinstance(v, str)}
+        if len(fingerprint) > MAX_FINGERPRINT:
+            fingerprint = "sha256:" + hashlib.sha256(fingerprint.encode("utf-8", "surrogatepass")).hexdigest()
+        out.append(_Parsed(status, labels, texts, starts, ends, fingerprint))
     return out
 
 
@@ -166,7 +201,9 @@ class BreakerDecision:
             "credit_usd": _round(self.credit, _CENT),
             "remaining_ratio": _round(self.remaining_ratio, _RATIO),
             "open_below": _round(self.open_below, _RATIO),
-            "alerts": [a.to_json() for a in self.alerts],
+            "alerts": [a.to_json() for a in self.alerts[:MAX_LISTED_ALERTS]],
+            "alert_count": len(self.alerts),
+            "alerts_not_listed": max(0, len(self.alerts) - MAX_LISTED_ALERTS),
         }
 
 
@@ -188,22 +225,32 @@ def _pct(value: Decimal) -> str:
 
 
 class BreakerBoard:
-    """Breaker alerts received from Alertmanager, by fingerprint. Safe across threads."""
+    """Breaker alerts received from Alertmanager, per pool by fingerprint. Safe across threads."""
 
     def __init__(self, pools: Iterable[str] | None = None, *, stale_after: timedelta | None = timedelta(minutes=15),
-                 ) -> None:
+                 max_per_pool: int = MAX_PER_POOL, max_total: int = MAX_TOTAL) -> None:
         self._pools = frozenset(pools) if pools is not None else None
         self.stale_after = stale_after
-        self._alerts: dict[str, BreakerAlert] = {}
+        self.max_per_pool = max_per_pool
+        self.max_total = max_total
+        # pool -> fingerprint -> alert, and (pool, fingerprint) in all: least recently notified first
+        self._by_pool: dict[str, OrderedDict[str, BreakerAlert]] = {}
+        self._order: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self.dropped: dict[str, int] = {}  # reason (DROP_REASONS) -> alerts not kept, since the start
         self._lock = threading.Lock()
         self.version = 0  # bumped by every webhook applied: what a cached /metrics keys on
+
+    @property
+    def pools(self) -> frozenset[str] | None:
+        """The pools this board keeps alerts for; None: any."""
+        return self._pools
 
     def apply_webhook(self, payload: Any, now: datetime) -> int:
         """Apply one Alertmanager webhook body; returns how many breaker alerts it carried.
 
         Raises ValueError (naming the offending field) on a payload of the wrong shape, in which
-        case nothing is applied. Alerts without ``breaker="open"`` and a ``pool`` label, or for a
-        pool this board does not know, are ignored.
+        case nothing is applied. Alerts without ``breaker="open"`` and a ``pool`` label are
+        ignored; those for a pool this board does not know are not kept, and counted.
         """
         now = _aware(now)
         parsed = _validate(payload)
@@ -215,31 +262,58 @@ class BreakerBoard:
                 if alert.labels.get("breaker") != "open" or not pool:
                     continue
                 if self._pools is not None and pool not in self._pools:
+                    self._count("unknown_pool")
                     continue
                 applied += 1
+                self._remove(pool, alert.fingerprint)
                 if alert.status == "resolved" or (alert.ends_at is not None and alert.ends_at <= now):
-                    self._alerts.pop(alert.fingerprint, None)
                     continue
-                self._alerts[alert.fingerprint] = BreakerAlert(
+                self._add(BreakerAlert(
                     fingerprint=alert.fingerprint, pool=pool,
-                    alertname=alert.labels.get("alertname", ""),
+                    alertname=_cut(alert.labels.get("alertname", ""), MAX_ALERTNAME),
                     starts_at=alert.starts_at, ends_at=alert.ends_at,
-                    summary=alert.annotations.get("summary") or alert.annotations.get("description", ""),
+                    summary=_cut(alert.annotations.get("summary") or alert.annotations.get("description", ""),
+                                 MAX_SUMMARY),
                     expires_at=now + self.stale_after if self.stale_after is not None else None,
-                )
+                ))
             self._prune(now)
         return applied
 
-    def _prune(self, now: datetime) -> None:
-        for key in [k for k, a in self._alerts.items() if not a.active(now)]:
-            del self._alerts[key]
+    def _count(self, reason: str, n: int = 1) -> None:
+        self.dropped[reason] = self.dropped.get(reason, 0) + n
+
+    def _remove(self, pool: str, fingerprint: str) -> None:
+        alerts = self._by_pool.get(pool)
+        if alerts is not None and alerts.pop(fingerprint, None) is not None:
+            del self._order[(pool, fingerprint)]
+            if not alerts:
+                del self._by_pool[pool]
+
+    def _add(self, alert: BreakerAlert) -> None:
+        """Keep ``alert`` as the newest, then drop the oldest past the caps."""
+        alerts = self._by_pool.setdefault(alert.pool, OrderedDict())
+        alerts[alert.fingerprint] = alert
+        self._order[(alert.pool, alert.fingerprint)] = None
+        while len(alerts) > self.max_per_pool:
+            oldest = next(iter(alerts))
+            self._remove(alert.pool, oldest)
+            self._count("pool_cap")
+        while len(self._order) > self.max_total:
+            pool, oldest = next(iter(self._order))
+            self._remove(pool, oldest)
+            self._count("total_cap")
+
+    def _prune(self, now: datetime, pools: Iterable[str] | None = None) -> None:
+        for pool in list(self._by_pool if pools is None else pools):
+            for key in [k for k, a in self._by_pool.get(pool, {}).items() if not a.active(now)]:
+                self._remove(pool, key)
 
     def alerts(self, pool: str, now: datetime) -> tuple[BreakerAlert, ...]:
         """The pool's breaker alerts still firing at ``now``, oldest first."""
         now = _aware(now)
         with self._lock:
-            self._prune(now)
-            found = [a for a in self._alerts.values() if a.pool == pool]
+            self._prune(now, (pool,))
+            found = list(self._by_pool.get(pool, {}).values())
         epoch = datetime.min.replace(tzinfo=UTC)
         return tuple(sorted(found, key=lambda a: (a.starts_at or epoch, a.fingerprint)))
 
@@ -248,7 +322,14 @@ class BreakerBoard:
         now = _aware(now)
         with self._lock:
             self._prune(now)
-            return frozenset(a.pool for a in self._alerts.values())
+            return frozenset(self._by_pool)
+
+    def held(self, now: datetime) -> dict[str, int]:
+        """How many breaker alerts each pool holds firing at ``now`` (pools with none left out)."""
+        now = _aware(now)
+        with self._lock:
+            self._prune(now)
+            return {pool: len(alerts) for pool, alerts in self._by_pool.items()}
 
     def decide(self, pool: str, state: PoolState | None, now: datetime) -> BreakerDecision:
         """Open if the pool is under its threshold or Alertmanager holds it open.
@@ -260,7 +341,9 @@ class BreakerBoard:
         alerts = self.alerts(pool, now)
         alert_text = "; ".join(
             f"Alertmanager alert {a.alertname or a.fingerprint} firing" + (f": {a.summary}" if a.summary else "")
-            for a in alerts)
+            for a in alerts[:MAX_REASON_ALERTS])
+        if len(alerts) > MAX_REASON_ALERTS:
+            alert_text += f"; and {len(alerts) - MAX_REASON_ALERTS} more breaker alerts"
         figures: dict[str, Any] = {}
         if state is not None:
             figures = dict(remaining=state.remaining, credit=state.credit,

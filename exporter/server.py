@@ -15,7 +15,9 @@ the scrapes:
 With a web config, every endpoint but ``/healthz`` needs basic auth (so that liveness
 probes and container health checks work without credentials; it tells only "ok" or
 "starting"/"stale"). The webhook takes the breaker bearer token instead when one is
-configured, because Alertmanager sends a single Authorization header.
+configured, because Alertmanager sends a single Authorization header. A token that is
+configured but cannot be read refuses every webhook call with 503: it never falls back to
+letting anyone in.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import structlog
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.webconfig import BasicAuth, WebConfig
+from exporter.webconfig import BasicAuth, TokenUnavailable, WebConfig
 
 log = structlog.get_logger()
 MAX_BODY_BYTES = 1 << 20
@@ -63,7 +65,10 @@ class Routes:
     status_page: Callable[[], str]
     breaker: Callable[[str], tuple[int, dict[str, Any]]] | None = None  # pool -> (HTTP status, JSON)
     webhook: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None = None
+    # the bearer token the webhook requires, None for none; raises TokenUnavailable when one
+    # is configured and cannot be read (the call is then refused)
     webhook_token: Callable[[], str | None] = lambda: None
+    webhook_answered: Callable[[int], None] = lambda code: None  # the status of every webhook answer
     extra_get: dict[str, Callable[[], tuple[int, str, bytes]]] = field(default_factory=dict)
     # what /metrics depends on: (snapshot, urgent, *rest). The snapshot is compared by
     # identity, the rest by value. A change of ``urgent`` (breaker webhooks) is rendered
@@ -273,30 +278,47 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             self._json(404, {"error": f"no such endpoint: {path}"})
             return
-        token = r.webhook_token()
+        try:
+            code, body, headers = self._webhook(r, client_closes)
+        except OSError:  # timeouts and vanished clients: nobody to answer
+            raise
+        except Exception as exc:  # noqa: BLE001 - a bug must still get an answer, not a dropped connection
+            log.error("alertmanager_webhook_failed", error=f"{type(exc).__name__}: {exc}")
+            self.close_connection = True
+            code, body, headers = 500, {"error": "internal error handling the webhook; see the exporter's log"}, None
+        self._json(code, body, headers)
+        r.webhook_answered(code)
+
+    def _webhook(self, r: Routes, client_closes: bool) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+        """(status, JSON body, headers) for a call to the Alertmanager webhook."""
+        try:
+            token = r.webhook_token()
+        except TokenUnavailable as exc:
+            # the body is never read: whatever it says is not applied
+            return 503, {"error": f"{exc.path} cannot be used: {exc.public}; every webhook call is refused "
+                                  "until it can be read (see the exporter's log)"}, {"Retry-After": "60"}
         if token is not None:
             given = self.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-                self._json(401, {"error": "missing or wrong bearer token"}, {"WWW-Authenticate": "Bearer"})
-                return
+                return 401, {"error": "missing or wrong bearer token"}, {"WWW-Authenticate": "Bearer"}
         elif not self._basic_ok():
-            self._unauthorized()
-            return
+            return 401, {"error": "authentication required"}, {
+                "WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'}
         try:
             raw = self._read_body()
         except _BodyError as exc:
-            self._json(exc.code, {"error": str(exc)})
-            return
+            return exc.code, {"error": str(exc)}, None
         self.close_connection = client_closes
         try:
             payload = json.loads(raw)
             if not isinstance(payload, dict):
                 raise ValueError("the body must be a JSON object")
+        except RecursionError:
+            return 400, {"error": "not an Alertmanager webhook payload: JSON nested too deeply"}, None
         except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            self._json(400, {"error": f"not an Alertmanager webhook payload: {exc}"})
-            return
+            return 400, {"error": f"not an Alertmanager webhook payload: {exc}"}, None
         code, body = r.webhook(payload)
-        self._json(code, body)
+        return code, body, None
 
     def _read_body(self) -> bytes:
         """The request body, at most MAX_BODY_BYTES; raises _BodyError with the status to answer."""

@@ -9,7 +9,7 @@ from a config, a log or the Admin API. Pure: the snapshot, the breaker decisions
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -194,8 +194,12 @@ def _estimated_by_model(snap: Any) -> str:
 
 
 def render(snap: Any, decided: Mapping[str, Any], *, now: float, origin: str = "",
-           refresh_seconds: int = REFRESH_SECONDS) -> str:
-    """The whole page for one snapshot (``exporter.snapshot.Snapshot``) and its breaker decisions."""
+           refresh_seconds: int = REFRESH_SECONDS, warnings: Sequence[str] = ()) -> str:
+    """The whole page for one snapshot (``exporter.snapshot.Snapshot``) and its breaker decisions.
+
+    ``warnings``: plain-text lines shown above the pools, for what an operator must fix
+    (a breaker webhook that refuses every call, say).
+    """
     if not snap.ready:
         body = '<p class="notice">Starting: the first read of the logs is not done yet.</p>'
     elif snap.pools:
@@ -207,6 +211,7 @@ def render(snap: Any, decided: Mapping[str, Any], *, now: float, origin: str = "
     if origin == DEMO_ORIGIN:
         banner = ('<p class="demo">Demo: a simulated organisation, with spend running faster than real time. '
                   "Nothing here is real and the real Admin API is never contacted.</p>")
+    banner += "".join(f'<p class="notice warning">{_e(w)}</p>' for w in warnings)
     breakers = " ".join(f'<a href="/breaker/{_e(quote(s.pool, safe=""))}">{_e(s.pool)}</a>' for s in snap.pools)
     as_of = when(datetime.fromtimestamp(snap.built_at, UTC))
     return f"""<!doctype html>

@@ -22,15 +22,23 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import ssl
+import stat
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.config import ConfigError, _Checker, _typename, read_yaml_file
+import structlog
+
+from exporter import logsetup
+from exporter.config import BreakerWebhookConfig, ConfigError, _Checker, _typename, read_yaml_file
+
+log = structlog.get_logger()
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -56,6 +64,12 @@ HEADER_VALUES: dict[str, tuple[str, ...] | None] = {
     "Content-Security-Policy": None,
 }
 BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+# htpasswd's range of costs. bcrypt itself takes up to 31, but one check at cost 31 runs for
+# days, and every wrong password would hold a check slot that long.
+BCRYPT_COSTS = range(4, 18)
+# version, cost, 22 characters of salt and 31 of digest in bcrypt's base64 alphabet. The salt
+# is 128 bits in 132, so its last character can only be one of four (bcrypt refuses the rest).
+BCRYPT_RE = re.compile(r"\$2[aby]\$(?P<cost>\d\d)\$[./A-Za-z0-9]{21}[.Oeu][./A-Za-z0-9]{31}")
 AUTH_CACHE_SIZE = 256
 
 
@@ -198,6 +212,15 @@ def _parse_users(c: _Checker, value: Any) -> dict[str, bytes]:
             c.err(p, "must be a bcrypt hash ($2b$..., 60 characters), e.g. from "
                      "htpasswd -nbBC 12 '' PASSWORD | tr -d ':\\n'")
             continue
+        m = BCRYPT_RE.fullmatch(hashed)
+        if m is None:
+            c.err(p, "is not a valid bcrypt hash: its cost must be two digits, and its salt and digest "
+                     "characters of ./A-Za-z0-9 with the salt's last one of . O e u; make it again with htpasswd")
+            continue
+        if int(m["cost"]) not in BCRYPT_COSTS:
+            c.err(p, f"bcrypt cost {int(m['cost'])} is outside {BCRYPT_COSTS.start}..{BCRYPT_COSTS.stop - 1} "
+                     "(each check at cost N takes 2^N rounds; 10-12 is usual)")
+            continue
         users[user] = hashed.encode()
     return users
 
@@ -219,6 +242,13 @@ def _parse_headers(c: _Checker, value: Any) -> dict[str, str]:
             continue
         if not isinstance(v, str) or not v or "\n" in v or "\r" in v:
             c.err(p, f"must be a one-line string, not {_typename(v)}")
+            continue
+        bad = next(((i, ch) for i, ch in enumerate(v) if not (" " <= ch <= "~" or ch == "\t")), None)
+        if bad is not None:
+            # HTTP/1.1 sends header bytes as they are: outside printable ASCII a value either
+            # cannot be encoded at all (every answer would fail) or means different things to
+            # different clients
+            c.err(p, f"must be printable ASCII: character {bad[0] + 1} is U+{ord(bad[1]):04X}")
             continue
         allowed = HEADER_VALUES[key]
         if allowed is not None and v.lower() not in allowed:
@@ -282,6 +312,168 @@ class BasicAuth:
                 return False
 
 
+# --------------------------------------------------------------------------- the breaker webhook's token
+
+TOKEN_MAX_BYTES = 4096
+# a file rewritten in place to the same size within one tick of a coarse file-system clock keeps
+# its stat: read it again after this long anyway
+TOKEN_REREAD_SECONDS = 10.0
+
+
+class TokenUnavailable(Exception):
+    """A configured webhook token that cannot be read or used: every webhook call is refused.
+
+    ``path`` is the config key (``breaker_webhook.token_file`` or ``.token_env``); ``reason``
+    names the file or variable and what is wrong with it, for the log and validate-config;
+    ``public`` says the same without the file's location, for an unauthenticated caller. None
+    of them holds any part of a token.
+    """
+
+    def __init__(self, path: str, reason: str, public: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.public = public
+
+
+class WebhookToken:
+    """The bearer token the Alertmanager webhook requires, read from its file or variable when asked.
+
+    No token configured: :meth:`current` returns None and no token is required. Configured
+    but missing, empty, unreadable or not usable in a header: :meth:`current` raises
+    :class:`TokenUnavailable`, and the webhook refuses every call (it never falls back to
+    no authentication). A token file is read again whenever its identity, size or times
+    change (a Kubernetes secret swaps a symlink; an editor rewrites the file), so rotating
+    it needs no restart. With both keys set the file wins, as in the config.
+
+    Changes of state are logged once each: ``breaker_webhook_token_unreadable`` (warning)
+    when it cannot be used, ``breaker_webhook_token_readable`` when it can again. Safe across
+    threads.
+    """
+
+    def __init__(self, hook: BreakerWebhookConfig, *, environ: Mapping[str, str] | None = None,
+                 log_changes: bool = True) -> None:
+        self.token_env = hook.token_env
+        self.token_file = hook.token_file
+        self._environ = environ if environ is not None else os.environ
+        self._log_changes = log_changes
+        self._lock = threading.Lock()
+        self._key: tuple[int, ...] | None = None  # the file's stat when last read
+        self._read: str | TokenUnavailable | None = None  # what that read gave
+        self._read_at = 0.0  # time.monotonic() of that read
+        self._ok: bool | None = None  # the state last logged; None before the first check
+
+    @property
+    def configured(self) -> bool:
+        return self.token_file is not None or bool(self.token_env)
+
+    @property
+    def path(self) -> str:
+        return "breaker_webhook.token_file" if self.token_file is not None else "breaker_webhook.token_env"
+
+    def current(self) -> str | None:
+        """The token to require now; None when none is configured. Raises TokenUnavailable."""
+        if not self.configured:
+            return None
+        with self._lock:
+            got = self._from_file() if self.token_file is not None else self._from_env()
+            self._note(got)
+        if isinstance(got, TokenUnavailable):
+            # a fresh one each time: raising the cached one again would grow its traceback
+            raise TokenUnavailable(got.path, got.reason, got.public)
+        return got
+
+    def ready(self) -> bool:
+        """False when a token is configured and cannot be used (logging the change, as current does)."""
+        try:
+            self.current()
+        except TokenUnavailable:
+            return False
+        return True
+
+    def problem(self) -> TokenUnavailable | None:
+        """What is wrong with the configured token, if anything (for validate-config)."""
+        try:
+            self.current()
+        except TokenUnavailable as exc:
+            return exc
+        return None
+
+    def _note(self, got: str | TokenUnavailable) -> None:
+        ok = not isinstance(got, TokenUnavailable)
+        if ok == self._ok or not self._log_changes:
+            return
+        if isinstance(got, TokenUnavailable):
+            log.warning("breaker_webhook_token_unreadable", path=got.path, reason=got.reason,
+                        hint="every Alertmanager webhook call is refused with 503 until the token can be read")
+        elif self._ok is not None:
+            log.info("breaker_webhook_token_readable", path=self.path)
+        self._ok = ok
+
+    def _bad(self, reason: str, public: str) -> TokenUnavailable:
+        return TokenUnavailable(self.path, reason, public)
+
+    def _from_env(self) -> str | TokenUnavailable:
+        name = self.token_env
+        value = self._environ.get(name or "")
+        if value is None:
+            return self._bad(f"environment variable {name} is not set", "its environment variable is not set")
+        return self._usable(value, f"environment variable {name}")
+
+    def _from_file(self) -> str | TokenUnavailable:
+        path = self.token_file
+        assert path is not None
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            self._key = None
+            return self._bad(f"cannot read {str(path)!r}: {exc.strerror or exc}",
+                             "the file cannot be read (missing or not permitted)")
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
+        if key == self._key and self._read is not None and time.monotonic() - self._read_at < TOKEN_REREAD_SECONDS:
+            return self._read
+        if not stat.S_ISREG(st.st_mode):
+            got: str | TokenUnavailable = self._bad(f"{str(path)!r} is not a regular file",
+                                                    "it is not a regular file")
+        else:
+            try:
+                with open(path, "rb") as f:
+                    raw = f.read(TOKEN_MAX_BYTES + 1)
+            except OSError as exc:
+                got = self._bad(f"cannot read {str(path)!r}: {exc.strerror or exc}",
+                                "the file cannot be read (missing or not permitted)")
+            else:
+                got = self._decode(raw, f"file {str(path)!r}")
+        self._key, self._read, self._read_at = key, got, time.monotonic()
+        return got
+
+    def _decode(self, raw: bytes, where: str) -> str | TokenUnavailable:
+        if len(raw) > TOKEN_MAX_BYTES:
+            return self._bad(f"{where} is over {TOKEN_MAX_BYTES} bytes: not a token", "it is too long for a token")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return self._bad(f"{where} is not UTF-8 text", "it is not text")
+        return self._usable(text, where)
+
+    def _usable(self, text: str, where: str) -> str | TokenUnavailable:
+        token = text.strip()
+        if not token:
+            return self._bad(f"{where} is empty", "it is empty")
+        if any(not (" " <= ch <= "~") for ch in token):
+            # Alertmanager sends it in a header: a second line or a non-ASCII character never matches
+            return self._bad(f"{where} must hold one line of printable ASCII (the token, nothing else)",
+                             "it is not one line of printable ASCII")
+        logsetup.register_secret(token)
+        return token
+
+
+def webhook_token_problems(hook: BreakerWebhookConfig) -> list[str]:
+    """``path: problem`` for a configured webhook token that cannot be used now (validate-config)."""
+    problem = WebhookToken(hook, log_changes=False).problem()
+    return [str(problem)] if problem is not None else []
+
+
 def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:
     import base64
     import binascii
@@ -304,4 +496,5 @@ def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:
         return None
 
 
-__all__ = ["BasicAuth", "TLSConfig", "WebConfig", "load_web_config", "parse_web_config"]
+__all__ = ["BasicAuth", "TLSConfig", "TokenUnavailable", "WebConfig", "WebhookToken", "load_web_config",
+           "parse_web_config", "webhook_token_problems"]

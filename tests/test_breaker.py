@@ -166,7 +166,7 @@ def test_threshold_reason_and_json_for_a_pipeline():
     assert body == {
         "pool": "agent-sdk", "state": "open", "reason": d.reason, "source": "threshold",
         "remaining_usd": 3.45, "credit_usd": 100, "remaining_ratio": 0.0345, "open_below": 0.05,
-        "alerts": [],
+        "alerts": [], "alert_count": 0, "alerts_not_listed": 0,
     }
     assert json.loads(json.dumps(body)) == body
 
@@ -233,3 +233,107 @@ def test_an_alert_alertmanager_stops_repeating_expires() -> None:
     board.apply_webhook(payload, t0 + timedelta(minutes=10))  # a repeat notification renews it
     assert board.open_pools(t0 + timedelta(minutes=24)) == {"agent-sdk"}
     assert board.open_pools(t0 + timedelta(minutes=25)) == frozenset()
+
+
+# --------------------------------------------------------------------------- bounds on what the board keeps
+
+
+def _flood(pool: str, n: int, prefix: str) -> dict:
+    return webhook(*(alert(pool, fingerprint=f"{prefix}{i}") for i in range(n)))
+
+
+def test_the_board_keeps_at_most_max_per_pool_alerts_dropping_the_oldest_and_counting_them():
+    board = BreakerBoard(["a", "b"], max_per_pool=5, max_total=100)
+    board.apply_webhook(_flood("a", 3, "old"), NOW)
+    board.apply_webhook(_flood("a", 4, "new"), NOW)
+    kept = {x.fingerprint for x in board.alerts("a", NOW)}
+    # the two least recently notified go first
+    assert kept == {"old2", "new0", "new1", "new2", "new3"}
+    assert board.dropped == {"pool_cap": 2}
+    # a repeat notification renews an alert: it is no longer the oldest
+    board.apply_webhook(webhook(alert("a", fingerprint="old2")), NOW)
+    board.apply_webhook(webhook(alert("a", fingerprint="newest")), NOW)
+    assert {x.fingerprint for x in board.alerts("a", NOW)} == {"old2", "new1", "new2", "new3", "newest"}
+    assert board.dropped == {"pool_cap": 3}
+    assert board.held(NOW) == {"a": 5}
+
+
+def test_the_board_keeps_at_most_max_total_alerts_across_pools():
+    board = BreakerBoard(max_per_pool=100, max_total=6)
+    board.apply_webhook(_flood("a", 4, "a"), NOW)
+    board.apply_webhook(_flood("b", 4, "b"), NOW)
+    assert board.held(NOW) == {"a": 2, "b": 4}
+    assert board.dropped == {"total_cap": 2}
+    assert [x.fingerprint for x in board.alerts("a", NOW)] == ["a2", "a3"]
+
+
+def test_alerts_for_pools_not_configured_are_not_kept_but_counted():
+    board = BreakerBoard(["agent-sdk"])
+    assert board.apply_webhook(_flood("nope", 50, "n"), NOW) == 0
+    assert board.held(NOW) == {} and board.dropped == {"unknown_pool": 50}
+
+
+def test_a_flood_of_unique_alerts_stays_bounded_and_the_breaker_answer_small():
+    board = BreakerBoard(["agent-sdk"])
+    for round_ in range(10):
+        payload = webhook(*(alert("agent-sdk" if i % 2 else "other", fingerprint=f"r{round_}-{i}")
+                            for i in range(6000)))
+        board.apply_webhook(payload, NOW)
+    assert board.held(NOW) == {"agent-sdk": 100}
+    assert board.dropped["unknown_pool"] == 30000 and board.dropped["pool_cap"] == 30000 - 100
+    d = board.decide("agent-sdk", None, NOW)
+    body = d.to_json()
+    assert d.open and len(body["alerts"]) == 10
+    assert body["alert_count"] == 100 and body["alerts_not_listed"] == 90
+    assert len(json.dumps(body)) < 10_000 and len(d.reason) < 1_000
+    assert "and 97 more" in d.reason
+
+
+def test_long_alert_fields_are_cut_and_a_long_fingerprint_still_resolves():
+    board = BreakerBoard(["a"])
+    firing = alert("a", fingerprint="f" * 100_000)
+    firing["annotations"]["summary"] = "s" * 100_000
+    firing["labels"]["alertname"] = "n" * 100_000
+    board.apply_webhook(webhook(firing), NOW)
+    [kept] = board.alerts("a", NOW)
+    assert len(kept.fingerprint) <= 128 and len(kept.summary) <= 300 and len(kept.alertname) <= 200
+    board.apply_webhook(webhook(alert("a", "resolved", fingerprint="f" * 100_000)), NOW)
+    assert board.alerts("a", NOW) == ()
+
+
+# --------------------------------------------------------------------------- hostile payloads
+
+
+@pytest.mark.parametrize("starts_at", [
+    "0000-01-01T00:00:00Z", "99999-01-01T00:00:00Z", "9999-12-31T23:59:59-01:00", "9999-12-31T23:59:59-23:59",
+    "0001-01-01T00:00:00+99:00",
+])
+def test_out_of_range_timestamps_are_refused_with_the_field(starts_at):
+    board = BreakerBoard()
+    bad = alert("a")
+    bad["startsAt"] = starts_at
+    with pytest.raises(ValueError, match=r"alerts\[0\]\.startsAt"):
+        board.apply_webhook(webhook(bad), NOW)
+    bad = alert("a")
+    bad["endsAt"] = starts_at
+    with pytest.raises(ValueError, match=r"alerts\[0\]\.endsAt"):
+        board.apply_webhook(webhook(bad), NOW)
+    assert board.open_pools(NOW) == frozenset()
+
+
+def test_nested_annotation_values_are_not_turned_into_text():
+    nested: object = "x"
+    for _ in range(900):
+        nested = [nested]
+    firing = alert("a")
+    firing["annotations"] = {"summary": nested, "description": "plain"}
+    board = BreakerBoard()
+    board.apply_webhook(webhook(firing), NOW)
+    [kept] = board.alerts("a", NOW)
+    assert kept.summary == "plain"
+    # nor in an error message
+    for field in ("startsAt", "endsAt", "status"):
+        bad = alert("b", fingerprint="fb")
+        bad[field] = nested
+        with pytest.raises(ValueError, match=rf"alerts\[0\]\.{field}: .*a JSON array"):
+            board.apply_webhook(webhook(bad, status="firing"), NOW)

@@ -743,3 +743,227 @@ def test_the_cache_prerenders_and_lags_a_new_snapshot_at_most_max_lag() -> None:
     coll.value = 4
     version[1] += 1  # a breaker webhook: never served late
     assert b"} 4.0" in cache.get(encoder, ctype, False)[0]
+
+
+# --------------------------------------------------------------------------- a webhook token that cannot be read
+
+
+def _events(e, name: str) -> list[dict]:
+    out = []
+    for line in e.log_path.read_text().splitlines():
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(ev, dict) and ev.get("event") == name:
+            out.append(ev)
+    return out
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_a_token_env_that_is_not_set_refuses_every_webhook_call(tmp_path: Path, exporter_factory) -> None:
+    cfg = _write_config(tmp_path, "breaker_webhook: {token_env: HOOK_TOKEN}\n")
+    e = exporter_factory(["--config", str(cfg), "--state-dir", str(tmp_path / "state")]).start()
+    hook = e.url + "/alertmanager/webhook"
+    for headers in ({}, _bearer(""), _bearer(TOKEN)):
+        code, _, body = _request(hook, data=_webhook_payload(), headers=headers)
+        assert code == 503, (headers, code, body)
+        answer = json.loads(body)
+        assert "breaker_webhook.token_env" in answer["error"] and "not set" in answer["error"]
+    assert json.loads(http_get(e.url + "/breaker/agent-sdk")[1])["state"] == "closed"
+    # /metrics may answer from bytes up to a second old for anything but an applied webhook
+    m = e.wait_for(lambda m: sample(m, "claude_breaker_webhook_requests_total", code="503") == 3,
+                   what="three 503s counted")
+    assert sample(m, "claude_breaker_webhook_auth_ready") == 0
+    assert sample(m, "claude_breaker_open", pool="agent-sdk") == 0
+    assert "breaker webhook refuses every call" in http_get(e.url + "/")[1].decode()
+    [ev] = _events(e, "breaker_webhook_token_unreadable")  # once, not once per call
+    assert ev["path"] == "breaker_webhook.token_env" and "HOOK_TOKEN" in ev["reason"]
+    assert ev["level"] == "warning"
+
+    r = run_cli("validate-config", str(cfg))
+    assert r.returncode == 2 and "breaker_webhook.token_env: environment variable HOOK_TOKEN is not set" in r.stderr
+    r = run_cli("validate-config", str(cfg), env=clean_env(HOOK_TOKEN="   "))
+    assert r.returncode == 2 and "breaker_webhook.token_env: environment variable HOOK_TOKEN is empty" in r.stderr
+    r = run_cli("validate-config", str(cfg), env=clean_env(HOOK_TOKEN=TOKEN))
+    assert r.returncode == 0, r.stderr
+    assert TOKEN not in r.stdout + r.stderr
+
+
+def test_a_token_file_is_reread_when_it_changes_and_fails_closed_when_gone(tmp_path: Path, exporter_factory) -> None:
+    token_file = tmp_path / "hook-token"
+    token_file.write_text(TOKEN + "\n")
+    cfg = _write_config(tmp_path, f"breaker_webhook: {{token_file: {token_file}}}\n")
+    e = exporter_factory(["--config", str(cfg), "--state-dir", str(tmp_path / "state")]).start()
+    hook = e.url + "/alertmanager/webhook"
+    resolved = _webhook_payload(status="resolved")
+    assert _request(hook, data=resolved, headers=_bearer(TOKEN))[0] == 200
+    e.wait_for(lambda m: sample(m, "claude_breaker_webhook_auth_ready") == 1, what="auth ready")
+
+    # rotation: the new token works at once, the old one no longer does
+    rotated = "rotated-token-9876543210"
+    token_file.write_text(rotated + "\n")
+    assert _request(hook, data=resolved, headers=_bearer(TOKEN))[0] == 401
+    assert _request(hook, data=resolved, headers=_bearer(rotated))[0] == 200
+
+    # deleted while serving: every call refused, the payload never applied
+    token_file.unlink()
+    code, _, body = _request(hook, data=_webhook_payload(), headers=_bearer(rotated))
+    assert code == 503 and "breaker_webhook.token_file" in json.loads(body)["error"]
+    assert str(token_file) not in body.decode()  # the file's location is for the log, not for callers
+    assert _request(hook, data=_webhook_payload(), headers={})[0] == 503
+    assert json.loads(http_get(e.url + "/breaker/agent-sdk")[1])["state"] == "closed"
+    m = e.wait_for(lambda m: sample(m, "claude_breaker_webhook_requests_total", code="503") == 2,
+                   what="two 503s counted")
+    assert sample(m, "claude_breaker_webhook_auth_ready") == 0
+    assert sample(m, "claude_breaker_webhook_requests_total", code="401") == 1
+    assert sample(m, "claude_breaker_webhook_requests_total", code="200") == 2
+    # empty is no better than missing
+    token_file.write_text("\n")
+    assert _request(hook, data=_webhook_payload(), headers={})[0] == 503
+    assert json.loads(http_get(e.url + "/breaker/agent-sdk")[1])["state"] == "closed"
+
+    token_file.write_text(rotated)
+    assert _request(hook, data=_webhook_payload(), headers=_bearer(rotated))[0] == 200
+    assert json.loads(http_get(e.url + "/breaker/agent-sdk")[1])["state"] == "open"
+    e.wait_for(lambda m: sample(m, "claude_breaker_webhook_auth_ready") == 1, what="auth ready again")
+    assert "breaker webhook refuses every call" not in http_get(e.url + "/")[1].decode()
+    bad = _events(e, "breaker_webhook_token_unreadable")
+    good = _events(e, "breaker_webhook_token_readable")
+    # one event when it became unusable (deleted; still unusable when it came back empty), one when usable again
+    assert [ev["path"] for ev in bad] == ["breaker_webhook.token_file"]
+    assert "No such file" in bad[0]["reason"] and str(token_file) in bad[0]["reason"]
+    assert len(good) == 1
+    log_text = e.log_path.read_text()
+    assert TOKEN not in log_text and rotated not in log_text
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (None, "cannot read"), ("", "is empty"), ("two\nlines", "one line"),
+])
+def test_validate_config_reports_an_unusable_token_file(tmp_path: Path, content, reason) -> None:
+    token_file = tmp_path / "hook-token"
+    if content is not None:
+        token_file.write_text(content)
+    cfg = _write_config(tmp_path, f"breaker_webhook: {{token_file: {token_file}}}\n")
+    r = run_cli("validate-config", str(cfg))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "breaker_webhook.token_file:" in r.stderr and reason in r.stderr, r.stderr
+    assert "two" not in r.stderr and "lines" not in r.stderr  # no part of a token is echoed
+
+
+def test_webhook_token_state_changes_are_logged_once_each(tmp_path: Path) -> None:
+    from exporter.config import BreakerWebhookConfig
+    from exporter.webconfig import TokenUnavailable, WebhookToken
+
+    token_file = tmp_path / "t"
+    auth = WebhookToken(BreakerWebhookConfig(token_file=token_file))
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            with pytest.raises(TokenUnavailable) as exc:
+                auth.current()
+        assert exc.value.path == "breaker_webhook.token_file" and not auth.ready()
+        token_file.write_text("s3cret-token-value")
+        assert auth.current() == "s3cret-token-value" and auth.ready()
+        assert auth.current() == "s3cret-token-value"
+        token_file.write_text("other-token-value")
+        assert auth.current() == "other-token-value"
+    assert [(ev["event"], ev["log_level"]) for ev in logs] == [
+        ("breaker_webhook_token_unreadable", "warning"), ("breaker_webhook_token_readable", "info")]
+    assert "s3cret" not in repr(logs)
+    assert WebhookToken(BreakerWebhookConfig()).current() is None  # none configured: none required
+
+
+# --------------------------------------------------------------------------- hostile webhook bodies
+
+
+def test_hostile_webhook_bodies_get_a_400_with_a_reason(tmp_path: Path, exporter_factory) -> None:
+    cfg = _write_config(tmp_path)
+    e = exporter_factory(["--config", str(cfg), "--state-dir", str(tmp_path / "state")]).start()
+    head = b"POST /alertmanager/webhook HTTP/1.1\r\nHost: x\r\n"
+    nested = b'{"version": "4", "status": "firing", "alerts": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    bodies = [nested]
+    for starts in ("0000-01-01T00:00:00Z", "99999-01-01T00:00:00Z", "9999-12-31T23:59:59-23:59"):
+        p = json.loads(_webhook_payload())
+        p["alerts"][0]["startsAt"] = starts
+        bodies.append(json.dumps(p).encode())
+    for body in bodies:
+        r = _raw(e.port, head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert _status(r) == 400, r[:300]
+        assert json.loads(r.split(b"\r\n\r\n", 1)[1])["error"]
+    assert json.loads(http_get(e.url + "/breaker/agent-sdk")[1])["state"] == "closed"
+    e.wait_for(lambda m: sample(m, "claude_breaker_webhook_requests_total", code="400") == len(bodies),
+               what="the 400s counted")
+
+
+def test_a_flood_of_breaker_alerts_is_capped_and_counted(tmp_path: Path, exporter_factory) -> None:
+    cfg = _write_config(tmp_path)
+    e = exporter_factory(["--config", str(cfg), "--state-dir", str(tmp_path / "state")]).start()
+    hook = e.url + "/alertmanager/webhook"
+    for round_ in range(5):
+        alerts = [{"status": "firing", "labels": {"breaker": "open", "pool": "agent-sdk" if i % 2 else "ghost",
+                                                  "n": str(i)},
+                   "fingerprint": f"{round_}-{i}"} for i in range(6000)]
+        body = json.dumps({"version": "4", "status": "firing", "alerts": alerts}).encode()
+        assert _request(hook, data=body)[0] == 200
+    code, body = http_get(e.url + "/breaker/agent-sdk")
+    answer = json.loads(body)
+    assert code == 503 and answer["state"] == "open"
+    assert len(answer["alerts"]) == 10 and answer["alert_count"] == 100 and answer["alerts_not_listed"] == 90
+    assert len(body) < 20_000
+    m = e.wait_for(lambda m: sample(m, "claude_breaker_alerts", pool="agent-sdk") == 100, what="100 alerts held")
+    assert sample(m, "claude_breaker_alerts_dropped_total", reason="unknown_pool") == 15000
+    assert sample(m, "claude_breaker_alerts_dropped_total", reason="pool_cap") == 15000 - 100
+
+
+# --------------------------------------------------------------------------- web config values that cannot work
+
+
+def test_header_values_and_bcrypt_hashes_that_cannot_work_are_config_errors(tmp_path: Path) -> None:
+    salt_bad = HASH[:28] + ("A" if HASH[28] != "A" else "B") + HASH[29:]  # last salt character must be . O e u
+    web = tmp_path / "web.yml"
+    web.write_text(json.dumps({
+        "basic_auth_users": {"salty": salt_bad, "slow": "$2b$31$" + HASH[7:], "fast": "$2b$03$" + HASH[7:],
+                             "alphabet": HASH[:10] + "!" + HASH[11:], "ok": HASH},
+        "http_server_config": {"headers": {"Content-Security-Policy": "default-src 'self' \u2603",
+                                           "Strict-Transport-Security": "max-age=1\x00"}},
+    }))
+    cfg = _write_config(tmp_path, f"web_config_file: {web}\n")
+    r = run_cli("validate-config", str(cfg))
+    assert r.returncode == 2, r.stdout
+    for path in ("basic_auth_users.salty: ", "basic_auth_users.slow: ", "basic_auth_users.fast: ",
+                 "basic_auth_users.alphabet: ", "http_server_config.headers.Content-Security-Policy: ",
+                 "http_server_config.headers.Strict-Transport-Security: "):
+        assert path in r.stderr, f"{path!r} missing from:\n{r.stderr}"
+    assert "basic_auth_users.ok" not in r.stderr and "cost" in r.stderr
+    assert HASH[7:] not in r.stderr  # hashes are not echoed
+    r = run_cli("serve", "--config", str(cfg), "--listen", "127.0.0.1:0", "--state-dir", str(tmp_path / "state"))
+    assert r.returncode == 2 and "Content-Security-Policy" in r.stderr
+
+
+def test_the_checker_accepts_exactly_the_bcrypt_hashes_bcrypt_can_use() -> None:
+    import random
+
+    rng = random.Random(7)
+    alphabet = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    verdicts = set()
+    for i in range(400):
+        salt = "".join(rng.choice(alphabet) for _ in range(21)) + rng.choice(".Oeu" if i % 2 else alphabet)
+        digest = "".join(rng.choice(alphabet) for _ in range(31))
+        hashed = f"$2b$04${salt}{digest}"
+        try:
+            parse_web_config({"basic_auth_users": {"u": hashed}})
+            accepted = True
+        except ConfigError:
+            accepted = False
+        try:
+            bcrypt.checkpw(b"x", hashed.encode())
+            usable = True
+        except ValueError:
+            usable = False
+        assert accepted == usable, hashed
+        verdicts.add(accepted)
+    assert verdicts == {True, False}
