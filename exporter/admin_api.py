@@ -4,6 +4,12 @@ Only what the exporter needs: the daily cost report, the messages usage report a
 optionally, the Claude Code usage report, each paged to the end and parsed into typed,
 exact rows (``Decimal`` dollars, never float).
 
+Whatever answers is bounded: amounts and token counts per row, rows and bytes per
+response (the body is streamed and refused past the cap), pages per query, and time per
+request (an overall deadline, not only a timeout per read). An answer past a bound is
+refused, counted by reason (:meth:`AdminApiClient.refusal_counts`), and raised as an
+:class:`AdminApiError`, never as whatever the parsing of it happened to raise.
+
 The admin key is sensitive: it is held in an object whose repr hides it, sent by an
 httpx auth hook, and scrubbed from every exception message, so that neither a log
 line, an error nor a traceback's locals can show it.
@@ -13,8 +19,10 @@ from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +53,44 @@ CLAUDE_CODE_LIMIT = 1000
 
 RETRY_STATUSES = frozenset({408, 500, 502, 503, 504, 529})
 
+# Bounds on what an answer may hold. Each is far past what a real organisation or the API's own
+# limits produce, so only a broken or hostile server reaches one; past one, the answer is refused.
+#: one row's amount: 10^12 cents ($10 billion) is no organisation's bill, and keeps every sum and
+#: rounding of billed USD far inside Decimal's 28 digits
+MAX_AMOUNT_CENTS = Decimal(10) ** 12
+MAX_AMOUNT_USD = MAX_AMOUNT_CENTS / 100
+#: one row's token count: 10^15 tokens in one hour or day is past any organisation's traffic, and
+#: keeps sums inside SQLite's 64-bit integers
+MAX_TOKENS_PER_ROW = 10**15
+#: pages of one query: a month is 1-2 pages of the cost report (31 days a page) and 5 of the hourly
+#: usage report (168 hours a page); a thousand is for row-paged answers, and ends a server that
+#: hands out a new next_page forever
+MAX_PAGES_PER_QUERY = 1000
+#: one response body, read as it streams and refused past this: about 50,000 rows of the richest
+#: report, where a real page holds at most 31 days or 168 hours of buckets
+MAX_RESPONSE_BYTES = 16 * 1024 * 1024
+#: rows in one response, and JSON objects (a usage row is three, its bucket one more) and numbers
+#: written as floats (at most the one amount of a row) before a body is even parsed
+MAX_ROWS_PER_RESPONSE = 100_000
+MAX_OBJECTS_PER_RESPONSE = 4 * MAX_ROWS_PER_RESPONSE + 1_000
+#: rows kept over all pages of one query: an hourly month of about 650 groups an hour, a few hundred
+#: MB at most in memory
+MAX_ROWS_PER_QUERY = 500_000
+#: seconds one request may take from connect to the last body byte: the timeout alone bounds each
+#: read, so a body trickled a byte at a time would hold a poll without end
+REQUEST_DEADLINE = 60.0
+#: an error body past this is not parsed: the real one is a few hundred bytes
+MAX_ERROR_BODY_BYTES = 64 * 1024
+#: a longer retry-after is taken as this: an absurd one (or 1e400) would block the client for good
+MAX_RETRY_AFTER = 86_400.0
+#: a next_page token past this is not one (it goes back into the URL)
+MAX_PAGE_TOKEN_CHARS = 8 * 1024
+#: API-supplied text (error type, message, request id) kept for errors and logs
+MAX_API_TEXT_CHARS = 500
+
+#: why an answer was refused: the ``reason`` of ``claude_admin_api_refused_total``
+REFUSAL_REASONS = ("malformed", "out_of_bounds", "body_too_large", "too_many_rows", "too_many_pages", "deadline")
+
 _Row = TypeVar("_Row")
 
 log = structlog.get_logger()
@@ -54,7 +100,12 @@ log = structlog.get_logger()
 
 
 class AdminApiError(Exception):
-    """Any failure to get a report; its text never contains the admin key."""
+    """Any failure to get a report; its text never contains the admin key.
+
+    ``reason`` names the kind of failure for logs and counts.
+    """
+
+    reason = "error"
 
     def __init__(self, endpoint: str, message: str) -> None:
         self.endpoint = endpoint
@@ -63,6 +114,8 @@ class AdminApiError(Exception):
 
 class AdminApiHTTPError(AdminApiError):
     """The API answered with an error status (after retries, for retryable ones)."""
+
+    reason = "http"
 
     def __init__(self, endpoint: str, status: int, error_type: str, message: str, request_id: str | None) -> None:
         self.status = status
@@ -76,6 +129,8 @@ class AdminApiHTTPError(AdminApiError):
 class AdminApiRateLimited(AdminApiHTTPError):
     """429, and the wait the API asked for is longer than this client will block."""
 
+    reason = "rate_limited"
+
     def __init__(self, endpoint: str, retry_after: float, message: str = "rate limited",
                  request_id: str | None = None) -> None:
         self.retry_after = retry_after
@@ -85,9 +140,29 @@ class AdminApiRateLimited(AdminApiHTTPError):
 class AdminApiTransportError(AdminApiError):
     """Timeout, refused or reset connection: no usable HTTP answer."""
 
+    reason = "transport"
+
+
+class AdminApiDeadlineExceeded(AdminApiTransportError):
+    """One request took longer than its overall deadline (connect to the last body byte); not retried."""
+
+    reason = "deadline"
+
 
 class AdminApiBadResponse(AdminApiError):
-    """A 2xx answer whose body is not a report (truncated, not JSON, wrong shape)."""
+    """A 2xx answer whose body is not a report (truncated, not JSON, wrong shape, a value out of bounds).
+
+    ``reason`` is one of :data:`REFUSAL_REASONS`.
+    """
+
+    def __init__(self, endpoint: str, message: str, reason: str = "malformed") -> None:
+        self.reason = reason
+        super().__init__(endpoint, message)
+
+
+class AdminApiRefused(AdminApiBadResponse):
+    """An answer past one of the size caps (body, rows, pages): the same query would get it again,
+    so it is not retried."""
 
 
 # --------------------------------------------------------------------------- results
@@ -186,13 +261,24 @@ def build_query(params: list[tuple[str, str]]) -> str:
     return "&".join(f"{quote(k, safe='[]')}={quote(v, safe='')}" for k, v in params)
 
 
+class _OutOfBounds(ValueError):
+    """A well-formed value past the bounds above: refused like a malformed one, counted apart."""
+
+
+class _TooManyFloats(ValueError):
+    pass
+
+
 def _parse_time(value: Any) -> datetime:
     if not isinstance(value, str):
-        raise ValueError(f"not a timestamp: {value!r}")
-    moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
+        raise ValueError(f"not a timestamp: {_short(value)}")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+05:00 is before the first representable UTC instant
+        raise ValueError(f"timestamp out of range: {value[:40]!r}") from None
 
 
 def _opt_str(value: Any) -> str | None:
@@ -207,20 +293,33 @@ def _int(value: Any) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"not a token count: {value!r}")
+        raise ValueError(f"not a token count: {_short(value)}")
+    if not 0 <= value <= MAX_TOKENS_PER_ROW:
+        raise _OutOfBounds(f"token count out of bounds (0..{MAX_TOKENS_PER_ROW}): {_short(value)}")
     return value
 
 
+def _short(value: Any) -> str:
+    """A value for an error message: its repr, cut (a hostile one may be megabytes long)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**40:
+        return "a very large integer"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _cents_to_usd(value: Any) -> Decimal:
-    """``"123.45"`` cents -> ``Decimal("1.2345")`` dollars, exactly."""
+    """``"123.45"`` cents -> ``Decimal("1.2345")`` dollars, exactly; bounded by :data:`MAX_AMOUNT_CENTS`."""
     if isinstance(value, bool) or not isinstance(value, (str, int, Decimal)):
-        raise ValueError(f"amount is not a decimal string: {value!r}")
+        raise ValueError(f"amount is not a decimal string: {_short(value)}")
     try:
-        cents = Decimal(value)
-    except InvalidOperation:
-        raise ValueError(f"amount is not a decimal string: {value!r}") from None
+        cents = Decimal(value)  # exact: no context applies, so nothing here overflows
+    except (InvalidOperation, ValueError):
+        raise ValueError(f"amount is not a decimal string: {_short(value)}") from None
     if not cents.is_finite():
-        raise ValueError(f"amount is not finite: {value!r}")
+        raise ValueError(f"amount is not finite: {_short(value)}")
+    # compared before any arithmetic: dividing "1e999999999" would raise decimal.Overflow
+    if cents.copy_abs() > MAX_AMOUNT_CENTS:  # copy_abs: exact, where abs() rounds and overflows
+        raise _OutOfBounds(f"amount out of bounds (at most {MAX_AMOUNT_CENTS:f} cents a row): {_short(value)}")
     return cents / 100
 
 
@@ -231,7 +330,73 @@ def _retry_after(value: str | None) -> float | None:
         seconds = float(value.strip())
     except ValueError:
         return None
-    return max(0.0, seconds) if seconds == seconds else None  # NaN guard
+    if seconds != seconds:  # NaN
+        return None
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+def _api_text(value: Any) -> str:
+    """Text the API (or a proxy) wrote, fit for a log line or a terminal: no control characters, cut."""
+    text = value if isinstance(value, str) else str(value)
+    text = "".join(ch if unicodedata.category(ch)[0] != "C" else "?" for ch in text[:MAX_API_TEXT_CHARS + 1])
+    return text if len(text) <= MAX_API_TEXT_CHARS else text[:MAX_API_TEXT_CHARS - 3] + "..."
+
+
+class _Cutoff:
+    """The overall deadline of one request: a timer that shuts the request's socket down.
+
+    A read timeout bounds each read only, so a server that trickles its headers or body a byte at
+    a time would hold the request for as long as it likes. The socket comes from httpx's ``trace``
+    extension as the connection is made (connections are not kept alive, so every request makes
+    its own); shutting it down makes the blocked read return at once.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._done = False
+        self.fired = False
+        self._timer = threading.Timer(max(0.0, seconds), self._fire)
+        self._timer.daemon = True
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if not isinstance(sock, socket.socket):
+            return
+        with self._lock:
+            self._sockets.append(sock)
+            late = self.fired
+        if late:
+            _shutdown(sock)
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._done:
+                return
+            self.fired = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shutdown(sock)
+
+    def __enter__(self) -> _Cutoff:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._done = True
+        self._timer.cancel()
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        # the plain socket's shutdown, also for a TLS socket: it only ends the connection
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+    except OSError:
+        pass  # already closed
 
 
 # --------------------------------------------------------------------------- client
@@ -242,7 +407,9 @@ class AdminApiClient:
 
     ``sleep`` and ``clock`` are injectable so tests can assert waits without spending
     them; ``rng`` drives the backoff jitter. Every HTTP answer (and every transport
-    failure, as code ``"error"``) is counted in :meth:`request_counts`.
+    failure, as code ``"error"``) is counted in :meth:`request_counts`, every refused
+    answer in :meth:`refusal_counts`. ``timeout`` bounds each read, ``request_deadline``
+    a whole request; the ``max_*`` caps default to the module's bounds.
     """
 
     def __init__(
@@ -259,6 +426,11 @@ class AdminApiClient:
         backoff_cap: float = 30.0,
         max_retry_after: float = 300.0,
         rng: random.Random | None = None,
+        request_deadline: float = REQUEST_DEADLINE,
+        max_pages: int = MAX_PAGES_PER_QUERY,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        max_rows_per_response: int = MAX_ROWS_PER_RESPONSE,
+        max_rows_per_query: int = MAX_ROWS_PER_QUERY,
     ) -> None:
         if not key:
             raise ValueError("an admin key is required")
@@ -266,22 +438,32 @@ class AdminApiClient:
         self._secret = _Secret(key)
         self._sleep = sleep
         self._clock = clock
+        self.timeout = timeout
         self.max_retries = max_retries
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_retry_after = max_retry_after
+        self.request_deadline = request_deadline
+        self.max_pages = max_pages
+        self.max_response_bytes = max_response_bytes
+        self.max_rows_per_response = max_rows_per_response
+        self.max_rows_per_query = max_rows_per_query
         self._rng = rng or random.Random()
         self._not_before = 0.0  # monotonic time before which nothing may be sent (429)
         self._counts: Counter[tuple[str, str]] = Counter()
+        self._refusals: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._http = httpx.Client(
             base_url=self.base_url,
             transport=transport,
-            timeout=httpx.Timeout(timeout),
+            timeout=httpx.Timeout(min(timeout, request_deadline)),
             headers={"anthropic-version": API_VERSION, "user-agent": USER_AGENT, "accept": "application/json"},
             auth=_KeyAuth(self._secret),
             follow_redirects=False,
             trust_env=False,
+            # a connection per request: the deadline cuts the socket that request opened, and a poll
+            # makes a few requests a minute at most
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     def __repr__(self) -> str:
@@ -301,6 +483,11 @@ class AdminApiClient:
         with self._lock:
             return dict(self._counts)
 
+    def refusal_counts(self) -> dict[tuple[str, str], int]:
+        """``{(endpoint, reason): count}`` of every answer refused so far (see :data:`REFUSAL_REASONS`)."""
+        with self._lock:
+            return dict(self._refusals)
+
     # ------------------------------------------------------------------ reports
 
     def cost_report(self, starting_at: datetime | date, ending_at: datetime | date, *,
@@ -309,7 +496,7 @@ class AdminApiClient:
         params = [("starting_at", _rfc3339(starting_at)), ("ending_at", _rfc3339(ending_at)),
                   ("bucket_width", "1d"), ("limit", str(limit))]
         params += [("group_by[]", g) for g in COST_GROUP_BY]
-        return self._pages("cost_report", params, _parse_cost_page)
+        return self._pages("cost_report", params, _parse_cost_page, max_items=limit)
 
     def usage_report(self, starting_at: datetime | date, ending_at: datetime | date,
                      bucket_width: str = "1h", *, group_by: tuple[str, ...] = USAGE_GROUP_BY,
@@ -319,28 +506,33 @@ class AdminApiClient:
             raise ValueError(f"bucket_width must be one of {', '.join(BUCKET_LIMITS)}")
         if len(group_by) > 5:
             raise ValueError("the usage report takes at most 5 group_by dimensions")
+        limit = limit or BUCKET_LIMITS[bucket_width]
         params = [("starting_at", _rfc3339(starting_at)), ("ending_at", _rfc3339(ending_at)),
-                  ("bucket_width", bucket_width), ("limit", str(limit or BUCKET_LIMITS[bucket_width]))]
+                  ("bucket_width", bucket_width), ("limit", str(limit))]
         params += [("group_by[]", g) for g in group_by]
-        return self._pages("usage_report", params, _parse_usage_page)
+        return self._pages("usage_report", params, _parse_usage_page, max_items=limit)
 
     def claude_code_report(self, day: date) -> list[ClaudeCodeRow]:
         """Claude Code usage of one UTC day, per actor and model, estimated cost in USD."""
         params = [("starting_at", day.isoformat()), ("limit", str(CLAUDE_CODE_LIMIT))]
-        return self._pages("claude_code_report", params, lambda body: _parse_claude_code_page(body, day))
+        return self._pages("claude_code_report", params, lambda body: _parse_claude_code_page(body, day),
+                           max_items=CLAUDE_CODE_LIMIT)
 
     # ------------------------------------------------------------------ paging
 
     def _pages(self, endpoint: str, params: list[tuple[str, str]],
-               parse: Callable[[Any], list[_Row]]) -> list[_Row]:
-        """Repeat the same query with ``page=<next_page>`` while ``has_more``."""
+               parse: Callable[[Any], list[_Row]], *, max_items: int) -> list[_Row]:
+        """Repeat the same query with ``page=<next_page>`` while ``has_more``, within the caps."""
         rows: list[_Row] = []
         page: str | None = None
         seen: set[str] = set()
-        for _ in range(10_000):
+        for _ in range(self.max_pages):
             query = params + ([("page", page)] if page is not None else [])
-            body, page_rows = self._get(endpoint, query, parse)
+            body, page_rows = self._get(endpoint, query, parse, max_items)
             rows.extend(page_rows)
+            if len(rows) > self.max_rows_per_query:
+                raise self._refuse(endpoint, "too_many_rows",
+                                   f"more than {self.max_rows_per_query} rows in one query")
             if not body["has_more"]:
                 return rows
             page = body["next_page"]
@@ -348,13 +540,17 @@ class AdminApiClient:
                 # a server that hands back a page it already gave would be polled without end
                 raise AdminApiBadResponse(endpoint, "has_more without a new next_page")
             seen.add(page)
-        raise AdminApiBadResponse(endpoint, "pagination does not end")
+        raise self._refuse(endpoint, "too_many_pages", f"more than {self.max_pages} pages in one query")
 
     # ------------------------------------------------------------------ one GET, with retries
 
     def _get(self, endpoint: str, query: list[tuple[str, str]],
-             parse: Callable[[Any], list[_Row]]) -> tuple[dict[str, Any], list[_Row]]:
-        """One page: retried on 429 (after retry-after), 5xx/529, transport errors and non-report bodies."""
+             parse: Callable[[Any], list[_Row]], max_items: int) -> tuple[dict[str, Any], list[_Row]]:
+        """One page: retried on 429 (after retry-after), 5xx/529, transport errors and malformed bodies.
+
+        Not retried: an answer past a size cap or the deadline (the same query would get it again,
+        and retries would multiply the time a poll is held), and 4xx errors.
+        """
         url = f"{ENDPOINTS[endpoint]}?{build_query(query)}"
         page = "next" if any(k == "page" for k, _ in query) else "first"
         attempt = 0
@@ -364,28 +560,29 @@ class AdminApiClient:
             event: str
             fields: dict[str, Any] = {}
             try:
-                response = self._http.get(url)
+                status, headers, raw = self._send(endpoint, url)
             except httpx.HTTPError as exc:
                 self._count(endpoint, "error")
                 detail = self._scrub(str(exc)) or "no detail"
                 failure: AdminApiError = AdminApiTransportError(endpoint, f"{type(exc).__name__}: {detail}")
                 event, fields = "admin_api.transport_error", {"error": str(failure)}
             else:
-                status = response.status_code
                 self._count(endpoint, str(status))
                 elapsed_ms = round((self._clock() - started) * 1000)
                 if 200 <= status < 300:
-                    problem, body, rows = self._decode(response.content, parse)
+                    problem, reason, body, rows = self._decode(endpoint, raw, parse, max_items)
                     if problem is None:
                         log.debug("admin_api.response", endpoint=endpoint, page=page, code=status,
                                   rows=len(rows), elapsed_ms=elapsed_ms)
                         return body, rows
-                    failure = AdminApiBadResponse(endpoint, f"HTTP {status} but not a report: {problem}")
-                    event, fields = "admin_api.bad_response", {"code": status, "error": str(failure)}
+                    self._count_refusal(endpoint, reason)
+                    failure = AdminApiBadResponse(endpoint, f"HTTP {status} but not a report: {problem}", reason)
+                    event, fields = "admin_api.bad_response", {"code": status, "reason": reason,
+                                                               "error": str(failure)}
                 else:
-                    error_type, message, request_id = self._error_fields(response.content)
+                    error_type, message, request_id = self._error_fields(raw)
                     if status == 429:
-                        wait = _retry_after(response.headers.get("retry-after"))
+                        wait = _retry_after(headers.get("retry-after"))
                         wait = self._backoff(attempt) if wait is None else wait
                         self._not_before = max(self._not_before, self._clock() + wait)
                         give_up = wait > self.max_retry_after or attempt >= self.max_retries
@@ -411,6 +608,47 @@ class AdminApiClient:
             self._sleep(delay)
             attempt += 1
 
+    def _send(self, endpoint: str, url: str) -> tuple[int, httpx.Headers, bytes]:
+        """One request within its deadline; the body streamed and refused past the byte cap.
+
+        Raises httpx.HTTPError for a transport failure, AdminApiDeadlineExceeded past the deadline
+        and AdminApiRefused for a body past the cap (both counted here).
+        """
+        deadline = self._clock() + self.request_deadline
+        cutoff = _Cutoff(self.request_deadline)
+        try:
+            with cutoff, self._http.stream("GET", url, extensions={"trace": cutoff.trace}) as response:
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > self.max_response_bytes:
+                    self._count(endpoint, str(response.status_code))
+                    raise self._refuse(endpoint, "body_too_large",
+                                       f"a {declared}-byte body is over the cap of {self.max_response_bytes}")
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > self.max_response_bytes:
+                        self._count(endpoint, str(response.status_code))
+                        raise self._refuse(endpoint, "body_too_large",
+                                           f"body over the cap of {self.max_response_bytes} bytes")
+                    if self._clock() > deadline:
+                        break
+                if self._clock() > deadline or cutoff.fired:
+                    raise self._deadline(endpoint)
+                return response.status_code, response.headers, bytes(body)
+        except httpx.HTTPError:
+            if cutoff.fired:
+                raise self._deadline(endpoint) from None
+            raise
+
+    def _deadline(self, endpoint: str) -> AdminApiDeadlineExceeded:
+        self._count(endpoint, "error")
+        self._count_refusal(endpoint, "deadline")
+        return AdminApiDeadlineExceeded(endpoint, f"no whole answer within the {self.request_deadline:g}s deadline")
+
+    def _refuse(self, endpoint: str, reason: str, message: str) -> AdminApiRefused:
+        self._count_refusal(endpoint, reason)
+        return AdminApiRefused(endpoint, message, reason)
+
     def _wait_rate_limit(self, endpoint: str) -> None:
         """Block until a 429's retry-after has passed; never send before it."""
         while (remaining := self._not_before - self._clock()) > 0:
@@ -427,33 +665,72 @@ class AdminApiClient:
         with self._lock:
             self._counts[(endpoint, code)] += 1
 
+    def _count_refusal(self, endpoint: str, reason: str) -> None:
+        with self._lock:
+            self._refusals[(endpoint, reason)] += 1
+
     def _scrub(self, text: str) -> str:
         key = self._secret.reveal()
         return text.replace(key, "<redacted>") if key else text
 
-    def _decode(self, raw: bytes, parse: Callable[[Any], list[_Row]]) -> tuple[str | None, Any, list[_Row]]:
-        """(problem, body, rows): a body that is not a whole report is a problem, never zero spend."""
+    def _decode(self, endpoint: str, raw: bytes, parse: Callable[[Any], list[_Row]],
+                max_items: int) -> tuple[str | None, str, Any, list[_Row]]:
+        """(problem, reason, body, rows): a body that is not a whole report is a problem, never zero spend.
+
+        A body past the row caps raises AdminApiRefused instead (retrying would get it again).
+        """
+        # counted before parsing: a small body of empty objects or floats would parse into far more memory
+        if raw.count(b"{") > MAX_OBJECTS_PER_RESPONSE:
+            raise self._refuse(endpoint, "too_many_rows", f"more than {MAX_OBJECTS_PER_RESPONSE} objects in one page")
+        floats = 0
+
+        def exact(text: str) -> Decimal:
+            nonlocal floats
+            floats += 1
+            if floats > self.max_rows_per_response:
+                raise _TooManyFloats
+            return Decimal(text)  # exact, should a number ever come as a float
+
         try:
-            body = json.loads(raw, parse_float=Decimal)  # exact, should a number ever come as a float
-        except (ValueError, UnicodeDecodeError):
-            return f"body is not JSON ({len(raw)} bytes)", None, []
+            body = json.loads(raw, parse_float=exact)
+        except _TooManyFloats:
+            raise self._refuse(endpoint, "too_many_rows",
+                               f"more than {self.max_rows_per_response} numbers in one page") from None
+        except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[... nested too deep
+            return f"body is not JSON ({len(raw)} bytes)", "malformed", None, []
         problem = _check_page_envelope(body)
         if problem:
-            return problem, body, []
+            return problem, "malformed", body, []
+        if len(body["data"]) > max_items:
+            raise self._refuse(endpoint, "too_many_rows",
+                               f"{len(body['data'])} buckets in a page asked for at most {max_items}")
         try:
             rows = parse(body)
-        except (KeyError, TypeError, ValueError, AttributeError, InvalidOperation) as exc:
-            return self._scrub(f"malformed report: {type(exc).__name__}: {exc}"), body, []
-        return None, body, rows
+        except _OutOfBounds as exc:
+            return self._scrub(f"value out of bounds: {exc}"), "out_of_bounds", body, []
+        except (KeyError, TypeError, ValueError, AttributeError, ArithmeticError, RecursionError) as exc:
+            # ArithmeticError: decimal.Overflow, InvalidOperation, and OverflowError from a date
+            return self._scrub(f"malformed report: {type(exc).__name__}: {_short(str(exc))}"), "malformed", body, []
+        if len(rows) > self.max_rows_per_response:
+            raise self._refuse(endpoint, "too_many_rows", f"more than {self.max_rows_per_response} rows in one page")
+        return None, "", body, rows
 
     def _error_fields(self, raw: bytes) -> tuple[str, str, str | None]:
+        """(type, message, request_id) of an error body, scrubbed of the key and of control characters."""
+        if len(raw) > MAX_ERROR_BODY_BYTES:
+            return "error", f"unexpected error body ({len(raw)} bytes)", None
         try:
             body = json.loads(raw)
             err = body["error"]
-            return (self._scrub(str(err.get("type") or "error")), self._scrub(str(err.get("message") or "")),
-                    body.get("request_id") if isinstance(body.get("request_id"), str) else None)
-        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+            rid = body.get("request_id")
+            return (self._clean(err.get("type") or "error"), self._clean(err.get("message") or ""),
+                    self._clean(rid) if isinstance(rid, str) and rid else None)
+        except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError):
             return "error", f"unexpected error body ({len(raw)} bytes)", None
+
+    def _clean(self, value: Any) -> str:
+        # scrubbed before and after the cut, so that no part of the key is left at the edge
+        return self._scrub(_api_text(self._scrub(value if isinstance(value, str) else str(value))))
 
 
 def _check_page_envelope(body: Any) -> str | None:
@@ -465,6 +742,8 @@ def _check_page_envelope(body: Any) -> str | None:
         return "no has_more flag"
     if body["has_more"] and not isinstance(body.get("next_page"), str):
         return "has_more without next_page"
+    if body["has_more"] and len(body["next_page"]) > MAX_PAGE_TOKEN_CHARS:
+        return "next_page token too long"
     return None
 
 
@@ -559,9 +838,11 @@ def days_between(start: date, end: date) -> Iterator[date]:
 
 
 __all__ = [
-    "AdminApiBadResponse", "AdminApiClient", "AdminApiError", "AdminApiHTTPError", "AdminApiRateLimited",
-    "AdminApiTransportError", "ClaudeCodeRow", "CostRow", "UsageRow", "build_query", "day_start", "days_between",
-    "BUCKET_LIMITS", "COST_GROUP_BY", "USAGE_GROUP_BY",
+    "AdminApiBadResponse", "AdminApiClient", "AdminApiDeadlineExceeded", "AdminApiError", "AdminApiHTTPError",
+    "AdminApiRateLimited", "AdminApiRefused", "AdminApiTransportError", "ClaudeCodeRow", "CostRow", "UsageRow",
+    "build_query", "day_start", "days_between", "BUCKET_LIMITS", "COST_GROUP_BY", "USAGE_GROUP_BY",
+    "MAX_AMOUNT_CENTS", "MAX_AMOUNT_USD", "MAX_PAGES_PER_QUERY", "MAX_RESPONSE_BYTES", "MAX_ROWS_PER_QUERY",
+    "MAX_ROWS_PER_RESPONSE", "MAX_TOKENS_PER_ROW", "REFUSAL_REASONS", "REQUEST_DEADLINE",
 ]
 
 

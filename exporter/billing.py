@@ -17,17 +17,27 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from exporter.admin_api import AdminApiClient, AdminApiError, ClaudeCodeRow, CostRow, UsageRow, day_start, days_between
+from exporter.admin_api import (
+    MAX_AMOUNT_USD,
+    MAX_TOKENS_PER_ROW,
+    AdminApiClient,
+    AdminApiError,
+    ClaudeCodeRow,
+    CostRow,
+    UsageRow,
+    day_start,
+    days_between,
+)
 from exporter.budget import period_bounds
 from exporter.config import MIN_POLL_INTERVAL, PeriodConfig
 from exporter.usage import TOKEN_TYPES, Tokens
@@ -68,6 +78,9 @@ CREATE TABLE IF NOT EXISTS billed_state (
 
 DEFAULT_WORKSPACE = "default"  # what config and labels call workspace_id null
 NONE_LABEL = "none"
+#: the refusal reason of a stored day whose values are out of bounds or unreadable (a database
+#: written before the bounds existed, or edited by hand): the day is read again from the API
+STORED_REASON = "stored_out_of_bounds"
 
 
 def _utcnow() -> datetime:
@@ -112,7 +125,8 @@ class BillingSnapshot:
 
     ``cost_rows`` maps each UTC day the poller holds to its cost-report rows; a day
     present with no rows had no spend. ``usage_rows`` are hourly usage-report rows over
-    the same days. ``requests`` counts every Admin API answer by (endpoint, code).
+    the same days. ``requests`` counts every Admin API answer by (endpoint, code),
+    ``refusals`` every answer (or stored day) refused, by (endpoint, reason).
     """
 
     cost_rows: Mapping[date, tuple[CostRow, ...]] = field(default_factory=lambda: MappingProxyType({}))
@@ -123,6 +137,7 @@ class BillingSnapshot:
     last_success: float | None = None
     requests: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
     error: str | None = None
+    refusals: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
     _memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def daily_cost(self) -> Mapping[tuple[date, str | None, str | None, str | None, str | None], Decimal]:
@@ -214,34 +229,105 @@ def _statements(script: str) -> list[str]:
     return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
 
 
+class _StoredValueError(ValueError):
+    """A stored value out of bounds or unreadable."""
+
+
+def _stored_day(value: Any) -> date:
+    try:
+        return date.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise _StoredValueError(f"day {value!r}") from None
+
+
+def _stored_amount(value: Any) -> Decimal:
+    """A stored amount in USD, within the bounds the client applies to every amount it accepts."""
+    try:
+        amount = Decimal(value)
+    except (InvalidOperation, TypeError, ValueError):
+        raise _StoredValueError("amount is not a number") from None
+    # compared, never rounded: arithmetic on 1E+398 or NaN is what raised on every render
+    if not amount.is_finite() or amount.copy_abs() > MAX_AMOUNT_USD:
+        raise _StoredValueError(f"amount out of bounds (at most {MAX_AMOUNT_USD:f} USD a row)")
+    return amount
+
+
+def _stored_count(value: Any) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_TOKENS_PER_ROW:
+        raise _StoredValueError("token count out of bounds")
+    return value
+
+
+def _text(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise _StoredValueError("a label is not text")
+    return value
+
+
 def _cost_from_db(row: tuple[Any, ...]) -> CostRow:
-    return CostRow(date.fromisoformat(row[0]), *row[1:8], amount_usd=Decimal(row[8]))
+    return CostRow(_stored_day(row[0]), *(_text(v) for v in row[1:8]), amount_usd=_stored_amount(row[8]))
 
 
 def _usage_from_db(row: tuple[Any, ...]) -> UsageRow:
+    try:
+        start, end = datetime.fromisoformat(row[1]), datetime.fromisoformat(row[2])
+    except (TypeError, ValueError):
+        raise _StoredValueError("bucket bounds") from None
     return UsageRow(
-        start=datetime.fromisoformat(row[1]), end=datetime.fromisoformat(row[2]),
-        workspace_id=row[3], api_key_id=row[4], model=row[5], service_tier=row[6], context_window=row[7],
-        inference_geo=row[8], tokens=Tokens(*row[9:15]),
+        start=start, end=end,
+        workspace_id=_text(row[3]), api_key_id=_text(row[4]), model=_text(row[5]), service_tier=_text(row[6]),
+        context_window=_text(row[7]), inference_geo=_text(row[8]),
+        tokens=Tokens(*(_stored_count(v) for v in row[9:15])),
     )
 
 
-def load_cost_rows(conn: sqlite3.Connection, start: date, end: date) -> dict[date, list[CostRow]]:
-    """Stored cost rows for the fetched days in ``[start, end)`` (a fetched day without spend maps to [])."""
+def _log_refused(report: str, refused: dict[str, str]) -> None:
+    if refused:
+        days = sorted(refused)
+        log.error("billing.stored_value_refused", report=report, days=len(days), first=days[0], last=days[-1],
+                  problem=refused[days[0]], hint="these days are left out and read again from the Admin API")
+
+
+def _load_cost_rows(conn: sqlite3.Connection, start: date, end: date) -> tuple[dict[date, list[CostRow]], set[date]]:
+    """(stored cost rows per fetched day, days refused): a day with any row out of bounds or unreadable
+    is left out whole, as if it had never been fetched, and said once in the log."""
     ensure_schema(conn)
-    out: dict[date, list[CostRow]] = {
-        date.fromisoformat(d): [] for (d,) in conn.execute(
-            "SELECT day FROM billed_days WHERE report = 'cost' AND day >= ? AND day < ?",
-            (start.isoformat(), end.isoformat()))
-    }
+    bounds = (start.isoformat(), end.isoformat())
+    out: dict[date, list[CostRow]] = {}
+    refused: dict[str, str] = {}
+    for (d,) in conn.execute("SELECT day FROM billed_days WHERE report = 'cost' AND day >= ? AND day < ?", bounds):
+        try:
+            out[_stored_day(d)] = []
+        except _StoredValueError as exc:
+            refused[str(d)] = str(exc)
     for row in conn.execute(
         "SELECT day, workspace_id, description, model, cost_type, token_type, service_tier, context_window,"
-        " amount_usd FROM billed_cost WHERE day >= ? AND day < ? ORDER BY rowid",
-        (start.isoformat(), end.isoformat()),
+        " amount_usd FROM billed_cost WHERE day >= ? AND day < ? ORDER BY rowid", bounds,
     ):
-        r = _cost_from_db(row)
+        try:
+            r = _cost_from_db(row)
+        except _StoredValueError as exc:
+            refused.setdefault(str(row[0]), str(exc))
+            continue
         out.setdefault(r.day, []).append(r)
-    return out
+    refused_days = set()
+    for d in refused:
+        try:
+            day = date.fromisoformat(d)
+        except ValueError:
+            continue
+        refused_days.add(day)
+        out.pop(day, None)
+    _log_refused("cost", refused)
+    return out, refused_days
+
+
+def load_cost_rows(conn: sqlite3.Connection, start: date, end: date) -> dict[date, list[CostRow]]:
+    """Stored cost rows for the fetched days in ``[start, end)`` (a fetched day without spend maps to []).
+
+    A day holding a value out of bounds (or unreadable) is left out, logged, and so not covered.
+    """
+    return _load_cost_rows(conn, start, end)[0]
 
 
 def billed_daily_totals(conn: sqlite3.Connection, start: date, end: date,
@@ -257,18 +343,38 @@ def stored_billed_by_day(conn: sqlite3.Connection, workspaces: Iterable[str] | N
     return billed_daily_totals(conn, date.min, date.max, workspaces)
 
 
-def _load_usage_rows(conn: sqlite3.Connection, start: date, end: date) -> list[UsageRow]:
-    return [_usage_from_db(row) for row in conn.execute(
+def _load_usage_rows(conn: sqlite3.Connection, start: date, end: date) -> tuple[list[UsageRow], set[date]]:
+    """(stored usage rows, days refused): as :func:`_load_cost_rows`, a day with a bad row is left out."""
+    rows: list[UsageRow] = []
+    refused: dict[str, str] = {}
+    for row in conn.execute(
         'SELECT day, start, "end", workspace_id, api_key_id, model, service_tier, context_window, inference_geo,'
         " input, output, cache_read, cache_write_5m, cache_write_1h, web_search_requests"
         " FROM billed_usage WHERE day >= ? AND day < ? ORDER BY rowid",
         (start.isoformat(), end.isoformat()),
-    )]
+    ):
+        try:
+            rows.append(_usage_from_db(row))
+        except _StoredValueError as exc:
+            refused.setdefault(str(row[0]), str(exc))
+    refused_days = set()
+    for d in refused:
+        try:
+            refused_days.add(date.fromisoformat(d))
+        except ValueError:
+            continue
+    _log_refused("usage", refused)
+    return [r for r in rows if r.day not in refused_days], refused_days
 
 
 def _settled_days(conn: sqlite3.Connection, report: str) -> set[date]:
-    return {date.fromisoformat(d) for (d,) in conn.execute(
-        "SELECT day FROM billed_days WHERE report = ? AND settled = 1", (report,))}
+    out = set()
+    for (d,) in conn.execute("SELECT day FROM billed_days WHERE report = ? AND settled = 1", (report,)):
+        try:
+            out.add(date.fromisoformat(d))
+        except (TypeError, ValueError):
+            continue  # unreadable: not settled, so read again
+    return out
 
 
 def _state(conn: sqlite3.Connection) -> dict[str, str]:
@@ -326,6 +432,9 @@ class BillingPoller:
         self._cost: dict[date, tuple[CostRow, ...]] = {}
         self._usage: dict[date, tuple[UsageRow, ...]] = {}
         self._claude_code: tuple[ClaudeCodeRow, ...] = ()
+        # stored days refused at restore (out of bounds): read again, settled or not
+        self._refetch: dict[str, set[date]] = {"cost": set(), "usage": set()}
+        self._stored_refusals: Counter[tuple[str, str]] = Counter()
         self._snapshot = self._restore()
 
     # ------------------------------------------------------------------ public
@@ -349,7 +458,12 @@ class BillingPoller:
         return min(candidates)
 
     def poll(self, since: date | None = None) -> BillingSnapshot:
-        """Run one cycle; on failure keep the last values with ``up=False``. Never raises for API errors."""
+        """Run one cycle; on failure keep the last values with ``up=False``.
+
+        Every failure of the API, of an answer (refused as malformed, out of bounds or past a cap)
+        or of the database marks the snapshot down and returns it; nothing partial is stored. Any
+        other exception is a bug: the snapshot is marked down all the same, and it propagates.
+        """
         with self._poll_lock:
             now = self._clock().astimezone(UTC)
             today = now.date()
@@ -359,12 +473,14 @@ class BillingPoller:
                 fetched = self._fetch(start, today)
                 self._store(fetched, now, today)
             except (AdminApiError, sqlite3.Error) as exc:
-                previous = self._snapshot
-                self._snapshot = replace(previous, up=False, requests=self._requests(), error=str(exc)).warm()
-                log.error("billing.poll_failed", error=str(exc), kept_days=len(previous.cost_rows),
-                          last_success=previous.last_success)
+                self._mark_down(exc)
                 return self._snapshot
+            except Exception as exc:
+                self._mark_down(exc, bug=True)
+                raise
             self._apply(fetched, start, today)
+            for report, days in (("cost", fetched.cost_days), ("usage", fetched.usage_days)):
+                self._refetch[report].difference_update(days)
             self._snapshot = BillingSnapshot(
                 cost_rows=MappingProxyType(dict(sorted(self._cost.items()))),
                 usage_rows=tuple(r for d in sorted(self._usage) for r in self._usage[d]),
@@ -373,6 +489,7 @@ class BillingPoller:
                 up=True,
                 last_success=self._wall(),
                 requests=self._requests(),
+                refusals=self._refusals(),
             ).warm()
             log.info("billing.poll_ok", cost_days_fetched=len(fetched.cost_days),
                      usage_days_fetched=len(fetched.usage_days), days_held=len(self._cost),
@@ -380,11 +497,32 @@ class BillingPoller:
             return self._snapshot
 
     def run(self, stop: threading.Event, interval: float) -> None:
-        """Poll every ``interval`` seconds (never under a minute) until ``stop`` is set."""
+        """Poll every ``interval`` seconds (never under a minute) until ``stop`` is set; a cycle that
+        fails, however it fails, is followed by the next one on schedule."""
         interval = max(MIN_POLL_INTERVAL, interval)
         while not stop.is_set():
-            self.poll()
+            try:
+                self.poll()
+            except Exception:  # noqa: BLE001, S110 - poll() marked the snapshot down and logged it
+                pass
             stop.wait(interval)
+
+    def _mark_down(self, exc: BaseException, *, bug: bool = False) -> None:
+        """Keep the last values, marked down, with the failure; one log line for the failed poll."""
+        previous = self._snapshot
+        reason = getattr(exc, "reason", "error") if not bug else "internal_error"
+        error = str(exc) if isinstance(exc, AdminApiError) else f"{type(exc).__name__}: {exc}"
+        try:
+            requests, refusals = self._requests(), self._refusals()
+        except Exception:  # noqa: BLE001 - marking down must not fail in turn
+            requests, refusals = previous.requests, previous.refusals
+        self._snapshot = replace(previous, up=False, requests=requests, refusals=refusals, error=error).warm()
+        fields = {"reason": reason, "error": error, "kept_days": len(previous.cost_rows),
+                  "last_success": previous.last_success}
+        if bug:
+            log.exception("billing.poll_failed", **fields)
+        else:
+            log.error("billing.poll_failed", **fields)
 
     # ------------------------------------------------------------------ internals
 
@@ -398,8 +536,14 @@ class BillingPoller:
             return MappingProxyType({})
         return MappingProxyType(self.client.request_counts())
 
+    def _refusals(self) -> Mapping[tuple[str, str], int]:
+        counts = Counter(self._stored_refusals)
+        if self.client is not None:
+            counts.update(self.client.refusal_counts())
+        return MappingProxyType(dict(counts))
+
     def _first_unsettled(self, report: str, start: date, today: date) -> date:
-        settled = _settled_days(self._db, report)
+        settled = _settled_days(self._db, report) - self._refetch[report]
         return next((d for d in days_between(start, today) if d not in settled), today - timedelta(days=1))
 
     def _fetch(self, start: date, today: date) -> _Fetched:
@@ -479,27 +623,54 @@ class BillingPoller:
         today = now.date()
         start = self.window_start(now)
         end = today + timedelta(days=1)
-        self._cost = {d: tuple(rows) for d, rows in load_cost_rows(self._db, start, end).items()}
-        usage_days = {date.fromisoformat(d) for (d,) in self._db.execute(
-            "SELECT day FROM billed_days WHERE report = 'usage' AND day >= ? AND day < ?",
-            (start.isoformat(), end.isoformat()))}
-        usage: dict[date, list[UsageRow]] = {d: [] for d in usage_days}
-        for u in _load_usage_rows(self._db, start, end):
+        cost, refused_cost = _load_cost_rows(self._db, start, end)
+        self._cost = {d: tuple(rows) for d, rows in cost.items()}
+        usage_days = set()
+        for (d,) in self._db.execute("SELECT day FROM billed_days WHERE report = 'usage' AND day >= ? AND day < ?",
+                                     (start.isoformat(), end.isoformat())):
+            try:
+                usage_days.add(date.fromisoformat(d))
+            except (TypeError, ValueError):
+                continue
+        usage_rows, refused_usage = _load_usage_rows(self._db, start, end)
+        usage: dict[date, list[UsageRow]] = {d: [] for d in usage_days - refused_usage}
+        for u in usage_rows:
             usage.setdefault(u.day, []).append(u)
         self._usage = {d: tuple(rows) for d, rows in usage.items()}
+        self._refetch = {"cost": refused_cost, "usage": refused_usage}
+        for endpoint, days in (("cost_report", refused_cost), ("usage_report", refused_usage)):
+            if days:
+                self._stored_refusals[(endpoint, STORED_REASON)] += len(days)
         state = _state(self._db)
-        complete = state.get("complete_through")
-        last = state.get("last_success")
+        complete = _stored_time(state.get("complete_through"))
+        last = _stored_float(state.get("last_success"))
         if self._cost:
             log.info("billing.restored", days_held=len(self._cost), last_success=last)
         return BillingSnapshot(
             cost_rows=MappingProxyType(dict(sorted(self._cost.items()))),
             usage_rows=tuple(r for d in sorted(self._usage) for r in self._usage[d]),
-            complete_through=datetime.fromisoformat(complete) if complete else None,
+            complete_through=complete,
             up=False,
-            last_success=float(last) if last else None,
+            last_success=last,
             requests=self._requests(),
+            refusals=self._refusals(),
         ).warm()
+
+
+def _stored_time(value: str | None) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(value) if value else None
+    except (TypeError, ValueError):
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
+
+
+def _stored_float(value: str | None) -> float | None:
+    try:
+        number = float(value) if value else None
+    except (TypeError, ValueError):
+        return None
+    return number if number is not None and 0 <= number < 1e11 else None  # a time stamp, not inf or NaN
 
 
 # --------------------------------------------------------------------------- metrics
@@ -589,6 +760,18 @@ def billed_metric_families(
     for (endpoint, code), n in sorted(snap.requests.items()):
         requests.add_metric([endpoint, code], float(n))
     yield requests
+
+    refused = CounterMetricFamily(
+        "claude_admin_api_refused",
+        "Admin API answers refused, by endpoint and reason: malformed, out_of_bounds (an amount or count "
+        "no real bill has), body_too_large, too_many_rows, too_many_pages, deadline (no whole answer in time), "
+        "stored_out_of_bounds (a stored day left out and read again). A refused answer fails the poll and "
+        "keeps the last good values.",
+        labels=["endpoint", "reason"],
+    )
+    for (endpoint, reason), n in sorted(snap.refusals.items()):
+        refused.add_metric([endpoint, reason], float(n))
+    yield refused
 
     if include_claude_code:
         cc = GaugeMetricFamily(

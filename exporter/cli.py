@@ -124,6 +124,12 @@ def main(argv: list[str] | None = None) -> int:
             _print_problems("web config", exc)
             return EXIT_USAGE
     if args.command == "validate-config":
+        from exporter.webconfig import webhook_token_problems
+
+        token_problems = webhook_token_problems(config.breaker_webhook)
+        if token_problems:  # serve would start, but refuse every webhook call
+            _print_problems("config", ConfigError(token_problems, config.origin))
+            return EXIT_USAGE
         print(f"{config.origin}: ok ({len(config.sources)} source(s), {len(config.pools)} pool(s))")
         return EXIT_OK
     if args.command == "serve":
@@ -241,7 +247,7 @@ def report(config: Config, args: argparse.Namespace, *, exiting: bool = False) -
             state = StateDB(config.state_dir, readonly=True)
             ing = Ingestor(config.sources, state, pricer)
     except (StateError, sqlite3.DatabaseError) as exc:
-        print(f"claude-budget-exporter: {exc}", file=sys.stderr)
+        _say(f"claude-budget-exporter: {exc}")
         return EXIT_FAIL
     # A first read commits the whole history at once. When the process ends right after, its
     # copy from the WAL into the database is left to the next commit on this state (SQLite's
@@ -256,8 +262,7 @@ def report(config: Config, args: argparse.Namespace, *, exiting: bool = False) -
             progress(-1, -1)
         _poll_billed(config, args.since)
     else:
-        print("claude-budget-exporter: a running exporter owns this state; showing what it has read",
-              file=sys.stderr)
+        _say("claude-budget-exporter: a running exporter owns this state; showing what it has read")
     billed = {}
     if state.has_table("billed_cost"):  # only an Admin API poller writes it: logs-only needs no HTTP client
         from exporter.billing import stored_billed_by_day
@@ -290,20 +295,31 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def _say(text: str) -> None:
+    """One line to stderr through the logs' scrubber: an error may quote what the API or a proxy
+    echoed, the admin key included."""
+    print(logsetup.redact(text), file=sys.stderr)
+
+
 def _poll_billed(config: Config, since: date | None) -> None:
     """With an admin key, bring the stored billed days up to date (one poll) before reporting."""
     if config.admin_api is None:
         return  # logs only: nothing to poll, and no need to load the HTTP client
     from exporter.app import make_billing_poller
 
-    poller = make_billing_poller(config, time.time)
+    poller = make_billing_poller(config, time.time)  # registers the key with the scrubber
     if poller is None:
         return
-    snap = poller.poll(since=since)
-    if not snap.up:
-        print(f"claude-budget-exporter: Admin API: {snap.error}; billed figures are the last stored ones",
-              file=sys.stderr)
-    poller.client.close()
+    try:
+        snap = poller.poll(since=since)
+    except Exception as exc:  # noqa: BLE001 - a bug in the poll: the report of the stored bill still stands
+        _say(f"claude-budget-exporter: Admin API poll failed ({type(exc).__name__}: {exc}); "
+             "billed figures are the last stored ones")
+    else:
+        if not snap.up:
+            _say(f"claude-budget-exporter: Admin API: {snap.error}; billed figures are the last stored ones")
+    finally:
+        poller.client.close()
 
 
 def _progress_bar():

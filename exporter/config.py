@@ -22,6 +22,20 @@ DEFAULT_STATE_DIR = "~/.local/state/claude-budget-exporter"
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_KEY_ENV = "ANTHROPIC_ADMIN_API_KEY"
 MIN_POLL_INTERVAL = 60.0
+# Bounds on what the config may say: far past any real use, so that no stored or computed figure
+# can overflow what renders it (Decimal's 28 digits, a timer's range). Written once, used below.
+#: a pool's credit in USD: a billion dollars is past any Claude budget; a cent is the least a credit can be
+MAX_CREDIT_USD = Decimal(10**9)
+MIN_CREDIT_USD = Decimal("0.01")
+#: a price override in USD per million tokens (or per 1,000 searches): list prices are under $100
+MAX_PRICE_USD = Decimal(10**6)
+#: characters per token of a jsonl source: tokenizers give a few; a byte fallback is under one
+MIN_CHARS_PER_TOKEN, MAX_CHARS_PER_TOKEN = Decimal("0.1"), Decimal(1000)
+#: seconds: a log refresh at least hourly (/healthz calls a refresher stale after 10 intervals), an
+#: Admin API poll at least daily, and a bill taken as complete within the two days re-read every poll
+MAX_REFRESH_INTERVAL = 3600.0
+MAX_POLL_INTERVAL = 86400.0
+MAX_SETTLE_AFTER = 2 * 86400.0
 # Tests and the demo poll a local fake Admin API faster than Anthropic allows for the real one.
 FAST_POLL_ENV = "CLAUDE_BUDGET_EXPORTER_FAST_POLL"
 SOURCE_KINDS = ("claude_code", "cli_json", "jsonl")
@@ -320,7 +334,8 @@ class _Checker:
                 out.append(item)
         return tuple(out)
 
-    def duration(self, value: Any, path: str, default: float, minimum: float = 0.0) -> float:
+    def duration(self, value: Any, path: str, default: float, minimum: float = 0.0,
+                 maximum: float | None = None, why: str = "") -> float:
         if value is None:
             return default
         try:
@@ -331,11 +346,20 @@ class _Checker:
         if seconds < minimum:
             self.err(path, f"must be at least {_fmt_seconds(minimum)}")
             return default
+        if maximum is not None and not seconds <= maximum:  # "not <=": also refuses inf
+            self.err(path, f"must be at most {_fmt_seconds(maximum)}{why}")
+            return default
         return seconds
 
     def path(self, value: Any, path: str) -> Path | None:
         text = self.string(value, path)
-        return Path(text).expanduser() if text else None
+        if not text:
+            return None
+        try:
+            return Path(text).expanduser()
+        except RuntimeError:  # "~nobody": no such user, no home to expand to
+            self.err(path, f"cannot expand {text.split('/', 1)[0]!r}: no such user's home")
+            return None
 
 
 def _key_text(key: Any) -> str:
@@ -354,6 +378,10 @@ def _typename(value: Any) -> str:
 
 
 def _fmt_seconds(seconds: float) -> str:
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"{seconds / 86400:g}d"
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
     return f"{seconds / 60:g}m" if seconds >= 60 else f"{seconds:g}s"
 
 
@@ -365,7 +393,11 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
     """The config at ``path``, or the built-in default when ``path`` is None."""
     if path is None:
         return default_config(env)
-    return parse_config(read_yaml_file(path), origin=str(path), env=env)
+    raw = read_yaml_file(path)
+    try:
+        return parse_config(raw, origin=str(path), env=env)
+    except RecursionError:  # a document nested deeply enough to load but not to check
+        raise ConfigError(["(file): nested too deeply to read"], str(path)) from None
 
 
 def read_yaml_file(path: str | os.PathLike[str]) -> Any:
@@ -383,6 +415,8 @@ def read_yaml_file(path: str | os.PathLike[str]) -> Any:
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([f"{where}: not valid YAML: {problem}"], str(path)) from None
+    except RecursionError:
+        raise ConfigError(["(file): nested too deeply to read"], str(path)) from None
 
 
 def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None = None) -> Config:
@@ -401,7 +435,8 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
     except ValueError as exc:
         c.err("listen", str(exc))
     state_dir = c.path(top.get("state_dir"), "state_dir") or Path(DEFAULT_STATE_DIR).expanduser()
-    refresh = c.duration(top.get("refresh_interval"), "refresh_interval", 15.0, minimum=0.1)
+    refresh = c.duration(top.get("refresh_interval"), "refresh_interval", 15.0, minimum=0.1,
+                         maximum=MAX_REFRESH_INTERVAL)
 
     fast = env.get(FAST_POLL_ENV) == "1"
     admin = _parse_admin(c, top.get("admin_api"), "admin_api", fast) if "admin_api" in top else None
@@ -452,11 +487,10 @@ def _parse_admin(c: _Checker, value: Any, path: str, fast: bool = False) -> Admi
     if not re.match(r"^https?://[^/\s]+", base_url):
         c.err(f"{path}.base_url", f"must be an http(s) URL, not {base_url!r}")
     poll = c.duration(m.get("poll_interval"), f"{path}.poll_interval", 300.0,
-                      minimum=0.5 if fast else MIN_POLL_INTERVAL)
+                      minimum=0.5 if fast else MIN_POLL_INTERVAL, maximum=MAX_POLL_INTERVAL)
     ccr = c.boolean(m.get("claude_code_report"), f"{path}.claude_code_report", False)
-    settle = c.duration(m.get("settle_after"), f"{path}.settle_after", 6 * 3600.0)
-    if settle > 2 * 86400:
-        c.err(f"{path}.settle_after", "must be at most 2d (the last two days are re-read every poll)")
+    settle = c.duration(m.get("settle_after"), f"{path}.settle_after", 6 * 3600.0, maximum=MAX_SETTLE_AFTER,
+                        why=" (the last two days are re-read every poll)")
     return AdminApiConfig(key_env=key_env, key_file=key_file, base_url=base_url, poll_interval=poll,
                           claude_code_report=ccr, settle_after=settle)
 
@@ -499,7 +533,8 @@ def _parse_sources(c: _Checker, value: Any, path: str) -> tuple[SourceConfig, ..
                     fields[k] = c.string(v, f"{p}.fields.{k}", required=True)
         elif kind == "jsonl":
             fields = {k: k for k in JSONL_FIELDS}
-        cpt = c.decimal(m.get("chars_per_token"), f"{p}.chars_per_token", exclusive_min=True)
+        cpt = c.decimal(m.get("chars_per_token"), f"{p}.chars_per_token", minimum=MIN_CHARS_PER_TOKEN,
+                        maximum=MAX_CHARS_PER_TOKEN)
         if "chars_per_token" in m and kind != "jsonl":
             c.err(f"{p}.chars_per_token", "only jsonl sources count characters")
         out.append(SourceConfig(name=name, kind=kind, paths=paths, fields=fields,
@@ -523,12 +558,14 @@ def _parse_overrides(c: _Checker, value: Any, path: str) -> dict[str, PriceOverr
         m = c.mapping(prices, p, allowed)
         if not isinstance(prices, dict):
             continue
-        kw: dict[str, Any] = {k: c.decimal(m.get(k), f"{p}.{k}") for k in (*PRICE_KEYS, "web_search")}
+        kw: dict[str, Any] = {k: c.decimal(m.get(k), f"{p}.{k}", maximum=MAX_PRICE_USD)
+                              for k in (*PRICE_KEYS, "web_search")}
         kw["long_context_threshold"] = c.integer(m.get("long_context_threshold"), f"{p}.long_context_threshold",
                                                  1, 100_000_000)
         lc = c.mapping(m.get("long_context"), f"{p}.long_context", PRICE_KEYS)
         kw["long_context"] = {k: d for k in PRICE_KEYS
-                              if (d := c.decimal(lc.get(k), f"{p}.long_context.{k}")) is not None}
+                              if (d := c.decimal(lc.get(k), f"{p}.long_context.{k}", maximum=MAX_PRICE_USD))
+                              is not None}
         out[model] = PriceOverride(**kw)
     return out
 
@@ -573,7 +610,7 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
         plan = c.string(m.get("plan"), f"{p}.plan")
         if plan and plan not in PLAN_CREDITS:
             c.err(f"{p}.plan", f"must be one of {', '.join(k for k in PLAN_CREDITS if k != 'team')}, not {plan!r}")
-        credit = c.decimal(m.get("credit_usd"), f"{p}.credit_usd", exclusive_min=True)
+        credit = c.decimal(m.get("credit_usd"), f"{p}.credit_usd", minimum=MIN_CREDIT_USD, maximum=MAX_CREDIT_USD)
         if plan and "credit_usd" in m:
             c.err(p, "give plan or credit_usd, not both")
         elif not plan and "credit_usd" not in m:

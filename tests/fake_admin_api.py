@@ -77,7 +77,7 @@ USAGE_FIELD = {
     "cache_creation.ephemeral_5m_input_tokens": "ephemeral_5m_input_tokens",
     "cache_creation.ephemeral_1h_input_tokens": "ephemeral_1h_input_tokens",
 }
-FAULT_KINDS = ("429", "500", "529", "slow", "truncated", "short_body", "reset", "not_report")
+FAULT_KINDS = ("429", "500", "529", "slow", "truncated", "short_body", "reset", "not_report", "echo_key")
 
 
 @dataclass(frozen=True)
@@ -281,7 +281,8 @@ class FakeAdminApi:
         ``slow`` (answer normally after ``seconds``), ``truncated`` (200 whose JSON body is cut,
         with a matching Content-Length), ``short_body`` (Content-Length promises more than is
         sent, then the connection closes), ``reset`` (TCP reset, no answer), ``not_report``
-        (200 with a JSON body that is not a report).
+        (200 with a JSON body that is not a report), ``echo_key`` (a 400 whose message and
+        ``request_id`` echo the ``x-api-key`` it was sent, as a careless proxy might).
         """
         if kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault {kind!r}; one of {', '.join(FAULT_KINDS)}")
@@ -547,6 +548,12 @@ class _Handler(BaseHTTPRequestHandler):
             elif fault.kind == "not_report":
                 record(200)
                 return self._send(200, b'{"type":"message","content":[]}')
+            elif fault.kind == "echo_key":
+                sent = self.headers.get("x-api-key", "")
+                record(400)
+                return self._send(400, json.dumps({
+                    "type": "error", "error": {"type": "invalid_request_error", "message": f"bad key {sent}"},
+                    "request_id": f"req_{sent}\x1b[2J"}).encode())
 
         status, body = self._answer(endpoint, parts.path, query)
         if fault is not None and fault.kind == "truncated" and status == 200:

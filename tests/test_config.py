@@ -174,3 +174,53 @@ def test_plan_preset_problems_have_their_path(pool: dict, problem: str) -> None:
     with pytest.raises(ConfigError) as ei:
         parse_config({"pools": [pool]})
     assert any(p.startswith(problem) for p in ei.value.problems), ei.value.problems
+
+
+# ----------------------------------------------------------------------------- bounds
+
+
+@pytest.mark.parametrize(("raw", "problem"), [
+    ({"refresh_interval": "99999999999999999999d"}, "refresh_interval: must be at most 1h"),
+    ({"refresh_interval": "61m"}, "refresh_interval: must be at most 1h"),
+    ({"admin_api": {"poll_interval": "25h"}}, "admin_api.poll_interval: must be at most 1d"),
+    ({"admin_api": {"poll_interval": "1" + "0" * 400 + "s"}}, "admin_api.poll_interval: must be at most 1d"),
+    ({"admin_api": {"settle_after": "3d"}}, "admin_api.settle_after: must be at most 2d"),
+    ({"pools": [_pool(credit_usd=1e30)]}, "pools[0].credit_usd: must be at most 1000000000"),
+    ({"pools": [_pool(credit_usd="1e999999999")]}, "pools[0].credit_usd: must be at most"),
+    ({"pools": [_pool(credit_usd="0.001")]}, "pools[0].credit_usd: must be at least 0.01"),
+    ({"pricing": {"overrides": {"m": {"input": 10**7}}}}, "pricing.overrides.m.input: must be at most 1000000"),
+    ({"pricing": {"overrides": {"m": {"web_search": "1e400"}}}}, "pricing.overrides.m.web_search: must be at most"),
+    ({"pricing": {"overrides": {"m": {"long_context": {"output": 2e6}}}}},
+     "pricing.overrides.m.long_context.output: must be at most"),
+    ({"sources": [{"name": "t", "kind": "jsonl", "paths": ["x"], "chars_per_token": "1e-30"}]},
+     "sources[0].chars_per_token: must be at least 0.1"),
+    ({"state_dir": "~no-such-user-here/state"}, "state_dir: cannot expand '~no-such-user-here'"),
+])
+def test_durations_money_and_prices_are_bounded(raw: dict, problem: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse_config(raw, env={})
+    assert any(p.startswith(problem) for p in ei.value.problems), ei.value.problems
+
+
+def test_values_at_the_bounds_are_accepted() -> None:
+    c = parse_config({"refresh_interval": "1h", "admin_api": {"poll_interval": "24h", "settle_after": "2d"},
+                      "pricing": {"overrides": {"m": {"input": 1_000_000, "web_search": 1_000_000}}},
+                      "pools": [_pool(credit_usd=1_000_000_000), _pool(name="q", credit_usd="0.01")]}, env={})
+    assert c.refresh_interval == 3600 and c.admin_api.poll_interval == 86400
+    assert [p.credit_usd for p in c.pools] == [Decimal(10**9), Decimal("0.01")]
+    assert c.price_overrides["m"].input == Decimal(10**6)
+
+
+@pytest.mark.parametrize("text", [
+    "a: " + "[" * 5000 + "]" * 5000 + "\n",
+    "".join(" " * i + f"k{i}:\n" for i in range(3000)),
+])
+def test_a_config_nested_too_deeply_is_exit_2_with_its_reason(tmp_path: Path, text: str) -> None:
+    p = tmp_path / "deep.yaml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as ei:
+        load_config(p, env={})
+    assert ei.value.problems == ["(file): nested too deeply to read"]
+    r = run_cli("validate-config", str(p))
+    assert r.returncode == 2, r.stderr
+    assert "nested too deeply" in r.stderr and str(p) in r.stderr and "Traceback" not in r.stderr
