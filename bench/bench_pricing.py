@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 
 from genai_prices import Usage, calc_price
 
-from exporter.pricing import Pricer
-from exporter.usage import Tokens
+from exporter.prices import load_pricer
+from exporter.core.records import Tokens
 
 MODELS = [
     "claude-sonnet-4-5-20250929", "claude-opus-4-6", "claude-sonnet-4-6", "claude-haiku-4-5-20251001",
@@ -38,7 +38,7 @@ def main() -> None:
         requests.append((rng.choice(MODELS), tokens, start + rng.uniform(0, 14 * 86_400),
                          rng.choice(("standard",) * 9 + ("batch",)), rng.choice(("", "", "us"))))
 
-    pricer = Pricer()
+    pricer = load_pricer()
     t0 = time.perf_counter()
     cold = [pricer.cost_pico(m, t, when=w, service_tier=s, inference_geo=g) for m, t, w, s, g in requests]
     cold_s = time.perf_counter() - t0

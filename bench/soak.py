@@ -40,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from exporter.config import FAST_POLL_ENV
+from exporter.config.model import FAST_POLL_ENV
 from tests.conftest import free_port, parse_metrics
 from tests.fake_admin_api import FakeAdminApi
 

@@ -13,17 +13,17 @@ import structlog
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exporter import logsetup
-from exporter.admin_api import AdminApiClient
-from exporter.billing import BillingPoller, billed_metric_families, earliest_period_start
-from exporter.breaker import DROP_REASONS, BreakerBoard
-from exporter.collector import ExporterCollector, make_registry
+from exporter.billing.client import AdminApiClient
+from exporter.billing.poller import BillingPoller, billed_metric_families, earliest_period_start
+from exporter.core.breaker import DROP_REASONS, BreakerBoard
+from exporter.expose.metrics import ExporterCollector, make_registry
 from exporter.config import Config
-from exporter.pools import build_pool_states, decisions, pool_metric_families
-from exporter.pricing import Pricer
-from exporter.server import ExporterServer, Routes
-from exporter.snapshot import Refresher, Snapshot
+from exporter.expose.pools import build_pool_states, decisions, pool_metric_families
+from exporter.prices import load_pricer
+from exporter.expose.http import ExporterServer, Routes
+from exporter.refresh import Refresher, Snapshot
 from exporter.state import StateDB
-from exporter.webconfig import WebConfig, WebhookToken, load_web_config
+from exporter.config.web import WebConfig, WebhookToken, load_web_config
 
 log = structlog.get_logger()
 
@@ -121,7 +121,7 @@ class App:
 
 
 def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
-    pricer = Pricer(config.price_overrides)
+    pricer = load_pricer(config.price_overrides)
     board = BreakerBoard([p.name for p in config.pools])
     hook_token = WebhookToken(config.breaker_webhook)
     hook_token.ready()  # a token that cannot be read is said in the log at the start, not at the first call
@@ -210,7 +210,7 @@ def _token_warnings(token: WebhookToken) -> list[str]:
 def status_page(snap: Snapshot, board: BreakerBoard, now: float, origin: str = "", *,
                 warnings: list[str] | None = None) -> str:
     """The landing page: see :mod:`exporter.statuspage`."""
-    from exporter.statuspage import render
+    from exporter.expose.statuspage import render
 
     return render(snap, decisions(board, snap.pools, datetime.fromtimestamp(now, UTC)), now=now, origin=origin,
                   warnings=warnings or ())

@@ -79,11 +79,11 @@ def check_url(url: str, pool: str, timeout: float, *, user: str | None = None, p
 
 
 def check_state(config: Config, pool: str) -> int:
-    from exporter.breaker import BreakerBoard
-    from exporter.ingest import Ingestor
-    from exporter.pools import build_pool_states
-    from exporter.pricing import Pricer
-    from exporter.snapshot import Snapshot, build_estimated, load_billing
+    from exporter.core.breaker import BreakerBoard
+    from exporter.logs.ingestor import Ingestor
+    from exporter.expose.pools import build_pool_states
+    from exporter.prices import load_pricer
+    from exporter.refresh import Snapshot, build_estimated, load_billing
     from exporter.state import StateDB, StateError
 
     if config.pool(pool) is None:
@@ -109,7 +109,7 @@ def check_state(config: Config, pool: str) -> int:
         state = StateDB(config.state_dir, readonly=True)
     except StateError as exc:
         return _say(UNKNOWN, f"unknown: {exc}")
-    pricer = Pricer(config.price_overrides)
+    pricer = load_pricer(config.price_overrides)
     now = time.time()
     ing = Ingestor(config.sources, state, pricer, clock=lambda: now)
     snap = Snapshot(built_at=now, billing=load_billing(state), ready=True,

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         path, _, hint = deprecation.partition(": ")
         log.warning("config_deprecated", path=path, hint=hint)
     if args.command in ("serve", "validate-config") and config.web_config_file is not None:
-        from exporter.webconfig import load_web_config
+        from exporter.config.web import load_web_config
 
         try:
             load_web_config(config.web_config_file)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             _print_problems("web config", exc)
             return EXIT_USAGE
     if args.command == "validate-config":
-        from exporter.webconfig import webhook_token_problems
+        from exporter.config.web import webhook_token_problems
 
         token_problems = webhook_token_problems(config.breaker_webhook)
         if token_problems:  # serve would start, but refuse every webhook call
@@ -172,7 +172,7 @@ class StateLock:
 
 
 def serve(config: Config, *, demo: bool = False) -> int:
-    from exporter import demo as demo_mode
+    from exporter.demo import org as demo_mode
     from exporter.app import build_app
     from exporter.state import StateError
 
@@ -232,14 +232,14 @@ def serve(config: Config, *, demo: bool = False) -> int:
 
 def report(config: Config, args: argparse.Namespace, *, exiting: bool = False) -> int:
     """``exiting``: the process ends right after (see :func:`_exit_now`)."""
-    from exporter import report as rep
-    from exporter.ingest import Ingestor
-    from exporter.pricing import Pricer
+    from exporter.expose import report as rep
+    from exporter.logs.ingestor import Ingestor
+    from exporter.prices import load_pricer
     from exporter.state import StateDB, StateError
 
     lock = StateLock(config.state_dir)
     owner = lock.try_acquire()
-    pricer = Pricer(config.price_overrides)
+    pricer = load_pricer(config.price_overrides)
     try:
         if owner:  # only the owner may move a corrupt database aside and rebuild it
             state, ing = StateDB.open_or_rebuild(config.state_dir, lambda db: Ingestor(config.sources, db, pricer))
@@ -265,7 +265,7 @@ def report(config: Config, args: argparse.Namespace, *, exiting: bool = False) -
         _say("claude-budget-exporter: a running exporter owns this state; showing what it has read")
     billed = {}
     if state.has_table("billed_cost"):  # only an Admin API poller writes it: logs-only needs no HTTP client
-        from exporter.billing import stored_billed_by_day
+        from exporter.billing.poller import stored_billed_by_day
 
         billed = stored_billed_by_day(state.conn)
     data = rep.build_report(ing.aggregates, since=args.since, until=args.until, billed_by_day=billed)

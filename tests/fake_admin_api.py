@@ -49,7 +49,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from exporter.wire import (
+from exporter.billing.wire import (
     COST_GROUPS,
     USAGE_GROUPS,
     WIDTHS,

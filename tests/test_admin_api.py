@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from exporter import __version__
-from exporter.admin_api import (
+from exporter.billing.client import (
     AdminApiBadResponse,
     AdminApiClient,
     AdminApiHTTPError,

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter import ingest, readers
-from exporter.config import JSONL_FIELDS, SourceConfig
-from exporter.ingest import Ingestor
-from exporter.pricing import Pricer
+from exporter.logs import ingestor as ingest
+from exporter.logs import parse as readers
+from exporter.config.model import JSONL_FIELDS, SourceConfig
+from exporter.logs.ingestor import Ingestor
+from exporter.prices import load_pricer
 from exporter.state import StateDB
 from tests.conftest import sample
 
@@ -43,7 +44,7 @@ class Logs:
         fields = {f: f for f in JSONL_FIELDS} if kind == "jsonl" else {}
         self.source = SourceConfig(name="src", kind=kind, paths=(str(self.dir),), fields=fields)
         self.db = StateDB(tmp / "state")
-        self.ing = Ingestor([self.source], self.db, Pricer(), clock=lambda: NOW, max_line_bytes=max_line)
+        self.ing = Ingestor([self.source], self.db, load_pricer(), clock=lambda: NOW, max_line_bytes=max_line)
 
     def write(self, name: str, data: bytes) -> Path:
         p = self.dir / name

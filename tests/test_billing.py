@@ -15,8 +15,8 @@ import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import logsetup
-from exporter.admin_api import AdminApiClient
-from exporter.billing import (
+from exporter.billing.client import AdminApiClient
+from exporter.billing.poller import (
     BillingPoller,
     BillingSnapshot,
     billed_metric_families,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import FAST_POLL_ENV
+from exporter.config.model import FAST_POLL_ENV
 from tests.conftest import clean_env, free_port, http_get, run_cli, sample
 from tests.fake_admin_api import FakeAdminApi
 

@@ -10,8 +10,8 @@ from decimal import Decimal
 
 import pytest
 
-from exporter.breaker import BreakerBoard
-from exporter.budget import PoolInputs, compute_pool
+from exporter.core.breaker import BreakerBoard
+from exporter.core.budget import PoolInputs, compute_pool
 from exporter.config import PeriodConfig, PoolConfig, PoolMatch
 
 D = Decimal
@@ -220,7 +220,7 @@ def test_an_alert_alertmanager_stops_repeating_expires() -> None:
     """A silence stops notifications, so no "resolved" arrives: the breaker must not stay open forever."""
     from datetime import UTC, datetime, timedelta
 
-    from exporter.breaker import BreakerBoard
+    from exporter.core.breaker import BreakerBoard
 
     t0 = datetime(2026, 11, 1, 12, tzinfo=UTC)
     board = BreakerBoard(["agent-sdk"], stale_after=timedelta(minutes=15))

@@ -10,7 +10,7 @@ from freezegun import freeze_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.budget import (
+from exporter.core.budget import (
     PoolInputs,
     PoolMatcher,
     compute_pool,
@@ -156,9 +156,9 @@ def test_model_names_match_their_dated_ids(pattern, model, expected):
 ])
 def test_pools_and_pricing_read_a_model_name_alike(model):
     """A pool naming the model's priced label takes the model: one reader of names for both."""
-    from exporter.pricing import Pricer
+    from exporter.prices import load_pricer
 
-    label = Pricer().model_label(model)
+    label = load_pricer().model_label(model)
     assert label != "other"
     assert matches_model(label, model), (label, model)
 

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from prometheus_client import generate_latest
 
-from exporter import readers
-from exporter.collector import ExporterCollector, make_registry
+from exporter.logs import parse as readers
+from exporter.expose.metrics import ExporterCollector, make_registry
 from exporter.config import parse_config
-from exporter.ingest import Ingestor
-from exporter.pricing import Pricer
-from exporter.report import build_report
-from exporter.snapshot import Refresher
+from exporter.logs.ingestor import Ingestor
+from exporter.prices import load_pricer
+from exporter.expose.report import build_report
+from exporter.refresh import Refresher
 from exporter.state import StateDB
 from tests.conftest import parse_metrics, run_cli, sample
 
@@ -61,7 +61,7 @@ def write(path: Path, objs: list[dict], mode: str = "w") -> Path:
 
 def ingestor(tmp: Path, log: Path, clock=lambda: NOW) -> Ingestor:
     cfg = parse_config({"sources": [{"name": "cli", "kind": "cli_json", "paths": [str(log)]}]}, env={})
-    return Ingestor(cfg.sources, StateDB(tmp / "state"), Pricer(cfg.price_overrides), clock=clock)
+    return Ingestor(cfg.sources, StateDB(tmp / "state"), load_pricer(cfg.price_overrides), clock=clock)
 
 
 def by_model(ing: Ingestor) -> dict[str, dict]:
@@ -270,7 +270,7 @@ def test_report_json_and_the_metric_show_the_reported_cost_beside_the_estimate(t
                        {"name": "pipe", "kind": "jsonl", "paths": [str(tokens)],
                         "fields": {"timestamp": "ts", "model": "model", "input_tokens": "in", "output_tokens": "out"}}]}
     cfg = parse_config(raw, env={})
-    ing = Ingestor(cfg.sources, StateDB(tmp_path / "state"), Pricer(), clock=lambda: NOW)
+    ing = Ingestor(cfg.sources, StateDB(tmp_path / "state"), load_pricer(), clock=lambda: NOW)
     ing.refresh()
 
     rep = build_report(ing.aggregates)
@@ -323,7 +323,7 @@ def test_fast_and_us_only_runs_are_priced_as_such() -> None:
     """The run's usage.speed and usage.inference_geo reach the price: Opus 4.8 fast is $10/$50,
     Sonnet 4.6 US-only is 1.1x of $3/$15."""
     parse = readers.parse_cli_json("cli")
-    pricer = Pricer()
+    pricer = load_pricer()
     fast = result("f1", {"claude-opus-4-8": {"inputTokens": 1_000, "outputTokens": 2_000, "costUSD": 0.06}},
                   usage={"input_tokens": 1_000, "output_tokens": 2_000, "speed": "fast"})
     us = result("u1", {"claude-sonnet-4-6": {"inputTokens": 1_000, "outputTokens": 2_000}},

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter import readers
+from exporter.logs import parse as readers
 from exporter.config import SourceConfig
-from exporter.ingest import ROW, Ingestor
-from exporter.pricing import Pricer
+from exporter.logs.ingestor import ROW, Ingestor
+from exporter.prices import load_pricer
 from exporter.state import PAGE_ENTRIES, PAGE_ENTRY, StateDB
 from tests.corpus import generate
 from tests.test_ingest import NOW, SONNET, line, progress_line, usd
@@ -33,7 +33,7 @@ def _ingestor(logs: Path, state_dir: Path, *, workers: int, clock=lambda: NOW) -
     source = SourceConfig(name="claude-code", kind="claude_code", paths=(str(logs),))
     db = StateDB(state_dir)
     # parallel_min_bytes=0: split even a small read, which a real run does only past 64 MB
-    return db, Ingestor([source], db, Pricer(), clock=clock, workers=workers, parallel_min_bytes=0)
+    return db, Ingestor([source], db, load_pricer(), clock=clock, workers=workers, parallel_min_bytes=0)
 
 
 def _view(ing: Ingestor) -> tuple[dict, dict, dict]:
@@ -456,7 +456,7 @@ def test_a_split_read_resuming_inside_an_overlong_line_skips_its_tail(tmp_path: 
         for i in range(4):
             (d / f"s{i}.jsonl").write_bytes(line(f"w{workers}a{i}") + b'{"type":"user","x":"' + b"y" * 3000)
         source = SourceConfig(name="claude-code", kind="claude_code", paths=(str(d),))
-        ing = Ingestor([source], StateDB(tmp_path / f"state{workers}"), Pricer(), clock=lambda: NOW,
+        ing = Ingestor([source], StateDB(tmp_path / f"state{workers}"), load_pricer(), clock=lambda: NOW,
                        workers=workers, parallel_min_bytes=0, max_line_bytes=1000)
         ing.refresh()
         for i in range(4):
@@ -513,7 +513,7 @@ def _schema_2(state: Path, pages: list[dict[int, bytes]], aggregates: dict[tuple
 def test_a_schema_2_database_upgrades_in_place_and_goes_on_counting(tmp_path: Path) -> None:
     """Schema 3 adds reported_pico: existing aggregates get 0, the 88-byte index pages are rewritten
     to the new width (a later page still standing over an earlier one), and ingest goes on."""
-    from exporter.ingest import key_hash
+    from exporter.logs.ingestor import key_hash
 
     state = tmp_path / "state"
     hour = int(datetime(2026, 11, 17, 10, tzinfo=UTC).timestamp())  # the hour of line()'s default timestamp

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.config import FAST_POLL_ENV
+from exporter.config.model import FAST_POLL_ENV
 from tests.conftest import Exporter, clean_env, sample
 from tests.fake_admin_api import FakeAdminApi
 

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from exporter.admin_api import AdminApiClient, AdminApiHTTPError
-from exporter.demo import (
+from exporter.billing.client import AdminApiClient, AdminApiHTTPError
+from exporter.demo.org import (
     DEMO_KEY,
     SPEED_ENV,
     Charge,
     SimulatedAdminApi,
     nothing_to_read,
 )
-from exporter.usage import Tokens
+from exporter.core.records import Tokens
 from tests.conftest import clean_env, http_get, run_cli, sample
 
 POOLS = ("agent-sdk", "interactive", "team-api")

@@ -21,8 +21,8 @@ import yaml
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
-from exporter import readers
-from exporter.config import (
+from exporter.logs import parse as readers
+from exporter.config.load import (
     JSONL_FIELDS,
     Config,
     ConfigError,
@@ -30,8 +30,8 @@ from exporter.config import (
     load_config,
     parse_config,
 )
-from exporter.usage import UsageRecord
-from exporter.webconfig import WebConfig, parse_web_config
+from exporter.core.records import UsageRecord
+from exporter.config.web import WebConfig, parse_web_config
 
 NOW = time.time()
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

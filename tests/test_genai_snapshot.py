@@ -10,8 +10,9 @@ from importlib.resources import files
 
 import pytest
 
-from exporter import genai_snapshot
-from exporter.pricing import Pricer
+from exporter.prices import snapshot as genai_snapshot
+from exporter import prices
+from exporter.core.pricing import PriceData, Pricer
 
 LIVE_ALL, LIVE_VERSION = genai_snapshot.live()
 LIVE = LIVE_ALL["anthropic"]
@@ -20,7 +21,7 @@ LIVE = LIVE_ALL["anthropic"]
 SNAP_ALL = {pid: genai_snapshot.Provider(json.loads(json.dumps(genai_snapshot.dump(p, LIVE_VERSION))))
             for pid, p in LIVE_ALL.items()}
 SNAP = SNAP_ALL["anthropic"]
-SHIPPED = json.loads(files("exporter").joinpath(genai_snapshot.FILE).read_text(encoding="utf-8"))
+SHIPPED = json.loads(files("exporter.prices").joinpath(genai_snapshot.FILE).read_text(encoding="utf-8"))
 
 
 def _literals(clause: dict) -> list[str]:
@@ -103,7 +104,7 @@ def test_the_snapshot_gives_the_same_prices_on_every_day_a_price_changes(provide
 
 
 def test_a_pricer_on_the_snapshot_resolves_every_request_as_one_on_genai_prices() -> None:
-    live, snap = Pricer(providers=LIVE_ALL), Pricer(providers=SNAP_ALL)
+    live, snap = Pricer(data=PriceData(prices.shipped(), LIVE_ALL)), Pricer(data=PriceData(prices.shipped(), SNAP_ALL))
     variants = list(itertools.product(("standard", "batch"), ("", "us"), ("", "fast")))
     compared = 0
     for ref in _refs():
@@ -157,7 +158,7 @@ def test_clauses_the_anthropic_data_does_not_use_yet_read_as_the_package_reads_t
         a, b = live.find_model(ref), snap.find_model(ref)
         assert (b.id if b else None) == (a.id if a else None), ref
     assert snap.find_model("claude-x-20261014").id == "dated"
-    pricers = Pricer(providers={"anthropic": live}), Pricer(providers={"anthropic": snap})
+    pricers = Pricer(data=PriceData(prices.shipped(), {"anthropic": live})), Pricer(data=PriceData(prices.shipped(), {"anthropic": snap}))
     for day in (date(2026, 2, 28), date(2026, 3, 1)):
         when = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
         assert pricers[1].prices("claude-y-mid", when=when) == pricers[0].prices("claude-y-mid", when=when)

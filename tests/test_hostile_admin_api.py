@@ -25,7 +25,7 @@ import structlog
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import logsetup
-from exporter.admin_api import (
+from exporter.billing.client import (
     MAX_AMOUNT_CENTS,
     MAX_PAGES_PER_QUERY,
     MAX_RESPONSE_BYTES,
@@ -37,8 +37,8 @@ from exporter.admin_api import (
     AdminApiRateLimited,
     AdminApiRefused,
 )
-from exporter.billing import BillingPoller, BillingSnapshot, billed_metric_families, ensure_schema, stored_billed_by_day
-from exporter.breaker import BreakerDecision
+from exporter.billing.poller import BillingPoller, BillingSnapshot, billed_metric_families, ensure_schema, stored_billed_by_day
+from exporter.core.breaker import BreakerDecision
 from tests.admin_fixtures import KEY, NOW, VirtualTime
 from tests.conftest import clean_env, parse_metrics, run_cli, sample
 from tests.fake_admin_api import FakeAdminApi
@@ -558,8 +558,8 @@ def test_absurd_stored_days_are_left_out_logged_and_read_again(fake, tmp_path, c
 def test_the_largest_allowed_figures_render_everywhere():
     """The bounds are tight enough: the most a snapshot can hold, against the least credit there
     can be, still rounds to the cent and to a ratio without raising."""
-    from exporter.admin_api import MAX_AMOUNT_USD, MAX_ROWS_PER_QUERY
-    from exporter.config import MAX_CREDIT_USD, MIN_CREDIT_USD
+    from exporter.billing.client import MAX_AMOUNT_USD, MAX_ROWS_PER_QUERY
+    from exporter.config.model import MAX_CREDIT_USD, MIN_CREDIT_USD
 
     spend = MAX_AMOUNT_USD * MAX_ROWS_PER_QUERY * 365  # a year of days, each with the most rows of a query
     for credit in (MIN_CREDIT_USD, MAX_CREDIT_USD):

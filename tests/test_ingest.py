@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from exporter.config import SourceConfig
-from exporter.ingest import Ingestor
-from exporter.pricing import Pricer
+from exporter.logs.ingestor import Ingestor
+from exporter.prices import load_pricer
 from exporter.state import StateDB
 
 NOW = 1795000000.0  # 2026-11-18T07:06:40Z
@@ -69,7 +69,7 @@ class Harness:
 
     def open(self) -> None:
         self.db = StateDB(self.state_dir)
-        self.ing = Ingestor([self.source], self.db, Pricer(), clock=lambda: NOW, watch=self.watch,
+        self.ing = Ingestor([self.source], self.db, load_pricer(), clock=lambda: NOW, watch=self.watch,
                             full_scan_seconds=1e9)
 
     def restart(self) -> None:

@@ -18,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.config import PriceOverride
-from exporter.pricing import ModelPrices, Pricer, Rates
-from exporter.usage import Tokens
+from exporter.core.pricing import ModelPrices, Pricer, Rates
+from exporter.prices import load_pricer
+from exporter.core.records import Tokens
 
 JUNE = datetime(2026, 6, 1, 12, tzinfo=UTC).timestamp()  # after 2026-03-13, before batch variants
 NOVEMBER = datetime(2026, 11, 2, 8, tzinfo=UTC).timestamp()  # genai-prices batch variants in force
@@ -29,7 +30,7 @@ M = Decimal(10**6)
 
 @pytest.fixture(scope="module")
 def pricer() -> Pricer:
-    return Pricer()
+    return load_pricer()
 
 
 def usd(pricer: Pricer, model: str, tokens: Tokens, when: float = JUNE, **kw: str) -> Decimal | None:
@@ -306,7 +307,7 @@ def test_unknown_model_is_none_never_zero(pricer: Pricer, model: str) -> None:
 
 
 def test_config_override_replaces_one_price_and_covers_dated_ids() -> None:
-    pricer = Pricer({"claude-sonnet-4-5": PriceOverride(input=Decimal("2.5"), cache_write_1h=Decimal("5"))})
+    pricer = load_pricer({"claude-sonnet-4-5": PriceOverride(input=Decimal("2.5"), cache_write_1h=Decimal("5"))})
     tokens = Tokens(input=1_000, output=1_000, cache_write_1h=1_000)
     expected = (1_000 * Decimal("2.5") + 1_000 * Decimal("15") + 1_000 * Decimal("5")) / M
     assert usd(pricer, "claude-sonnet-4-5", tokens) == expected
@@ -319,7 +320,7 @@ def test_config_override_replaces_one_price_and_covers_dated_ids() -> None:
 
 
 def test_override_of_a_dated_id_is_for_that_id_and_wins_over_the_family() -> None:
-    pricer = Pricer({"claude-sonnet-4-5": PriceOverride(input=Decimal("2")),
+    pricer = load_pricer({"claude-sonnet-4-5": PriceOverride(input=Decimal("2")),
                      "claude-sonnet-4-5-20250929": PriceOverride(input=Decimal("1"))})
     assert usd(pricer, "claude-sonnet-4-5-20250929", Tokens(input=1_000)) == 1_000 * Decimal("1") / M
     assert usd(pricer, "claude-sonnet-4-5-20260101", Tokens(input=1_000)) == 1_000 * Decimal("2") / M
@@ -328,7 +329,7 @@ def test_override_of_a_dated_id_is_for_that_id_and_wins_over_the_family() -> Non
 
 
 def test_config_override_of_the_long_context_cliff() -> None:
-    pricer = Pricer({"claude-opus-4-8": PriceOverride(long_context_threshold=100_000,
+    pricer = load_pricer({"claude-opus-4-8": PriceOverride(long_context_threshold=100_000,
                                                       long_context={"input": Decimal("7")})})
     # input premium from the override; output premium from the default 1.5x of 25
     assert usd(pricer, "claude-opus-4-8-20260101", Tokens(input=100_001, output=10)) == (
@@ -338,7 +339,7 @@ def test_config_override_of_the_long_context_cliff() -> None:
 
 
 def test_override_adds_a_model_unknown_to_genai_prices() -> None:
-    pricer = Pricer({"acme-coder": PriceOverride(input=Decimal("1.2"), output=Decimal("4.8"),
+    pricer = load_pricer({"acme-coder": PriceOverride(input=Decimal("1.2"), output=Decimal("4.8"),
                                                  cache_read=Decimal("0.12"), web_search=Decimal("5"))})
     tokens = Tokens(input=10_000, output=2_000, cache_read=50_000, cache_write_5m=1_000, web_search_requests=2)
     # 5-minute cache write not given: Anthropic's 1.25x of input
@@ -349,11 +350,11 @@ def test_override_adds_a_model_unknown_to_genai_prices() -> None:
     assert pricer.model_label("acme-coder-20260101") == "acme-coder"
     assert pricer.known("acme-coder")
     # an override without output price cannot price anything
-    assert Pricer({"acme-half": PriceOverride(input=Decimal(1))}).cost_pico("acme-half", tokens, when=JUNE) is None
+    assert load_pricer({"acme-half": PriceOverride(input=Decimal(1))}).cost_pico("acme-half", tokens, when=JUNE) is None
 
 
 def test_config_override_is_quantized_to_whole_picodollars_per_token() -> None:
-    pricer = Pricer({"acme": PriceOverride(input=Decimal("0.0000025"), output=Decimal("0.0000035"))})
+    pricer = load_pricer({"acme": PriceOverride(input=Decimal("0.0000025"), output=Decimal("0.0000035"))})
     prices = pricer.prices("acme", when=JUNE)
     assert prices is not None
     assert prices.base_pico[:2] == (2, 4)  # 2.5 and 3.5 picodollars, half to even
@@ -380,11 +381,11 @@ def _anthropic_models() -> list[str]:
 @pytest.mark.parametrize("model", _anthropic_models())
 def test_every_listed_model_is_priced_exactly(pricer: Pricer, model: str) -> None:
     """Each genai-prices model resolves to its list prices, and batch (0.5x) and US (1.1x) need no rounding."""
-    from exporter import pricing
+    from exporter import prices
 
     info = next(m for m in data_snapshot.get_snapshot().providers if m.id == "anthropic").find_model(model)
     for when in (FEBRUARY, NOVEMBER):
-        corrected = {k for e in pricing._shipped().models.get(model, ()) if e.active(int(when // 86_400))
+        corrected = {k for e in prices.shipped().models.get(model, ()) if e.active(int(when // 86_400))
                      for k in ("input", "output", "cache_read", "cache_write_5m", "cache_write_1h")
                      if getattr(e.prices, k) is not None}
         p = pricer.prices(model, when=when)
@@ -419,12 +420,12 @@ def test_agrees_with_genai_prices_where_the_rules_agree(model: str, inp: int, ou
     assert ours == theirs
 
 
-_PRICER = Pricer()
+_PRICER = load_pricer()
 
 
 def test_cost_is_per_utc_date() -> None:
     """Sonnet 4.6's premium ends at 2026-03-13 00:00 UTC, one second apart (cached per day)."""
-    pricer = Pricer()
+    pricer = load_pricer()
     tokens = Tokens(input=210_000)
     before = datetime(2026, 3, 12, 23, 59, 59, tzinfo=UTC).timestamp()
     after = datetime(2026, 3, 13, 0, 0, 0, tzinfo=UTC).timestamp()
@@ -434,10 +435,10 @@ def test_cost_is_per_utc_date() -> None:
 
 
 def test_shipped_corrections_each_say_their_source() -> None:
-    from exporter import pricing
+    from exporter import prices
 
-    for name, entries in pricing._shipped().models.items():
+    for name, entries in prices.shipped().models.items():
         for e in entries:
             assert e.source.strip(), name
     # what genai-prices prices right is not corrected: the 4.6 long-context entries are gone
-    assert "claude-sonnet-4-6" not in pricing._shipped().models
+    assert "claude-sonnet-4-6" not in prices.shipped().models

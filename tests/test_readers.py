@@ -7,8 +7,8 @@ from decimal import Decimal
 from pathlib import Path
 
 from exporter.config import parse_config
-from exporter.ingest import Ingestor
-from exporter.pricing import Pricer
+from exporter.logs.ingestor import Ingestor
+from exporter.prices import load_pricer
 from exporter.state import StateDB
 
 NOW = 1795000000.0  # 2026-11-18T07:06:40Z
@@ -16,7 +16,7 @@ NOW = 1795000000.0  # 2026-11-18T07:06:40Z
 
 def _ingest(tmp: Path, raw_config: dict) -> Ingestor:
     cfg = parse_config(raw_config, env={})
-    ing = Ingestor(cfg.sources, StateDB(tmp / "state"), Pricer(cfg.price_overrides), clock=lambda: NOW)
+    ing = Ingestor(cfg.sources, StateDB(tmp / "state"), load_pricer(cfg.price_overrides), clock=lambda: NOW)
     ing.refresh()
     return ing
 
@@ -133,7 +133,7 @@ def test_a_renamed_or_rotated_log_without_ids_is_not_counted_twice(tmp_path: Pat
                                    "output_tokens": "out"}}]}
     cfg = parse_config(raw, env={})
     db = StateDB(tmp_path / "state")
-    ing = Ingestor(cfg.sources, db, Pricer(), clock=lambda: NOW)
+    ing = Ingestor(cfg.sources, db, load_pricer(), clock=lambda: NOW)
 
     def requests() -> int:
         return sum(v[0] for v in ing.aggregates.values())
@@ -154,7 +154,7 @@ def test_a_renamed_or_rotated_log_without_ids_is_not_counted_twice(tmp_path: Pat
     assert requests() == 4
     # and a restart knows where every file stands
     db.close()
-    ing = Ingestor(cfg.sources, StateDB(tmp_path / "state"), Pricer(), clock=lambda: NOW)
+    ing = Ingestor(cfg.sources, StateDB(tmp_path / "state"), load_pricer(), clock=lambda: NOW)
     ing.refresh()
     assert requests() == 4
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import FAST_POLL_ENV
-from exporter.usage import TOKEN_TYPES
+from exporter.config.model import FAST_POLL_ENV
+from exporter.core.records import TOKEN_TYPES
 from tests.conftest import (
     ROOT,
     Exporter,

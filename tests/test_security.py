@@ -32,9 +32,9 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import CollectorRegistry
 
 from exporter import logsetup
-from exporter.config import FAST_POLL_ENV, ConfigError
-from exporter.server import MAX_BODY_BYTES, ExporterServer, MetricsCache, Routes
-from exporter.webconfig import BasicAuth, WebConfig, load_web_config, parse_web_config
+from exporter.config.model import FAST_POLL_ENV, ConfigError
+from exporter.expose.http import MAX_BODY_BYTES, ExporterServer, MetricsCache, Routes
+from exporter.config.web import BasicAuth, WebConfig, load_web_config, parse_web_config
 from tests.conftest import clean_env, http_get, run_cli, sample
 from tests.fake_admin_api import FakeAdminApi
 
@@ -857,7 +857,7 @@ def test_validate_config_reports_an_unusable_token_file(tmp_path: Path, content,
 
 def test_webhook_token_state_changes_are_logged_once_each(tmp_path: Path) -> None:
     from exporter.config import BreakerWebhookConfig
-    from exporter.webconfig import TokenUnavailable, WebhookToken
+    from exporter.config.web import TokenUnavailable, WebhookToken
 
     token_file = tmp_path / "t"
     auth = WebhookToken(BreakerWebhookConfig(token_file=token_file))

@@ -23,8 +23,8 @@ from typing import ClassVar
 
 import pytest
 
-from exporter.demo import SPEED_ENV
-from exporter.report import write_table
+from exporter.demo.org import SPEED_ENV
+from exporter.expose.report import write_table
 from tests.conftest import ROOT, clean_env, http_get, sample
 
 ARTIFACTS = ROOT / "test-artifacts"

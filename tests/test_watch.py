@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from exporter.config import SourceConfig
-from exporter.ingest import Ingestor
-from exporter.pricing import Pricer
-from exporter.readers import COUNTED
+from exporter.logs.ingestor import Ingestor
+from exporter.prices import load_pricer
+from exporter.logs.parse import COUNTED
 from exporter.state import StateDB
-from exporter.watch import FolderWatcher
+from exporter.logs.watch import FolderWatcher
 from tests.test_ingest import NOW, line
 
 pytestmark = pytest.mark.skipif(FolderWatcher.create() is None, reason="no inotify on this system")
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(FolderWatcher.create() is None, reason="no inoti
 
 def _ingestor(tmp: Path, logs: Path, **kw) -> Ingestor:
     source = SourceConfig(name="cc", kind="claude_code", paths=(str(logs),))
-    return Ingestor([source], StateDB(tmp / "state"), Pricer(), clock=lambda: NOW, watch=True,
+    return Ingestor([source], StateDB(tmp / "state"), load_pricer(), clock=lambda: NOW, watch=True,
                     full_scan_seconds=kw.pop("full_scan_seconds", 1e9), **kw)
 
 
@@ -142,7 +142,7 @@ def test_files_no_watch_covers_are_statted_every_refresh(tmp_path: Path, layout:
     else:
         paths = (str(real) + "/",)
     source = SourceConfig(name="cc", kind="claude_code", paths=paths)
-    ing = Ingestor([source], StateDB(tmp_path / "state"), Pricer(), clock=lambda: NOW, watch=True,
+    ing = Ingestor([source], StateDB(tmp_path / "state"), load_pricer(), clock=lambda: NOW, watch=True,
                    full_scan_seconds=1e9)
     ing.refresh()
     for i in range(2, 5):

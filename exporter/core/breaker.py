@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
-from exporter.budget import PoolState
+from exporter.core.budget import PoolState
 
 BreakerSource = Literal["threshold", "alertmanager", "none"]
 

@@ -15,10 +15,10 @@ from typing import Any
 import structlog
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from exporter.breaker import BreakerBoard, BreakerDecision
-from exporter.budget import DRIFT_WINDOWS, WINDOWS, PoolInputs, PoolMatcher, PoolState, compute_pool
+from exporter.core.breaker import BreakerBoard, BreakerDecision
+from exporter.core.budget import DRIFT_WINDOWS, WINDOWS, PoolInputs, PoolMatcher, PoolState, compute_pool
 from exporter.config import Config
-from exporter.pricing import Pricer
+from exporter.core.pricing import Pricer
 
 CACHED = "Cached: computed at the last log refresh or Admin API poll."
 log = structlog.get_logger()

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from exporter.admin_api import (
+from exporter.billing.client import (
     MAX_AMOUNT_USD,
     MAX_TOKENS_PER_ROW,
     AdminApiClient,
@@ -38,9 +38,9 @@ from exporter.admin_api import (
     day_start,
     days_between,
 )
-from exporter.budget import period_bounds
+from exporter.core.budget import period_bounds
 from exporter.config import MIN_POLL_INTERVAL, PeriodConfig
-from exporter.usage import TOKEN_TYPES, Tokens
+from exporter.core.records import TOKEN_TYPES, Tokens
 
 if TYPE_CHECKING:
     from prometheus_client.core import Metric

@@ -8,7 +8,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
-from exporter.snapshot import Snapshot
+from exporter.refresh import Snapshot
 
 CACHED = "Cached: computed by the exporter's last log refresh, not at scrape time."
 

@@ -40,7 +40,7 @@ from types import MappingProxyType
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from exporter import modelnames
+from exporter.core import modelnames
 from exporter.config import PeriodConfig, PoolConfig, PoolMatch
 
 ZERO = Decimal(0)

@@ -5,12 +5,12 @@ client for its auto-update): 0.15-0.25 s and 15 MB on every start, for about a h
 Claude entries. ``genai_prices.json`` holds exactly the data of the providers we price
 (``anthropic``; the Claude models of ``aws`` for Bedrock ids and of ``google`` for Vertex
 ids) of one genai-prices release, and :func:`load` serves it only while that very release
-is installed; any other release is read live (see ``pricing._providers``). The objects here
+is installed; any other release is read live (see :func:`exporter.prices.providers`). The objects here
 answer the few questions the pricer asks (``find_model``, ``get_prices``,
 ``price_variants``) with genai-prices' own rules, and a test holds every answer equal to
 the live package's.
 
-Regenerate after upgrading genai-prices: ``python -m exporter.genai_snapshot``.
+Regenerate after upgrading genai-prices: ``python -m exporter.prices.snapshot``.
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ def load(version: str | None = None) -> dict[str, Provider] | None:
     """The shipped snapshot by provider id, if it was taken from the genai-prices release
     installed (or ``version``)."""
     try:
-        raw = json.loads(files("exporter").joinpath(FILE).read_text(encoding="utf-8"))
+        raw = json.loads(files("exporter.prices").joinpath(FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
     if raw.get("genai_prices_version") != (version if version is not None else installed_version()):

@@ -53,7 +53,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import structlog
 
-from exporter.config import (
+from exporter.config.load import (
     DEFAULT_KEY_ENV,
     DEFAULT_STATE_DIR,
     AdminApiConfig,
@@ -64,9 +64,9 @@ from exporter.config import (
     SourceConfig,
     parse_listen,
 )
-from exporter.statuspage import DEMO_ORIGIN
-from exporter.usage import Tokens
-from exporter.wire import (
+from exporter.expose.statuspage import DEMO_ORIGIN
+from exporter.core.records import Tokens
+from exporter.billing.wire import (
     COST_GROUPS,
     USAGE_GROUPS,
     WIDTHS,
@@ -427,14 +427,14 @@ class DemoOrg:
 
     def __init__(self, root: Path, api: SimulatedAdminApi, *, speed: float, seed: int = 7,
                  workloads: tuple[Workload, ...] = WORKLOADS) -> None:
-        from exporter.pricing import Pricer
+        from exporter.prices import load_pricer
 
         self.root = root
         self.projects = root / "projects"
         self.api = api
         self.speed = speed
         self.rng = random.Random(seed)
-        self.pricer = Pricer()
+        self.pricer = load_pricer()
         self.workloads = workloads
         self._sessions: dict[tuple[str, str], _Session] = {}
         self._carry: dict[str, float] = defaultdict(float)
@@ -554,7 +554,7 @@ class DemoOrg:
 
     def backfill(self, now: float, pools: tuple[PoolConfig, ...]) -> None:
         """Write about three weeks of history, sized so each pool starts at its ``start_used``."""
-        from exporter.budget import hour_in_period, period_bounds
+        from exporter.core.budget import hour_in_period, period_bounds
 
         now_dt = datetime.fromtimestamp(now, UTC)
         first_hour = (now_dt - timedelta(days=HISTORY_DAYS)).replace(minute=0, second=0, microsecond=0)

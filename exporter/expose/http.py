@@ -41,7 +41,7 @@ import structlog
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
 
-from exporter.webconfig import BasicAuth, TokenUnavailable, WebConfig
+from exporter.config.web import BasicAuth, TokenUnavailable, WebConfig
 
 log = structlog.get_logger()
 MAX_BODY_BYTES = 1 << 20

@@ -19,7 +19,7 @@ import msgspec
 import orjson
 
 from exporter.config import SourceConfig
-from exporter.usage import Tokens, UsageRecord
+from exporter.core.records import Tokens, UsageRecord
 
 # result label values of claude_log_lines_total
 COUNTED = "counted"  # a usage record was taken (it may still be a duplicate, counted apart)

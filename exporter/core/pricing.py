@@ -37,17 +37,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
-from functools import cache
-from importlib.resources import files
 from typing import Any
 
-import yaml
+from exporter.config.model import PRICE_KEYS, PriceOverride
+from exporter.core import modelnames
+from exporter.core.records import Tokens
 
-from exporter import genai_snapshot, modelnames
-from exporter.config import PRICE_KEYS, PriceOverride
-from exporter.usage import Tokens
-
-__all__ = ["OTHER", "ModelPrices", "Pricer", "Rates"]
+__all__ = ["OTHER", "ModelPrices", "PriceData", "Pricer", "Rates", "Shipped", "parse_shipped"]
 
 OTHER = "other"
 """The Prometheus label of every model that has no price."""
@@ -170,7 +166,7 @@ class _Entry:
 
 
 @dataclass(frozen=True)
-class _Shipped:
+class Shipped:
     defaults: _Defaults
     models: Mapping[str, tuple[_Entry, ...]]
 
@@ -196,7 +192,7 @@ _ENTRY_KEYS = {*PRICE_KEYS, "web_search", "long_context_threshold", "long_contex
                "source", "from", "until", "us_geo"}
 
 
-def _parse_shipped(raw: Any) -> _Shipped:
+def parse_shipped(raw: Any) -> Shipped:
     d = raw["defaults"]
     major, _, minor = str(d["us_geo_from_version"]).partition(".")
     defaults = _Defaults(
@@ -238,25 +234,17 @@ def _parse_shipped(raw: Any) -> _Shipped:
                 us_geo=entry.get("us_geo"),
             ))
         models[name] = tuple(out)
-    return _Shipped(defaults=defaults, models=models)
+    return Shipped(defaults=defaults, models=models)
 
 
-@cache
-def _shipped() -> _Shipped:
-    """The package's correction table, read once per process."""
-    text = files("exporter").joinpath("price_overrides.yaml").read_text(encoding="utf-8")
-    return _parse_shipped(yaml.safe_load(text))
+@dataclass(frozen=True)
+class PriceData:
+    """What prices come from: the shipped correction table (parsed by :func:`parse_shipped`) and
+    genai-prices' providers by id (``anthropic``, ``aws``, ``google``). Loaded by
+    :mod:`exporter.prices`; the pricer itself reads no file."""
 
-
-@cache
-def _providers() -> Mapping[str, Any]:
-    """genai-prices' providers we price, by id: from the shipped copy of the installed
-    release's data (see :mod:`exporter.genai_snapshot`), or from the package itself."""
-    snapshot = genai_snapshot.load()
-    return snapshot if snapshot is not None else genai_snapshot.live()[0]
-
-
-# --------------------------------------------------------------------------- resolution
+    shipped: Shipped
+    providers: Mapping[str, Any]
 
 
 def _base_and_tier(value: Any) -> tuple[Decimal | None, int | None, Decimal | None]:
@@ -295,12 +283,12 @@ class Pricer:
     new entry only resolve it twice.
     """
 
-    def __init__(self, overrides: Mapping[str, PriceOverride] | None = None, *,
-                 providers: Mapping[str, Any] | None = None) -> None:
-        self._shipped = _shipped()
+    def __init__(self, overrides: Mapping[str, PriceOverride] | None = None, *, data: PriceData) -> None:
+        self._shipped = data.shipped
         self._overrides = dict(overrides or {})
         self.overrides: Mapping[str, PriceOverride] = self._overrides  # what a helper process needs to rebuild it
-        providers = providers if providers is not None else _providers()
+        self.data = data
+        providers = data.providers
         self._provider = providers["anthropic"]
         self._platforms = {modelnames.BEDROCK: providers.get("aws"), modelnames.VERTEX: providers.get("google")}
         self._ids: dict[str, _Identity | None] = {}

@@ -23,10 +23,11 @@ from typing import Any
 import structlog
 
 from exporter.config import Config
-from exporter.ingest import PICO, Ingestor, RefreshStats
-from exporter.pricing import Pricer
+from exporter.logs.ingestor import PICO, Ingestor, RefreshStats
+from exporter.core.pricing import Pricer
+from exporter.prices import load_pricer
 from exporter.state import StateDB
-from exporter.usage import TOKEN_TYPES
+from exporter.core.records import TOKEN_TYPES
 
 log = structlog.get_logger()
 ADMIN_SOURCE = "admin_api"
@@ -146,7 +147,7 @@ class Refresher:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.pricer = pricer or Pricer(config.price_overrides)
+        self.pricer = pricer or load_pricer(config.price_overrides)
         # the owner's connection: a corrupt database is moved aside and rebuilt from the logs
         self.state, self.ingestor = StateDB.open_or_rebuild(
             state_dir or config.state_dir,
@@ -305,7 +306,7 @@ def load_billing(state: StateDB) -> Any:
     """The billed days a poller stored in this state, as a snapshot; None when there are none."""
     import sqlite3
 
-    from exporter.billing import BillingPoller
+    from exporter.billing.poller import BillingPoller
 
     try:
         snap = BillingPoller(None, state.conn).snapshot  # type: ignore[arg-type] - restore only, never polls

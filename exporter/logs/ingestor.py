@@ -30,12 +30,13 @@ from typing import Any
 
 import structlog
 
-from exporter import readers
+from exporter.logs import parse as readers
 from exporter.config import SourceConfig
-from exporter.pricing import Pricer
+from exporter.core.pricing import Pricer
+from exporter.prices import load_pricer
 from exporter.state import AGG_COLUMNS, PAGE_ENTRY, ROW, AggKey, FileState, StateDB
-from exporter.usage import UsageRecord
-from exporter.watch import FolderWatcher
+from exporter.core.records import UsageRecord
+from exporter.logs.watch import FolderWatcher
 
 log = structlog.get_logger()
 
@@ -937,7 +938,7 @@ class _Result:
 
 def _helper_read(task: _Task) -> _Result:
     """Read a share of the files in a helper process; the parent dedups, prices nothing twice, commits."""
-    ing = Ingestor(task.sources, None, Pricer(task.overrides), clock=lambda: task.now,
+    ing = Ingestor(task.sources, None, load_pricer(task.overrides), clock=lambda: task.now,
                    max_line_bytes=task.max_line, workers=1)
     ing.files = task.files
     ing.known = task.known

@@ -35,7 +35,7 @@ import httpx
 import structlog
 
 from exporter import __version__
-from exporter.usage import Tokens
+from exporter.core.records import Tokens
 
 API_VERSION = "2023-06-01"
 USER_AGENT = f"claude-budget-exporter/{__version__}"

@@ -36,7 +36,7 @@ from typing import Any
 import structlog
 
 from exporter import logsetup
-from exporter.config import BreakerWebhookConfig, ConfigError, _Checker, _typename, read_yaml_file
+from exporter.config.load import BreakerWebhookConfig, ConfigError, _Checker, _typename, read_yaml_file
 
 log = structlog.get_logger()
 
