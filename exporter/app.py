@@ -1,31 +1,43 @@
-"""The composition root: config in, refresher + collector + HTTP routes out."""
+"""The composition root: the one place that builds the running parts from a config.
+
+- :func:`build_app`: ``serve``'s parts: the refresher (logs, Admin API poller, pools,
+  breakers), the collector, and the :class:`Service` the HTTP server answers from.
+- :func:`build_report`: ``report``'s one-shot read of the logs (and of the stored bill).
+- :func:`pool_from_state`: ``check``'s pool computed from the state on disk.
+
+The command (:mod:`exporter.cli`) parses arguments, prints and picks exit codes; nothing
+here prints.
+"""
 
 from __future__ import annotations
 
-import threading
+import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import structlog
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import CollectorRegistry
 
 from exporter import logsetup
 from exporter.billing.client import AdminApiClient
-from exporter.billing.poller import BillingPoller, billed_metric_families, earliest_period_start
-from exporter.core.breaker import DROP_REASONS, BreakerBoard
-from exporter.expose.metrics import ExporterCollector, make_registry
+from exporter.billing.poller import BillingPoller, earliest_period_start
 from exporter.config import Config
-from exporter.expose.pools import build_pool_states, decisions, pool_metric_families
-from exporter.prices import load_pricer
-from exporter.expose.http import ExporterServer, Routes
-from exporter.refresh import Refresher, Snapshot
-from exporter.state import StateDB
 from exporter.config.web import WebConfig, WebhookToken, load_web_config
+from exporter.core.breaker import BreakerBoard, BreakerDecision
+from exporter.expose.http import ExporterServer
+from exporter.expose.metrics import ExporterCollector, make_registry
+from exporter.logs.ingestor import Ingestor
+from exporter.prices import load_pricer
+from exporter.refresh import HOURLY_DAYS, Refresher, Snapshot, WebhookCounts, build_estimated, build_pool_states
+from exporter.state import StateDB
+
+__all__ = ["App", "Service", "build_app", "build_report", "make_billing_poller", "pool_from_state"]
 
 log = structlog.get_logger()
+METRICS_STEP = 15  # seconds: /metrics is rendered again at least this often (windows, expiring alerts)
 
 
 def make_billing_poller(config: Config, clock: Callable[[], float]) -> BillingPoller | None:
@@ -50,71 +62,95 @@ def make_billing_poller(config: Config, clock: Callable[[], float]) -> BillingPo
     )
 
 
-class WebhookCounts:
-    """Answers of the Alertmanager webhook by HTTP status, since the start. Safe across threads."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.by_code: dict[int, int] = {}
-        self.total = 0
-
-    def add(self, code: int) -> None:
-        with self._lock:
-            self.by_code[code] = self.by_code.get(code, 0) + 1
-            self.total += 1
+# --------------------------------------------------------------------------- serve
 
 
-def breaker_metric_families(board: BreakerBoard, token: WebhookToken, answers: WebhookCounts, now: datetime,
-                            ) -> Iterator[Metric]:
-    """The webhook's own health: its token, its answers, and what the breaker board holds and drops."""
-    ready = GaugeMetricFamily(
-        "claude_breaker_webhook_auth_ready",
-        "1 when the Alertmanager webhook can check callers: its configured bearer token (breaker_webhook.token_env "
-        "or token_file) can be read, or none is configured. 0 when a configured token cannot be read: every "
-        "webhook call is then refused with 503 and no alert is applied; the log says why.")
-    ready.add_metric([], 1 if token.ready() else 0)
-    yield ready
-    requests = CounterMetricFamily(
-        "claude_breaker_webhook_requests",
-        "Calls to the Alertmanager webhook since the exporter started, by the HTTP status answered "
-        "(200 applied; 400 a malformed payload; 401 a missing or wrong credential; 503 a configured token "
-        "that cannot be read; 411, 413 and 501 a body refused; 500 a fault of the exporter's).", labels=["code"])
-    for code, n in sorted(answers.by_code.items()):
-        requests.add_metric([str(code)], n)
-    yield requests
-    held = GaugeMetricFamily(
-        "claude_breaker_alerts",
-        f"Firing breaker alerts from Alertmanager that hold the pool's breaker open (at most {board.max_per_pool} "
-        "per pool are kept).", labels=["pool"])
-    counts = board.held(now)
-    for pool in sorted(set(board.pools or ()) | set(counts)):
-        held.add_metric([pool], counts.get(pool, 0))
-    yield held
-    dropped = CounterMetricFamily(
-        "claude_breaker_alerts_dropped",
-        "Breaker alerts from Alertmanager not kept since the exporter started, by reason: unknown_pool (no pool of "
-        "that name is configured), pool_cap or total_cap (the least recently notified dropped to keep at most "
-        f"{board.max_per_pool} per pool and {board.max_total} in all).", labels=["reason"])
-    gone = dict(board.dropped)
-    for reason in DROP_REASONS:
-        dropped.add_metric([reason], gone.get(reason, 0))
-    yield dropped
+@dataclass
+class Service:
+    """What the HTTP server answers from (:class:`exporter.expose.http.ExporterServer`)."""
+
+    config: Config
+    refresher: Refresher
+    registry: CollectorRegistry
+    board: BreakerBoard
+    token: WebhookToken
+    answers: WebhookCounts
+    clock: Callable[[], float] = time.time
+
+    def healthy(self) -> tuple[bool, str]:
+        snap = self.refresher.snapshot()
+        if not snap.ready:
+            return False, "starting: first log refresh not done"
+        # the log refresher's own clock: a billing poll also rebuilds the snapshot, and must not
+        # make a stuck log refresher look alive
+        age = self.clock() - (self.refresher.last_log_refresh or snap.built_at)
+        if age > max(120.0, 10 * self.config.refresh_interval):
+            return False, f"stale: last refresh {age:.0f}s ago"
+        return True, "ok"
+
+    def status_page(self) -> str:
+        from exporter.expose.statuspage import render
+
+        snap = self.refresher.snapshot()
+        warnings = []
+        if snap.webhook.auth_problem is not None:
+            warnings.append(f"The Alertmanager breaker webhook refuses every call: {snap.webhook.auth_problem}. "
+                            "Alerts cannot open a breaker until it can be read.")
+        return render(snap, snap.decisions, now=self.clock(), origin=self.config.origin, warnings=warnings)
+
+    def breaker(self, pool: str) -> tuple[int, dict[str, Any]]:
+        if self.config.pool(pool) is None:
+            return 404, {"pool": pool, "error": f"no pool named {pool!r}",
+                         "pools": [p.name for p in self.config.pools]}
+        snap = self.refresher.snapshot()
+        decision = snap.decisions.get(pool)
+        if decision is None:
+            # no spend computed yet (the first refresh of a big history can take a while):
+            # "closed" would let paid work start unchecked, so say that it cannot tell
+            decision = self.board.decide(pool, None, datetime.fromtimestamp(snap.built_at, UTC))
+            if not decision.open:
+                return 503, decision.to_json() | {"state": "unknown", "reason": "starting: no spend computed yet"}
+        return (503 if decision.open else 200), decision.to_json()
+
+    def webhook(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        try:
+            n = self.board.apply_webhook(payload, now)
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        snap = self.refresher.amend_breakers()
+        open_pools = sorted(p for p, d in snap.decisions.items() if d.open)
+        log.info("alertmanager_webhook", status=payload.get("status"), breaker_alerts=n, open_pools=open_pools)
+        return 200, {"accepted": n, "open_pools": sorted(self.board.open_pools(now))}
+
+    def webhook_token(self) -> str | None:
+        return self.token.current()
+
+    def webhook_answered(self, code: int) -> None:
+        self.answers.add(code)
+
+    def metrics_version(self) -> tuple[Any, ...]:
+        # /metrics is rendered once per version, not per scrape (10k series take ~80 ms to encode):
+        # the snapshot (by identity; a webhook that changes a breaker replaces it at once), and a
+        # step of the clock for what changes with time alone; a webhook that was applied is urgent
+        return (self.refresher.snapshot(), self.board.version, int(self.clock() // METRICS_STEP))
 
 
 @dataclass
 class App:
     config: Config
     refresher: Refresher
-    routes: Routes
+    service: Service
+    hooks: list[Callable[[], None]] = field(default_factory=list)
 
     def make_server(self, host: str, port: int, web: WebConfig | None = None) -> ExporterServer:
         """The HTTP server; ``web`` defaults to the config's web_config_file (ConfigError if it is bad)."""
         if web is None:
             web = load_web_config(self.config.web_config_file)
-        return ExporterServer(host, port, self.routes, web)
+        return ExporterServer(host, port, self.service, web)
 
-    def start(self) -> None:
-        self.refresher.start()
+    def start(self, on_filled: Callable[[], None] | None = None) -> None:
+        self.refresher.start(on_filled)
 
     def stop(self) -> None:
         self.refresher.stop()
@@ -123,96 +159,89 @@ class App:
 def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
     pricer = load_pricer(config.price_overrides)
     board = BreakerBoard([p.name for p in config.pools])
-    hook_token = WebhookToken(config.breaker_webhook)
-    hook_token.ready()  # a token that cannot be read is said in the log at the start, not at the first call
-    hook_answers = WebhookCounts()
-    refresher = Refresher(
-        config, clock=clock, pricer=pricer,
-        pool_builder=lambda snap, now: build_pool_states(config, pricer, snap, now),
-    )
+    token = WebhookToken(config.breaker_webhook)
+    token.ready()  # a token that cannot be read is said in the log at the start, not at the first call
+    answers = WebhookCounts()
+    refresher = Refresher(config, clock=clock, pricer=pricer, board=board, webhook_token=token,
+                          webhook_answers=answers)
     # after the refresher: it opens the state first, and moves a corrupt database aside
     refresher.attach_billing(make_billing_poller(config, clock))
-
-    def now() -> datetime:
-        return datetime.fromtimestamp(clock(), UTC)
-
-    def pool_families(snap: Snapshot) -> Iterator[Metric]:
-        yield from pool_metric_families(snap.pools, decisions(board, snap.pools, now()))
-
-    def billing_families(snap: Snapshot) -> Iterator[Metric]:
-        if snap.billing is not None:
-            yield from billed_metric_families(snap.billing, now().date(), model_label=pricer.model_label,
-                                              include_claude_code=bool(config.admin_api
-                                                                       and config.admin_api.claude_code_report))
-
-    def webhook_families(_snap: Snapshot) -> Iterator[Metric]:
-        yield from breaker_metric_families(board, hook_token, hook_answers, now())
-
-    collector = ExporterCollector(refresher.snapshot, extra=[pool_families, billing_families, webhook_families])
-    registry = make_registry(collector)
-
-    def breaker(pool: str) -> tuple[int, dict[str, Any]]:
-        if config.pool(pool) is None:
-            return 404, {"pool": pool, "error": f"no pool named {pool!r}",
-                         "pools": [p.name for p in config.pools]}
-        state = next((s for s in refresher.snapshot().pools if s.pool == pool), None)
-        decision = board.decide(pool, state, now())
-        if state is None and not decision.open:
-            # no spend computed yet (the first refresh of a big history can take a while):
-            # "closed" would let paid work start unchecked, so say that it cannot tell
-            body = decision.to_json() | {"state": "unknown", "reason": "starting: no spend computed yet"}
-            return 503, body
-        return (503 if decision.open else 200), decision.to_json()
-
-    def webhook(payload: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        try:
-            n = board.apply_webhook(payload, now())
-        except ValueError as exc:
-            return 400, {"error": str(exc)}
-        log.info("alertmanager_webhook", status=payload.get("status"), breaker_alerts=n,
-                 open_pools=sorted(board.open_pools(now())))
-        return 200, {"accepted": n, "open_pools": sorted(board.open_pools(now()))}
-
-    def healthy() -> tuple[bool, str]:
-        snap = refresher.snapshot()
-        if not snap.ready:
-            return False, "starting: first log refresh not done"
-        # the log refresher's own clock: a billing poll also rebuilds the snapshot, and must not
-        # make a stuck log refresher look alive
-        age = clock() - (refresher.last_log_refresh or snap.built_at)
-        if age > max(120.0, 10 * config.refresh_interval):
-            return False, f"stale: last refresh {age:.0f}s ago"
-        return True, "ok"
-
-    def metrics_version() -> tuple[Any, ...]:
-        # /metrics is rendered once per version, not per scrape (10k series take ~80 ms to encode):
-        # the snapshot (by identity), the breaker webhooks applied so far, and a 15 s step of the
-        # clock for what the collector derives from it (breaker alerts expiring, the UTC date), the
-        # webhook's answers so far, and whether its token can be read (a stat of the file, when it is one).
-        return (refresher.snapshot(), board.version, int(clock() // 15), hook_answers.total, hook_token.ready())
-
-    routes = Routes(registry=registry, healthy=healthy,
-                    status_page=lambda: status_page(refresher.snapshot(), board, clock(), config.origin,
-                                                    warnings=_token_warnings(hook_token)),
-                    breaker=breaker, webhook=webhook, webhook_token=hook_token.current,
-                    webhook_answered=hook_answers.add, metrics_version=metrics_version)
-    return App(config=config, refresher=refresher, routes=routes)
+    registry = make_registry(ExporterCollector(refresher.snapshot))
+    service = Service(config=config, refresher=refresher, registry=registry, board=board, token=token,
+                      answers=answers, clock=clock)
+    return App(config=config, refresher=refresher, service=service)
 
 
-def _token_warnings(token: WebhookToken) -> list[str]:
-    problem = token.problem()
-    if problem is None:
-        return []
-    return [f"The Alertmanager breaker webhook refuses every call: {problem.path} cannot be used "
-            f"({problem.public}). Alerts cannot open a breaker until it can be read."]
+# --------------------------------------------------------------------------- report
 
 
-def status_page(snap: Snapshot, board: BreakerBoard, now: float, origin: str = "", *,
-                warnings: list[str] | None = None) -> str:
-    """The landing page: see :mod:`exporter.statuspage`."""
-    from exporter.expose.statuspage import render
+@dataclass(frozen=True)
+class ReportInputs:
+    """What ``report`` prints from: the hourly aggregates and the billed USD per stored day."""
 
-    return render(snap, decisions(board, snap.pools, datetime.fromtimestamp(now, UTC)), now=now, origin=origin,
-                  warnings=warnings or ())
+    aggregates: Any
+    billed_by_day: dict[date, Any]
+    owner: bool  # this process owns the state (read and committed); False: a serving exporter does
+    first_read: bool  # the state was empty: its big commit was left in the WAL
+    state: StateDB
 
 
+def build_report(config: Config, *, exiting: bool, progress: Callable[[int, int], None] | None,
+                 since: date | None, lock_acquired: bool,
+                 poll_billed: Callable[[Config, date | None], None]) -> ReportInputs:
+    """Read the logs into the state (when this process owns it) and bring the bill up to date.
+
+    ``exiting``: the process ends right after, so a first read's copy from the WAL into the
+    database is left to the next commit on this state instead of costing this command 0.1 s.
+    Raises StateError or sqlite3.DatabaseError when the state cannot be used.
+    """
+    pricer = load_pricer(config.price_overrides)
+    if lock_acquired:  # only the owner may move a corrupt database aside and rebuild it
+        state, ing = StateDB.open_or_rebuild(config.state_dir, lambda db: Ingestor(config.sources, db, pricer))
+    else:  # read-only: a serving exporter owns it, perhaps an older one that a migration would break
+        state = StateDB(config.state_dir, readonly=True)
+        ing = Ingestor(config.sources, state, pricer)
+    first_read = lock_acquired and exiting and not ing.files
+    if first_read:
+        state.defer_checkpoints()
+    if lock_acquired:
+        ing.refresh(progress=progress)
+        if progress:
+            progress(-1, -1)
+        poll_billed(config, since)
+    billed = {}
+    if state.has_table("billed_cost"):  # only an Admin API poller writes it: logs-only needs no HTTP client
+        from exporter.billing.store import stored_billed_by_day
+
+        billed = stored_billed_by_day(state.conn)
+    return ReportInputs(aggregates=ing.aggregates, billed_by_day=billed, owner=lock_acquired,
+                        first_read=first_read, state=state)
+
+
+# --------------------------------------------------------------------------- check
+
+
+def load_billing(state: StateDB) -> Any:
+    """The billed days a poller stored in this state, as a snapshot; None when there are none."""
+    try:
+        snap = BillingPoller(None, state.conn).snapshot  # restore only, never polls
+    except sqlite3.Error:
+        return None
+    return snap if (snap.cost_rows or snap.usage_rows) else None
+
+
+def pool_from_state(config: Config, pool: str, *, clock: Callable[[], float] = time.time) -> BreakerDecision:
+    """The pool's breaker from what the state on disk holds (logs read, billed days stored),
+    without Alertmanager's alerts (those live in the serving exporter). Raises StateError."""
+    state = StateDB(config.state_dir, readonly=True)
+    try:
+        pricer = load_pricer(config.price_overrides)
+        now = clock()
+        ing = Ingestor(config.sources, state, pricer, clock=lambda: now)
+        snap = Snapshot(built_at=now, billing=load_billing(state), ready=True,
+                        **build_estimated(ing, pricer, hourly_since=int(now) - HOURLY_DAYS * 86400))
+    finally:
+        state.close()
+    at = datetime.fromtimestamp(now, UTC)
+    st = next(s for s in build_pool_states(config, pricer, snap, at) if s.pool == pool)
+    return BreakerBoard().decide(pool, st, at)

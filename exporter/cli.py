@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import fcntl
+import gc
+import json
 import os
 import signal
 import sqlite3
+import ssl
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import structlog
 
@@ -140,8 +147,6 @@ def main(argv: list[str] | None = None) -> int:
             _exit_now(code)
         return code
     if args.command == "check":
-        from exporter.check import run_check
-
         return run_check(config, args)
     return EXIT_USAGE
 
@@ -218,7 +223,7 @@ def serve(config: Config, *, demo: bool = False) -> int:
     server.start()
     log.info("listening", address=f"{host}:{server.port}", config=config.origin, state_dir=str(config.state_dir),
              version=__version__)
-    app.start()
+    app.start(on_filled=_freeze_heap)
     while not stop.wait(1.0):
         pass
     server.shutdown()
@@ -230,47 +235,32 @@ def serve(config: Config, *, demo: bool = False) -> int:
 # ---------------------------------------------------------------------- report
 
 
+def _freeze_heap() -> None:
+    """What the first fill loaded (the dedup index, the aggregates) lives as long as the process:
+    out of the collector's sight, later collections stop re-walking it during every refresh."""
+    gc.collect()
+    gc.freeze()
+
+
 def report(config: Config, args: argparse.Namespace, *, exiting: bool = False) -> int:
     """``exiting``: the process ends right after (see :func:`_exit_now`)."""
+    from exporter.app import build_report
     from exporter.expose import report as rep
-    from exporter.logs.ingestor import Ingestor
-    from exporter.prices import load_pricer
-    from exporter.state import StateDB, StateError
+    from exporter.state import StateError
 
     lock = StateLock(config.state_dir)
     owner = lock.try_acquire()
-    pricer = load_pricer(config.price_overrides)
+    if not owner:
+        _say("claude-budget-exporter: a running exporter owns this state; showing what it has read")
     try:
-        if owner:  # only the owner may move a corrupt database aside and rebuild it
-            state, ing = StateDB.open_or_rebuild(config.state_dir, lambda db: Ingestor(config.sources, db, pricer))
-        else:  # read-only: a serving exporter owns it, perhaps an older one that a migration would break
-            state = StateDB(config.state_dir, readonly=True)
-            ing = Ingestor(config.sources, state, pricer)
+        got = build_report(config, exiting=exiting, progress=_progress_bar() if owner and sys.stderr.isatty() else None,
+                           since=args.since, lock_acquired=owner, poll_billed=_poll_billed)
     except (StateError, sqlite3.DatabaseError) as exc:
         _say(f"claude-budget-exporter: {exc}")
         return EXIT_FAIL
-    # A first read commits the whole history at once. When the process ends right after, its
-    # copy from the WAL into the database is left to the next commit on this state (SQLite's
-    # own checkpoint, with any later connection) instead of costing this command 0.1 s.
-    first_read = owner and exiting and not ing.files
-    if first_read:
-        state.defer_checkpoints()
-    if owner:
-        progress = _progress_bar() if sys.stderr.isatty() else None
-        ing.refresh(progress=progress)
-        if progress:
-            progress(-1, -1)
-        _poll_billed(config, args.since)
-    else:
-        _say("claude-budget-exporter: a running exporter owns this state; showing what it has read")
-    billed = {}
-    if state.has_table("billed_cost"):  # only an Admin API poller writes it: logs-only needs no HTTP client
-        from exporter.billing.poller import stored_billed_by_day
-
-        billed = stored_billed_by_day(state.conn)
-    data = rep.build_report(ing.aggregates, since=args.since, until=args.until, billed_by_day=billed)
-    if not first_read:  # closing would checkpoint what was just deferred
-        state.close()
+    data = rep.build_report(got.aggregates, since=args.since, until=args.until, billed_by_day=got.billed_by_day)
+    if not got.first_read:  # closing would checkpoint what was just deferred
+        got.state.close()
     lock.release()
     try:
         if args.json:
@@ -340,3 +330,94 @@ def _progress_bar():
         sys.stderr.flush()
 
     return progress
+
+
+# ---------------------------------------------------------------------- check
+
+
+CLOSED, OPEN, UNKNOWN = 0, 1, 2
+
+
+def _verdict(code: int, line: str) -> int:
+    print(line, file=sys.stdout if code != UNKNOWN else sys.stderr)
+    return code
+
+
+PASSWORD_ENV = "CLAUDE_BUDGET_EXPORTER_PASSWORD"
+
+
+def run_check(config: Config, args: argparse.Namespace) -> int:
+    if args.url:
+        password = os.environ.get(PASSWORD_ENV) if args.user else None
+        if args.user and password is None:
+            return _verdict(UNKNOWN, f"unknown: --user needs the password in ${PASSWORD_ENV}")
+        return check_url(args.url, args.pool, args.timeout, user=args.user, password=password,
+                         ca_file=args.ca_file)
+    return check_state(config, args.pool)
+
+
+def check_url(url: str, pool: str, timeout: float, *, user: str | None = None, password: str | None = None,
+              ca_file: str | None = None, quiet_unreachable: bool = False) -> int:
+    """Ask a running exporter; basic auth and a private CA for exporters behind a web config."""
+    target = f"{url.rstrip('/')}/breaker/{quote(pool, safe='')}"
+    request = urllib.request.Request(target)
+    if user is not None:
+        token = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    context = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as r:
+            code, body = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        code, body = e.code, e.read()
+    except (urllib.error.URLError, OSError) as e:
+        if quiet_unreachable:
+            return None  # type: ignore[return-value]  # the caller has another way to tell
+        reason = getattr(e, "reason", e)
+        return _verdict(UNKNOWN, f"unknown: cannot reach {url}: {reason}")
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return _verdict(UNKNOWN, f"unknown: {target} answered {code} without JSON")
+    if code == 401:
+        return _verdict(UNKNOWN, f"unknown: {target} wants credentials (--user, ${PASSWORD_ENV})")
+    if code == 404:
+        return _verdict(UNKNOWN, f"unknown: {data.get('error', 'no such pool')}")
+    state = data.get("state")
+    if state == "unknown":
+        return _verdict(UNKNOWN, f"unknown: {pool}: {data.get('reason', '')}")
+    if code == 200 and state == "closed":
+        return _verdict(CLOSED, f"closed: {pool}: {data.get('reason', '')}")
+    if code == 503 and state == "open":
+        return _verdict(OPEN, f"open: {pool}: {data.get('reason', '')}")
+    return _verdict(UNKNOWN, f"unknown: {target} answered {code} state={state!r}")
+
+
+def check_state(config: Config, pool: str) -> int:
+    """The pool's breaker without ``--url``: the serving exporter's answer when one serves this
+    state (breakers Alertmanager opened live in its memory), else computed from the state on disk."""
+    from exporter.app import pool_from_state
+    from exporter.state import StateError
+
+    if config.pool(pool) is None:
+        names = ", ".join(p.name for p in config.pools) or "none configured"
+        return _verdict(UNKNOWN, f"unknown: no pool named {pool!r} (pools: {names})")
+    if not (config.state_dir / "state.sqlite3").exists():
+        return _verdict(UNKNOWN, f"unknown: no state in {config.state_dir}; run serve or report first")
+    lock = StateLock(config.state_dir)
+    serving = not lock.try_acquire()
+    lock.release()
+    if serving and config.web_config_file is None:
+        host, port = parse_listen(config.listen)
+        host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        code = check_url(url, pool, 5.0, quiet_unreachable=True)
+        if code is not None:
+            return code
+    try:
+        decision = pool_from_state(config, pool)
+    except StateError as exc:
+        return _verdict(UNKNOWN, f"unknown: {exc}")
+    note = "from state on disk" + ("" if not serving else "; the running exporter did not answer, so breakers "
+                                   "Alertmanager opened are not seen")
+    return _verdict(OPEN if decision.open else CLOSED, f"{decision.state}: {pool}: {decision.reason} ({note})")

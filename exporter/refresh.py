@@ -2,32 +2,39 @@
 
 Scrapes never wait on a log folder or the Admin API: the refresher tails the logs
 every ``refresh_interval`` and polls the Admin API on its own thread every
-``poll_interval``; each builds a new Snapshot and swaps one reference. A refresh
-that fails keeps the previous snapshot's values and marks its source down; a loop
-never dies of an error, so /metrics keeps answering with the last good values.
+``poll_interval``; each builds a new Snapshot (pool states and breaker decisions
+included) and swaps one reference. A refresh that fails keeps the previous snapshot's
+values and marks its source down; a loop never dies of an error, so /metrics keeps
+answering with the last good values. A webhook that changes a breaker amends the
+current snapshot at once.
 """
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from exporter.billing.poller import BillingPoller, BillingSnapshot
 from exporter.config import Config
-from exporter.logs.ingestor import PICO, Ingestor, RefreshStats
+from exporter.core.breaker import BreakerBoard, BreakerDecision
+from exporter.core.budget import PoolInputs, PoolMatcher, PoolState, compute_pool
 from exporter.core.pricing import Pricer
+from exporter.core.records import TOKEN_TYPES
+from exporter.logs.ingestor import PICO, Ingestor, RefreshStats
 from exporter.prices import load_pricer
 from exporter.state import StateDB
-from exporter.core.records import TOKEN_TYPES
+
+if TYPE_CHECKING:
+    from exporter.config.web import WebhookToken
 
 log = structlog.get_logger()
 ADMIN_SOURCE = "admin_api"
@@ -44,6 +51,33 @@ class SourceView:
 
 
 @dataclass(frozen=True)
+class WebhookView:
+    """The Alertmanager webhook as of a snapshot: its token, its answers, the alerts it holds."""
+
+    auth_ready: bool = True
+    auth_problem: str | None = None  # what the status page warns about while the token cannot be read
+    answers: Mapping[int, int] = field(default_factory=dict)  # HTTP status -> calls
+    alerts_held: Mapping[str, int] = field(default_factory=dict)  # pool -> firing breaker alerts kept
+    alerts_dropped: Mapping[str, int] = field(default_factory=dict)  # reason -> alerts not kept
+
+
+class WebhookCounts:
+    """Answers of the Alertmanager webhook by HTTP status, since the start. Safe across threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.by_code: dict[int, int] = {}
+
+    def add(self, code: int) -> None:
+        with self._lock:
+            self.by_code[code] = self.by_code.get(code, 0) + 1
+
+    def copy(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self.by_code)
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything /metrics, / and /breaker show, as of ``built_at``."""
 
@@ -57,8 +91,13 @@ class Snapshot:
     log_lines: Mapping[tuple[str, str], int] = field(default_factory=dict)
     # per UTC hour estimated USD, keyed (hour epoch, source, raw model, entrypoint): what pools match on
     estimated_hourly: Mapping[tuple[int, str, str, str], Decimal] = field(default_factory=dict)
-    billing: Any = None  # exporter.billing.BillingSnapshot when the Admin API is configured
-    pools: tuple[Any, ...] = ()  # exporter.budget pool results with their breaker decisions
+    billing: BillingSnapshot | None = None  # when the Admin API is configured
+    pools: tuple[PoolState, ...] = ()
+    decisions: Mapping[str, BreakerDecision] = field(default_factory=dict)  # pool -> its breaker, as of built_at
+    pool_names: tuple[str, ...] = ()  # every configured pool, computed or not yet
+    webhook: WebhookView = field(default_factory=WebhookView)
+    model_label: Callable[[str], str] = str  # a model id -> its label from the closed set (the pricer's)
+    claude_code_report: bool = False  # whether the Admin API's Claude Code report is polled and shown
     refresh_seconds: float = 0.0
     ready: bool = False
     # the state database: False from a failed commit (disk full, read-only) until one succeeds
@@ -132,6 +171,67 @@ def build_estimated(ing: Ingestor, pricer: Pricer, *, hourly_since: int) -> dict
     return view.fields(ing.line_counts)
 
 
+# --------------------------------------------------------------------------- pools
+
+
+_unpriced_said: set[str] = set()
+
+
+def _say_unpriced(model: str) -> None:
+    """Usage-report tokens of a model with no price are left out of a pool's figures: say so, once."""
+    if model not in _unpriced_said:
+        _unpriced_said.add(model)
+        log.warning("usage_report_model_unpriced", model=model,
+                    hint="its billed tokens are left out of usage-report priced spend; add a pricing.overrides entry")
+
+
+def _hour(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def pool_inputs(matcher: PoolMatcher, snap: Snapshot, pricer: Pricer) -> PoolInputs:
+    """One pool's share of the snapshot: billed per day, usage-report and log estimates per hour."""
+    estimated: dict[datetime, Decimal] = defaultdict(Decimal)
+    if matcher.takes_estimated:
+        for (hour, source, model, entrypoint), usd in snap.estimated_hourly.items():
+            if matcher.matches_estimated(source, model, entrypoint):
+                estimated[_hour(hour)] += usd
+    billed: dict[date, Decimal] = {}
+    usage: dict[datetime, Decimal] = defaultdict(Decimal)
+    complete: date | None = None
+    b = snap.billing
+    if b is not None and matcher.takes_billed:
+        if b.complete_through is not None:
+            complete = b.complete_through.astimezone(UTC).date() - timedelta(days=1)
+        if matcher.billed_basis == "cost_report":
+            for day, rows in b.cost_rows.items():
+                billed[day] = sum((r.amount_usd for r in rows if matcher.matches_cost(r.workspace_id, r.model or "")),
+                                  Decimal(0))
+        for r in b.usage_rows:
+            if not matcher.matches_usage(r.workspace_id, r.api_key_id, r.model or ""):
+                continue
+            prices = pricer.prices(r.model or "", when=r.start.timestamp(), service_tier=r.service_tier or "standard",
+                                   inference_geo=r.inference_geo or "")
+            if prices is None:
+                _say_unpriced(r.model or "")
+                continue
+            usage[r.start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)] += prices.cost_usd(
+                r.tokens, long_context=(r.context_window or "").startswith("200k"))
+        if matcher.billed_basis == "usage_report":
+            for hour, usd in usage.items():
+                billed[hour.date()] = billed.get(hour.date(), Decimal(0)) + usd
+    return PoolInputs(billed_by_day=billed, billed_complete_through=complete,
+                      usage_priced_by_hour=dict(usage), estimated_by_hour=dict(estimated))
+
+
+def build_pool_states(config: Config, pricer: Pricer, snap: Snapshot, now: datetime) -> tuple[PoolState, ...]:
+    return tuple(compute_pool(p, pool_inputs(PoolMatcher.for_pool(p), snap, pricer), now) for p in config.pools)
+
+
+
+# --------------------------------------------------------------------------- the refresher
+
+
 class Refresher:
     """Fills the snapshot once at start, then on its interval; keeps the old one on failure."""
 
@@ -142,8 +242,10 @@ class Refresher:
         state_dir: Any = None,
         clock: Callable[[], float] = time.time,
         pricer: Pricer | None = None,
-        billing_poller: Any = None,
-        pool_builder: Callable[[Snapshot, datetime], tuple[Any, ...]] | None = None,
+        billing_poller: BillingPoller | None = None,
+        board: BreakerBoard | None = None,
+        webhook_token: WebhookToken | None = None,
+        webhook_answers: WebhookCounts | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -153,20 +255,21 @@ class Refresher:
             state_dir or config.state_dir,
             lambda db: Ingestor(config.sources, db, self.pricer, clock=clock, watch=True))
         self.billing_poller = billing_poller
-        self.pool_builder = pool_builder
+        self.board = board if board is not None else BreakerBoard([p.name for p in config.pools])
+        self.webhook_token = webhook_token
+        self.webhook_answers = webhook_answers if webhook_answers is not None else WebhookCounts()
         self._lock = threading.Lock()
         self._snapshot = Snapshot(built_at=clock())
         self._estimated: dict[str, Any] = {}
         self._view: EstimatedView | None = None
         self._sources: tuple[SourceView, ...] = ()
         # what the poller stored before a restart is served until its first poll
-        self._billing: Any = billing_poller.snapshot if billing_poller is not None else None
+        self._billing: BillingSnapshot | None = billing_poller.snapshot if billing_poller is not None else None
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.refreshes = 0
         self.last_log_refresh: float | None = None
 
-    def attach_billing(self, billing_poller: Any) -> None:
+    def attach_billing(self, billing_poller: BillingPoller | None) -> None:
         """Add the Admin API poller after the state was opened (and, if corrupt, rebuilt) here.
 
         The poller opens its own connection; it must do so after this refresher's, so that
@@ -212,7 +315,6 @@ class Refresher:
             up = error is None and st.error is None
             sources.append(SourceView(s.name, s.kind, up, st.last_success, st.files, error or st.error))
         self._sources = tuple(sources)
-        self.refreshes += 1
         self.last_log_refresh = now
         self._publish(time.perf_counter() - started)
         return stats
@@ -224,7 +326,7 @@ class Refresher:
             self._billing = self.billing_poller.poll()
         except Exception as exc:  # noqa: BLE001 - the poller keeps its last good values itself
             log.error("billing_poll_failed", error=f"{type(exc).__name__}: {exc}")
-            self._billing = getattr(self.billing_poller, "snapshot", self._billing)
+            self._billing = self.billing_poller.snapshot
         self._publish(None)
 
     def _publish(self, refresh_seconds: float | None) -> None:
@@ -235,6 +337,7 @@ class Refresher:
                 b = self._billing
                 sources = (*sources, SourceView(ADMIN_SOURCE, "admin_api", bool(b and b.up),
                                                 getattr(b, "last_success", None)))
+            api = self.config.admin_api
             snap = Snapshot(
                 built_at=now,
                 sources=sources,
@@ -243,25 +346,52 @@ class Refresher:
                 ready=True,
                 state_writable=self.state.writable,
                 state_write_errors=self.state.write_errors,
+                pool_names=tuple(p.name for p in self.config.pools),
+                model_label=self.pricer.model_label,
+                claude_code_report=bool(api and api.claude_code_report),
                 **self._estimated,
             )
-            if self.pool_builder is not None:
-                try:
-                    snap = replace(snap, pools=self.pool_builder(snap, datetime.fromtimestamp(now, UTC)))
-                except Exception as exc:  # noqa: BLE001
-                    log.error("pool_computation_failed", error=f"{type(exc).__name__}: {exc}")
-                    snap = replace(snap, pools=self._snapshot.pools)
-            self._snapshot = snap
+            try:
+                snap = replace(snap, pools=build_pool_states(self.config, self.pricer, snap,
+                                                             datetime.fromtimestamp(now, UTC)))
+            except Exception as exc:  # noqa: BLE001
+                log.error("pool_computation_failed", error=f"{type(exc).__name__}: {exc}")
+                snap = replace(snap, pools=self._snapshot.pools)
+            self._snapshot = self._with_breakers(snap, now)
+
+    def amend_breakers(self) -> Snapshot:
+        """Decide the breakers again on the current snapshot (a webhook changed what Alertmanager
+        holds open), so /breaker, /metrics and / agree at once; the pools are not recomputed."""
+        with self._lock:
+            self._snapshot = self._with_breakers(self._snapshot, self.clock())
+            return self._snapshot
+
+    def _with_breakers(self, snap: Snapshot, now: float) -> Snapshot:
+        at = datetime.fromtimestamp(now, UTC)
+        board = self.board
+        decisions = {s.pool: board.decide(s.pool, s, at) for s in snap.pools}
+        token = self.webhook_token
+        problem = token.problem() if token is not None else None
+        webhook = WebhookView(
+            auth_ready=problem is None,
+            auth_problem=None if problem is None else f"{problem.path} cannot be used ({problem.public})",
+            answers=MappingProxyType(self.webhook_answers.copy()),
+            alerts_held=MappingProxyType(board.held(at)),
+            alerts_dropped=MappingProxyType(dict(board.dropped)),
+        )
+        return replace(snap, decisions=MappingProxyType(decisions), webhook=webhook)
 
     # ------------------------------------------------------------------ threads
 
-    def start(self) -> None:
-        """First fill in the foreground (so the first scrape has data), then the loops."""
+    def start(self, on_filled: Callable[[], None] | None = None) -> None:
+        """First fill in the foreground (so the first scrape has data), then the loops.
+
+        ``on_filled`` runs between the two: the command freezes what the fill loaded out of the
+        garbage collector's sight there (a process-wide choice, so the program's, not this module's).
+        """
         self.refresh_logs()
-        # What the first fill loaded (the dedup index, the aggregates) lives as long as the process:
-        # out of the collector's sight, later collections stop re-walking it during every refresh.
-        gc.collect()
-        gc.freeze()
+        if on_filled is not None:
+            on_filled()
         self._spawn("log-refresher", self._log_loop)
         if self.billing_poller is not None:
             self._spawn("billing-poller", self._billing_loop)
@@ -299,17 +429,3 @@ def _guarded(what: str, fn: Callable[[], Any]) -> None:
             log.error("refresher_cycle_failed", cycle=what, error=f"{type(exc).__name__}: {exc}")
         except Exception:  # noqa: BLE001, S110 - stderr itself failing (a full disk under the log file)
             pass
-
-
-
-def load_billing(state: StateDB) -> Any:
-    """The billed days a poller stored in this state, as a snapshot; None when there are none."""
-    import sqlite3
-
-    from exporter.billing.poller import BillingPoller
-
-    try:
-        snap = BillingPoller(None, state.conn).snapshot  # type: ignore[arg-type] - restore only, never polls
-    except sqlite3.Error:
-        return None
-    return snap if (snap.cost_rows or snap.usage_rows) else None

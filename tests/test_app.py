@@ -17,12 +17,12 @@ def test_breaker_cannot_tell_before_the_first_refresh(tmp_path: Path) -> None:
     }, env={})
     app = build_app(cfg)
     try:
-        code, body = app.routes.breaker("agent-sdk")
+        code, body = app.service.breaker("agent-sdk")
         # "closed" now would let paid work start before any spend is known
         assert code == 503 and body["state"] == "unknown"
         app.refresher.refresh_logs()
-        code, body = app.routes.breaker("agent-sdk")
+        code, body = app.service.breaker("agent-sdk")
         assert code == 200 and body["state"] == "closed"
-        assert app.routes.breaker("nope")[0] == 404
+        assert app.service.breaker("nope")[0] == 404
     finally:
         app.refresher.state.close()

@@ -19,11 +19,11 @@ from exporter.billing.client import AdminApiClient
 from exporter.billing.poller import (
     BillingPoller,
     BillingSnapshot,
-    billed_metric_families,
     earliest_period_start,
     period_start,
-    stored_billed_by_day,
 )
+from exporter.billing.store import stored_billed_by_day
+from exporter.expose.metrics import billed_families as billed_metric_families
 from exporter.config import PeriodConfig
 from tests.admin_fixtures import KEY, NOW, VirtualTime, generate
 from tests.conftest import parse_metrics, sample

@@ -37,7 +37,9 @@ from exporter.billing.client import (
     AdminApiRateLimited,
     AdminApiRefused,
 )
-from exporter.billing.poller import BillingPoller, BillingSnapshot, billed_metric_families, ensure_schema, stored_billed_by_day
+from exporter.billing.poller import BillingPoller, BillingSnapshot
+from exporter.billing.store import ensure_schema, stored_billed_by_day
+from exporter.expose.metrics import billed_families as billed_metric_families
 from exporter.core.breaker import BreakerDecision
 from tests.admin_fixtures import KEY, NOW, VirtualTime
 from tests.conftest import clean_env, parse_metrics, run_cli, sample

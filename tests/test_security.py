@@ -22,6 +22,8 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,7 +35,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter import logsetup
 from exporter.config.model import FAST_POLL_ENV, ConfigError
-from exporter.expose.http import MAX_BODY_BYTES, ExporterServer, MetricsCache, Routes
+from exporter.expose.http import MAX_BODY_BYTES, ExporterServer, MetricsCache
 from exporter.config.web import BasicAuth, WebConfig, load_web_config, parse_web_config
 from tests.conftest import clean_env, http_get, run_cli, sample
 from tests.fake_admin_api import FakeAdminApi
@@ -93,7 +95,21 @@ class _Const:
         yield g
 
 
-def _routes(webhook_token: str | None = None, seen: list | None = None) -> Routes:
+@dataclass
+class StubRoutes:
+    """What the server answers from, as plain callables (the app's Service in tests of the server alone)."""
+
+    registry: CollectorRegistry
+    healthy: Callable[[], tuple[bool, str]]
+    status_page: Callable[[], str]
+    breaker: Callable[[str], tuple[int, dict]] = lambda pool: (404, {})
+    webhook: Callable[[dict], tuple[int, dict]] = lambda payload: (200, {})
+    webhook_token: Callable[[], str | None] = lambda: None
+    webhook_answered: Callable[[int], None] = lambda code: None
+    metrics_version: Callable[[], tuple] = lambda: (object(),)
+
+
+def _routes(webhook_token: str | None = None, seen: list | None = None) -> StubRoutes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Const())
 
@@ -102,7 +118,7 @@ def _routes(webhook_token: str | None = None, seen: list | None = None) -> Route
             seen.append(payload)
         return 200, {"accepted": len(payload.get("alerts", []))}
 
-    return Routes(registry=registry, healthy=lambda: (True, "ok"), status_page=lambda: "<p>status</p>",
+    return StubRoutes(registry=registry, healthy=lambda: (True, "ok"), status_page=lambda: "<p>status</p>",
                   breaker=lambda pool: (200, {"pool": pool, "state": "closed"}), webhook=webhook,
                   webhook_token=lambda: webhook_token)
 
@@ -678,7 +694,7 @@ def test_metrics_are_rendered_once_per_version_and_shared(server_factory) -> Non
     registry = CollectorRegistry(auto_describe=False)
     registry.register(coll)
     version: list = [object(), 0]
-    routes = Routes(registry=registry, healthy=lambda: (True, "ok"), status_page=lambda: "",
+    routes = StubRoutes(registry=registry, healthy=lambda: (True, "ok"), status_page=lambda: "",
                     metrics_version=lambda: (version[0], version[1]))
     s = server_factory(routes=routes)
     url = f"http://127.0.0.1:{s.port}/metrics"

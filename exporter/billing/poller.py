@@ -18,18 +18,16 @@ import sqlite3
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from exporter.billing.client import (
-    MAX_AMOUNT_USD,
-    MAX_TOKENS_PER_ROW,
     AdminApiClient,
     AdminApiError,
     ClaudeCodeRow,
@@ -38,49 +36,24 @@ from exporter.billing.client import (
     day_start,
     days_between,
 )
+from exporter.billing.store import (
+    STORED_REASON,
+    ensure_schema,
+    load_cost_rows_refused,
+    load_usage_rows,
+    settled_days,
+    stored_state,
+    workspace_filter,
+)
 from exporter.core.budget import period_bounds
 from exporter.config import MIN_POLL_INTERVAL, PeriodConfig
-from exporter.core.records import TOKEN_TYPES, Tokens
+from exporter.core.records import Tokens
 
 if TYPE_CHECKING:
-    from prometheus_client.core import Metric
+    pass
 
 log = structlog.get_logger()
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS billed_days (
-    report TEXT NOT NULL,            -- 'cost' or 'usage'
-    day TEXT NOT NULL,               -- UTC date, ISO
-    fetched_at TEXT NOT NULL,        -- when the stored rows were read (RFC 3339)
-    settled INTEGER NOT NULL,        -- 1: read after the day had been over a full day; never re-read
-    PRIMARY KEY (report, day)
-);
-CREATE TABLE IF NOT EXISTS billed_cost (
-    day TEXT NOT NULL,
-    workspace_id TEXT, description TEXT, model TEXT, cost_type TEXT, token_type TEXT,
-    service_tier TEXT, context_window TEXT,
-    amount_usd TEXT NOT NULL         -- exact Decimal string, dollars
-);
-CREATE INDEX IF NOT EXISTS billed_cost_day ON billed_cost (day);
-CREATE TABLE IF NOT EXISTS billed_usage (
-    day TEXT NOT NULL,
-    start TEXT NOT NULL, "end" TEXT NOT NULL,
-    workspace_id TEXT, api_key_id TEXT, model TEXT, service_tier TEXT, context_window TEXT, inference_geo TEXT,
-    input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
-    cache_write_5m INTEGER NOT NULL, cache_write_1h INTEGER NOT NULL, web_search_requests INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS billed_usage_day ON billed_usage (day);
-CREATE TABLE IF NOT EXISTS billed_state (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-"""
-
-DEFAULT_WORKSPACE = "default"  # what config and labels call workspace_id null
-NONE_LABEL = "none"
-#: the refusal reason of a stored day whose values are out of bounds or unreadable (a database
-#: written before the bounds existed, or edited by hand): the day is read again from the API
-STORED_REASON = "stored_out_of_bounds"
 
 
 def _utcnow() -> datetime:
@@ -105,15 +78,6 @@ def earliest_period_start(periods: Iterable[PeriodConfig], now: datetime) -> dat
     """The earliest start among the given pool periods (None when there are none)."""
     starts = [period_start(p, now) for p in periods]
     return min(starts) if starts else None
-
-
-def _workspace_filter(workspaces: Iterable[str] | None) -> Callable[[str | None], bool]:
-    """A predicate on workspace_id; ``"default"`` in the list means workspace_id null."""
-    if workspaces is None:
-        return lambda _ws: True
-    wanted = set(workspaces)
-    want_default = DEFAULT_WORKSPACE in wanted
-    return lambda ws: (want_default if ws is None else ws in wanted)
 
 
 # --------------------------------------------------------------------------- snapshot
@@ -180,7 +144,7 @@ class BillingSnapshot:
 
     def billed_by_day_workspace(self, workspaces: Iterable[str] | None = None) -> dict[tuple[date, str | None], Decimal]:
         """Billed USD per (day, workspace_id), only for the given workspaces ("default" = null)."""
-        keep = _workspace_filter(workspaces)
+        keep = workspace_filter(workspaces)
         out: dict[tuple[date, str | None], Decimal] = defaultdict(Decimal)
         for day, rows in self.cost_rows.items():
             for r in rows:
@@ -193,19 +157,19 @@ class BillingSnapshot:
         rows = self.cost_rows.get(day)
         if rows is None:
             return None
-        keep = _workspace_filter(workspaces)
+        keep = workspace_filter(workspaces)
         return sum((r.amount_usd for r in rows if keep(r.workspace_id)), Decimal(0))
 
     def billed_between(self, start: date, end: date, workspaces: Iterable[str] | None = None) -> Decimal:
         """Billed USD over the days in ``[start, end)`` that are covered."""
-        keep = _workspace_filter(workspaces)
+        keep = workspace_filter(workspaces)
         return sum((r.amount_usd for day, rows in self.cost_rows.items() if start <= day < end
                     for r in rows if keep(r.workspace_id)), Decimal(0))
 
     def usage_tokens(self, start: date, end: date, *, workspaces: Iterable[str] | None = None,
                      api_keys: Iterable[str] | None = None) -> dict[tuple[date, str | None], Tokens]:
         """Billed tokens per (day, model) over ``[start, end)`` for the given workspaces and API keys."""
-        keep_ws = _workspace_filter(workspaces)
+        keep_ws = workspace_filter(workspaces)
         keys = None if api_keys is None else set(api_keys)
         out: dict[tuple[date, str | None], Tokens] = {}
         for r in self.usage_rows:
@@ -216,169 +180,6 @@ class BillingSnapshot:
 
 
 # --------------------------------------------------------------------------- persistence
-
-
-def ensure_schema(conn: sqlite3.Connection) -> None:
-    """Create the ``billed_*`` tables if missing (statement by statement: no implicit commit)."""
-    for statement in _statements(SCHEMA):
-        conn.execute(statement)
-
-
-def _statements(script: str) -> list[str]:
-    lines = [ln.split("--", 1)[0] for ln in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
-
-class _StoredValueError(ValueError):
-    """A stored value out of bounds or unreadable."""
-
-
-def _stored_day(value: Any) -> date:
-    try:
-        return date.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise _StoredValueError(f"day {value!r}") from None
-
-
-def _stored_amount(value: Any) -> Decimal:
-    """A stored amount in USD, within the bounds the client applies to every amount it accepts."""
-    try:
-        amount = Decimal(value)
-    except (InvalidOperation, TypeError, ValueError):
-        raise _StoredValueError("amount is not a number") from None
-    # compared, never rounded: arithmetic on 1E+398 or NaN is what raised on every render
-    if not amount.is_finite() or amount.copy_abs() > MAX_AMOUNT_USD:
-        raise _StoredValueError(f"amount out of bounds (at most {MAX_AMOUNT_USD:f} USD a row)")
-    return amount
-
-
-def _stored_count(value: Any) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_TOKENS_PER_ROW:
-        raise _StoredValueError("token count out of bounds")
-    return value
-
-
-def _text(value: Any) -> str | None:
-    if value is not None and not isinstance(value, str):
-        raise _StoredValueError("a label is not text")
-    return value
-
-
-def _cost_from_db(row: tuple[Any, ...]) -> CostRow:
-    return CostRow(_stored_day(row[0]), *(_text(v) for v in row[1:8]), amount_usd=_stored_amount(row[8]))
-
-
-def _usage_from_db(row: tuple[Any, ...]) -> UsageRow:
-    try:
-        start, end = datetime.fromisoformat(row[1]), datetime.fromisoformat(row[2])
-    except (TypeError, ValueError):
-        raise _StoredValueError("bucket bounds") from None
-    return UsageRow(
-        start=start, end=end,
-        workspace_id=_text(row[3]), api_key_id=_text(row[4]), model=_text(row[5]), service_tier=_text(row[6]),
-        context_window=_text(row[7]), inference_geo=_text(row[8]),
-        tokens=Tokens(*(_stored_count(v) for v in row[9:15])),
-    )
-
-
-def _log_refused(report: str, refused: dict[str, str]) -> None:
-    if refused:
-        days = sorted(refused)
-        log.error("billing.stored_value_refused", report=report, days=len(days), first=days[0], last=days[-1],
-                  problem=refused[days[0]], hint="these days are left out and read again from the Admin API")
-
-
-def _load_cost_rows(conn: sqlite3.Connection, start: date, end: date) -> tuple[dict[date, list[CostRow]], set[date]]:
-    """(stored cost rows per fetched day, days refused): a day with any row out of bounds or unreadable
-    is left out whole, as if it had never been fetched, and said once in the log."""
-    ensure_schema(conn)
-    bounds = (start.isoformat(), end.isoformat())
-    out: dict[date, list[CostRow]] = {}
-    refused: dict[str, str] = {}
-    for (d,) in conn.execute("SELECT day FROM billed_days WHERE report = 'cost' AND day >= ? AND day < ?", bounds):
-        try:
-            out[_stored_day(d)] = []
-        except _StoredValueError as exc:
-            refused[str(d)] = str(exc)
-    for row in conn.execute(
-        "SELECT day, workspace_id, description, model, cost_type, token_type, service_tier, context_window,"
-        " amount_usd FROM billed_cost WHERE day >= ? AND day < ? ORDER BY rowid", bounds,
-    ):
-        try:
-            r = _cost_from_db(row)
-        except _StoredValueError as exc:
-            refused.setdefault(str(row[0]), str(exc))
-            continue
-        out.setdefault(r.day, []).append(r)
-    refused_days = set()
-    for d in refused:
-        try:
-            day = date.fromisoformat(d)
-        except ValueError:
-            continue
-        refused_days.add(day)
-        out.pop(day, None)
-    _log_refused("cost", refused)
-    return out, refused_days
-
-
-def load_cost_rows(conn: sqlite3.Connection, start: date, end: date) -> dict[date, list[CostRow]]:
-    """Stored cost rows for the fetched days in ``[start, end)`` (a fetched day without spend maps to []).
-
-    A day holding a value out of bounds (or unreadable) is left out, logged, and so not covered.
-    """
-    return _load_cost_rows(conn, start, end)[0]
-
-
-def billed_daily_totals(conn: sqlite3.Connection, start: date, end: date,
-                        workspaces: Iterable[str] | None = None) -> dict[date, Decimal]:
-    """Billed USD per stored day in ``[start, end)``: what ``report`` shows next to the estimates."""
-    keep = _workspace_filter(workspaces)
-    return {d: sum((r.amount_usd for r in rows if keep(r.workspace_id)), Decimal(0))
-            for d, rows in sorted(load_cost_rows(conn, start, end).items())}
-
-
-def stored_billed_by_day(conn: sqlite3.Connection, workspaces: Iterable[str] | None = None) -> dict[date, Decimal]:
-    """Billed USD per UTC day over every day the poller ever stored (what ``report`` shows)."""
-    return billed_daily_totals(conn, date.min, date.max, workspaces)
-
-
-def _load_usage_rows(conn: sqlite3.Connection, start: date, end: date) -> tuple[list[UsageRow], set[date]]:
-    """(stored usage rows, days refused): as :func:`_load_cost_rows`, a day with a bad row is left out."""
-    rows: list[UsageRow] = []
-    refused: dict[str, str] = {}
-    for row in conn.execute(
-        'SELECT day, start, "end", workspace_id, api_key_id, model, service_tier, context_window, inference_geo,'
-        " input, output, cache_read, cache_write_5m, cache_write_1h, web_search_requests"
-        " FROM billed_usage WHERE day >= ? AND day < ? ORDER BY rowid",
-        (start.isoformat(), end.isoformat()),
-    ):
-        try:
-            rows.append(_usage_from_db(row))
-        except _StoredValueError as exc:
-            refused.setdefault(str(row[0]), str(exc))
-    refused_days = set()
-    for d in refused:
-        try:
-            refused_days.add(date.fromisoformat(d))
-        except ValueError:
-            continue
-    _log_refused("usage", refused)
-    return [r for r in rows if r.day not in refused_days], refused_days
-
-
-def _settled_days(conn: sqlite3.Connection, report: str) -> set[date]:
-    out = set()
-    for (d,) in conn.execute("SELECT day FROM billed_days WHERE report = ? AND settled = 1", (report,)):
-        try:
-            out.add(date.fromisoformat(d))
-        except (TypeError, ValueError):
-            continue  # unreadable: not settled, so read again
-    return out
-
-
-def _state(conn: sqlite3.Connection) -> dict[str, str]:
-    return dict(conn.execute("SELECT name, value FROM billed_state"))
 
 
 # --------------------------------------------------------------------------- poller
@@ -543,7 +344,7 @@ class BillingPoller:
         return MappingProxyType(dict(counts))
 
     def _first_unsettled(self, report: str, start: date, today: date) -> date:
-        settled = _settled_days(self._db, report) - self._refetch[report]
+        settled = settled_days(self._db, report) - self._refetch[report]
         return next((d for d in days_between(start, today) if d not in settled), today - timedelta(days=1))
 
     def _fetch(self, start: date, today: date) -> _Fetched:
@@ -623,7 +424,7 @@ class BillingPoller:
         today = now.date()
         start = self.window_start(now)
         end = today + timedelta(days=1)
-        cost, refused_cost = _load_cost_rows(self._db, start, end)
+        cost, refused_cost = load_cost_rows_refused(self._db, start, end)
         self._cost = {d: tuple(rows) for d, rows in cost.items()}
         usage_days = set()
         for (d,) in self._db.execute("SELECT day FROM billed_days WHERE report = 'usage' AND day >= ? AND day < ?",
@@ -632,7 +433,7 @@ class BillingPoller:
                 usage_days.add(date.fromisoformat(d))
             except (TypeError, ValueError):
                 continue
-        usage_rows, refused_usage = _load_usage_rows(self._db, start, end)
+        usage_rows, refused_usage = load_usage_rows(self._db, start, end)
         usage: dict[date, list[UsageRow]] = {d: [] for d in usage_days - refused_usage}
         for u in usage_rows:
             usage.setdefault(u.day, []).append(u)
@@ -641,7 +442,7 @@ class BillingPoller:
         for endpoint, days in (("cost_report", refused_cost), ("usage_report", refused_usage)):
             if days:
                 self._stored_refusals[(endpoint, STORED_REASON)] += len(days)
-        state = _state(self._db)
+        state = stored_state(self._db)
         complete = _stored_time(state.get("complete_through"))
         last = _stored_float(state.get("last_success"))
         if self._cost:
@@ -674,117 +475,3 @@ def _stored_float(value: str | None) -> float | None:
 
 
 # --------------------------------------------------------------------------- metrics
-
-_CACHED = "Cached from the last successful Admin API poll."
-
-
-def _label(value: str | None) -> str:
-    return value if value else NONE_LABEL
-
-
-def _windows(today: date) -> tuple[tuple[str, date, date], ...]:
-    """(window, first day, last day inclusive): UTC days; period is the calendar month to date."""
-    yesterday = today - timedelta(days=1)
-    return (("today", today, today), ("yesterday", yesterday, yesterday), ("period", month_start(today), today))
-
-
-def billed_metric_families(
-    snap: BillingSnapshot,
-    today: date,
-    *,
-    model_label: Callable[[str | None], str] = _label,
-    include_claude_code: bool = False,
-) -> Iterator[Metric]:
-    """The Admin API's own metric families, computed from a snapshot (no I/O).
-
-    ``model_label`` maps a model id to its label (the collector passes its closed-set
-    mapping, e.g. ``Pricer.model_label``; by default the id itself); rows without a model
-    are labelled ``none``. ``claude_source_up`` is left to the collector.
-    """
-    # imported here: ``report`` reads the stored bill through this module and exposes nothing
-    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-    def model_of(model: str | None) -> str:
-        return model_label(model) if model else NONE_LABEL
-
-    cost = GaugeMetricFamily(
-        "claude_billed_cost_usd",
-        "Billed cost in USD from the Admin API cost report (amount in cents / 100). window: today and "
-        "yesterday are UTC days, period is the current UTC calendar month to date (today is partial). "
-        "workspace_id 'default' is the default workspace. " + _CACHED,
-        labels=["window", "workspace_id", "model", "cost_type", "token_type"],
-    )
-    daily_cost = snap.daily_cost()
-    for window, first, last in _windows(today):
-        sums: dict[tuple[str, str, str, str], Decimal] = defaultdict(Decimal)
-        for (day, ws, model, cost_type, token_type), amount in daily_cost.items():
-            if first <= day <= last:
-                sums[(ws or DEFAULT_WORKSPACE, model_of(model), _label(cost_type), _label(token_type))] += amount
-        for key, amount in sorted(sums.items()):
-            cost.add_metric([window, *key], float(amount))
-    yield cost
-
-    tokens = GaugeMetricFamily(
-        "claude_billed_tokens",
-        "Billed tokens from the Admin API messages usage report (fresher than cost, about 5 minutes behind). "
-        "window: today and yesterday are UTC days, period is the current UTC calendar month to date. "
-        "token_type input is uncached input. " + _CACHED,
-        labels=["window", "workspace_id", "model", "token_type"],
-    )
-    daily_usage = snap.daily_usage()
-    for window, first, last in _windows(today):
-        tsums: dict[tuple[str, str], Tokens] = {}
-        for (day, ws, model), t in daily_usage.items():
-            if first <= day <= last:
-                key = (ws or DEFAULT_WORKSPACE, model_of(model))
-                tsums[key] = tsums.get(key, Tokens()) + t
-        for (ws, model), t in sorted(tsums.items()):
-            for token_type, count in zip(TOKEN_TYPES, t.as_tuple(), strict=False):
-                tokens.add_metric([window, ws, model, token_type], float(count))
-    yield tokens
-
-    complete = GaugeMetricFamily(
-        "claude_billed_complete_through_timestamp_seconds",
-        "End of the last complete UTC day the cost report covers (billed spend is final up to here, "
-        "subject to revision of the last day). " + _CACHED,
-    )
-    if snap.complete_through is not None:
-        complete.add_metric([], snap.complete_through.timestamp())
-    yield complete
-
-    requests = CounterMetricFamily(
-        "claude_admin_api_requests",
-        "Admin API answers by endpoint and HTTP status code ('error': no answer, e.g. timeout or reset).",
-        labels=["endpoint", "code"],
-    )
-    for (endpoint, code), n in sorted(snap.requests.items()):
-        requests.add_metric([endpoint, code], float(n))
-    yield requests
-
-    refused = CounterMetricFamily(
-        "claude_admin_api_refused",
-        "Admin API answers refused, by endpoint and reason: malformed, out_of_bounds (an amount or count "
-        "no real bill has), body_too_large, too_many_rows, too_many_pages, deadline (no whole answer in time), "
-        "stored_out_of_bounds (a stored day left out and read again). A refused answer fails the poll and "
-        "keeps the last good values.",
-        labels=["endpoint", "reason"],
-    )
-    for (endpoint, reason), n in sorted(snap.refusals.items()):
-        refused.add_metric([endpoint, reason], float(n))
-    yield refused
-
-    if include_claude_code:
-        cc = GaugeMetricFamily(
-            "claude_code_report_estimated_cost_usd",
-            "Estimated Claude Code cost in USD per model from the Admin API Claude Code usage report, "
-            "window today/yesterday (UTC days). " + _CACHED,
-            labels=["window", "model"],
-        )
-        for window, first, last in _windows(today)[:2]:
-            csums: dict[str, Decimal] = defaultdict(Decimal)
-            for r in snap.claude_code_rows:
-                if first <= r.day <= last:
-                    csums[model_of(r.model)] += r.estimated_cost_usd
-            for model, amount in sorted(csums.items()):
-                cc.add_metric([window, model], float(amount))
-        yield cc

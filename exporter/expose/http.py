@@ -32,9 +32,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 import structlog
@@ -56,26 +55,34 @@ OPEN_PATHS = frozenset({"/healthz"})
 REALM = "claude-budget-exporter"
 
 
-@dataclass
-class Routes:
-    """What the server needs from the rest of the exporter; each piece is a plain callable."""
+class Routes(Protocol):
+    """What the server answers from (the app's :class:`exporter.app.Service`)."""
 
     registry: CollectorRegistry
-    healthy: Callable[[], tuple[bool, str]]
-    status_page: Callable[[], str]
-    breaker: Callable[[str], tuple[int, dict[str, Any]]] | None = None  # pool -> (HTTP status, JSON)
-    webhook: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]] | None = None
-    # the bearer token the webhook requires, None for none; raises TokenUnavailable when one
-    # is configured and cannot be read (the call is then refused)
-    webhook_token: Callable[[], str | None] = lambda: None
-    webhook_answered: Callable[[int], None] = lambda code: None  # the status of every webhook answer
-    extra_get: dict[str, Callable[[], tuple[int, str, bytes]]] = field(default_factory=dict)
-    # what /metrics depends on: (snapshot, urgent, *rest). The snapshot is compared by
-    # identity, the rest by value. A change of ``urgent`` (breaker webhooks) is rendered
-    # before the next scrape is answered; a new snapshot or a change in the rest may be
-    # answered with the previous bytes for up to MAX_LAG seconds while it renders.
-    # None renders every scrape afresh.
-    metrics_version: Callable[[], tuple[Any, ...]] | None = None
+
+    def healthy(self) -> tuple[bool, str]: ...
+
+    def status_page(self) -> str: ...
+
+    def breaker(self, pool: str) -> tuple[int, dict[str, Any]]:
+        """The pool's breaker: (HTTP status, JSON)."""
+        ...
+
+    def webhook(self, payload: dict[str, Any]) -> tuple[int, dict[str, Any]]: ...
+
+    def webhook_token(self) -> str | None:
+        """The bearer token the webhook requires, None for none; raises TokenUnavailable when one
+        is configured and cannot be read (the call is then refused)."""
+        ...
+
+    def webhook_answered(self, code: int) -> None: ...
+
+    def metrics_version(self) -> tuple[Any, ...]:
+        """What /metrics depends on: (snapshot, urgent, *rest). The snapshot is compared by
+        identity, the rest by value. A change of ``urgent`` (breaker webhooks) is rendered
+        before the next scrape is answered; a new snapshot or a change in the rest may be
+        answered with the previous bytes for up to MAX_LAG seconds while it renders."""
+        ...
 
 
 class MetricsCache:
@@ -257,12 +264,9 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/healthz":
             ok, why = r.healthy()
             self._send(200 if ok else 503, "text/plain; charset=utf-8", (why + "\n").encode())
-        elif path.startswith("/breaker/") and r.breaker is not None:
+        elif path.startswith("/breaker/"):
             code, body = r.breaker(unquote(path[len("/breaker/"):]))
             self._json(code, body)
-        elif path in r.extra_get:
-            code, ctype, body = r.extra_get[path]()
-            self._send(code, ctype, body)
         else:
             self._json(404, {"error": f"no such page: {path}"})
 
@@ -272,7 +276,7 @@ class _Handler(BaseHTTPRequestHandler):
         # until the body is read, the connection cannot serve another request
         client_closes = self.close_connection
         self.close_connection = True
-        if path != "/alertmanager/webhook" or r.webhook is None:
+        if path != "/alertmanager/webhook":
             if not self._basic_ok():
                 self._unauthorized()
                 return
@@ -433,8 +437,7 @@ class ExporterServer:
         web = web or WebConfig()
         self.web = web
         self.auth = BasicAuth(web.users) if web.auth_required else None
-        self.metrics_cache = (MetricsCache(routes.registry, routes.metrics_version)
-                              if routes.metrics_version is not None else None)
+        self.metrics_cache: MetricsCache | None = MetricsCache(routes.registry, routes.metrics_version)
         handler = type("Handler", (_Handler,), {"routes": routes, "web": web, "auth": self.auth,
                                                 "metrics_cache": self.metrics_cache,
                                                 "request_timeout": request_timeout})

@@ -1,110 +1,201 @@
-"""The Prometheus collector: reads one immutable snapshot, yields metric families, no I/O."""
+"""Every metric the exporter serves: names, HELP and labels in one table, and the collector
+that turns one immutable :class:`~exporter.refresh.Snapshot` into families.
+
+``collect()`` does no I/O, reads no clock and changes nothing: the refresher and the poller
+computed everything a scrape shows. Exposition (abridged)::
+
+    # HELP claude_pool_remaining_usd Credit minus spend, USD; negative is overage. ...
+    # TYPE claude_pool_remaining_usd gauge
+    claude_pool_remaining_usd{pool="agent-sdk"} 12.34
+    # TYPE claude_estimated_cost_usd_total counter
+    claude_estimated_cost_usd_total{model="claude-sonnet-4-5",source="claude-code"} 187.5
+    claude_source_up{source="admin_api"} 1
+
+Labels come from closed sets: configured pools and sources, model families from the price
+table (anything else ``other``), reasons and windows named here.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
+from exporter.billing.poller import BillingSnapshot
+from exporter.billing.store import DEFAULT_WORKSPACE
+from exporter.core.breaker import DROP_REASONS, MAX_PER_POOL, MAX_TOTAL
+from exporter.core.budget import DRIFT_WINDOWS, WINDOWS
+from exporter.core.records import TOKEN_TYPES, Tokens
 from exporter.refresh import Snapshot
 
+__all__ = ["FAMILIES", "ExporterCollector", "MetricSpec", "make_registry"]
+
 CACHED = "Cached: computed by the exporter's last log refresh, not at scrape time."
+POOL_CACHED = "Cached: computed at the last log refresh or Admin API poll."
+BILLED_CACHED = "Cached from the last successful Admin API poll."
+NONE_LABEL = "none"  # a billed row without that dimension
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    """One family as exposed; a counter's name is given without ``_total`` (the client adds it)."""
+
+    name: str
+    kind: Literal["gauge", "counter"]
+    help: str
+    labels: tuple[str, ...] = ()
+
+    def family(self) -> GaugeMetricFamily | CounterMetricFamily:
+        cls = GaugeMetricFamily if self.kind == "gauge" else CounterMetricFamily
+        return cls(self.name, self.help, labels=list(self.labels))
+
+
+def _g(name: str, help: str, *labels: str) -> MetricSpec:
+    return MetricSpec(name, "gauge", help, labels)
+
+
+def _c(name: str, help: str, *labels: str) -> MetricSpec:
+    return MetricSpec(name, "counter", help, labels)
+
+
+def _pool(name: str, help: str, *labels: str) -> MetricSpec:
+    return _g(name, f"{help} {POOL_CACHED}", "pool", *labels)
+
+
+BUILD_INFO = _g("claude_exporter_build_info", "Version of claude-budget-exporter; always 1.", "version")
+# ---- estimates from the local logs
+ESTIMATED_COST = _c("claude_estimated_cost_usd",
+                    f"Estimated spend in USD from local usage logs at list price, since the state began. {CACHED}",
+                    "source", "model")
+REPORTED_COST = _c(
+    "claude_estimated_reported_cost_usd",
+    "What the local logs themselves claimed their requests cost in USD (Claude Code's own client-side "
+    "estimate at list price, in CLI results), beside claude_estimated_cost_usd_total for the same requests; "
+    f"only sources and models whose logs state a cost. {CACHED}", "source", "model")
+ESTIMATED_TOKENS = _c("claude_estimated_tokens",
+                      f"Tokens seen in local usage logs, deduplicated per request. {CACHED}",
+                      "source", "model", "token_type")
+UNPRICED_TOKENS = _c("claude_unpriced_tokens",
+                     f"Tokens of models with no known price: not in any estimate until a price is configured. {CACHED}",
+                     "source", "model")
+LOG_LINES = _c("claude_log_lines", "Log lines read, by what became of them (counted, duplicate, ignored, "
+               f"non_claude or a reject reason). {CACHED}", "source", "result")
+REFRESH_SECONDS = _g("claude_refresh_duration_seconds", "Wall time of the last log refresh (tail, dedup, price, commit).")
+# ---- sources and state
+SOURCE_UP = _g("claude_source_up", "1 when the last refresh or poll of the source succeeded, else 0 (values are "
+               "then the last good ones).", "source")
+SOURCE_LAST_SUCCESS = _g("claude_source_last_success_timestamp_seconds",
+                         "Unix time of the source's last successful refresh or poll.", "source")
+SOURCE_FILES = _g("claude_source_files", "Log files the source is tailing.", "source")
+STATE_WRITABLE = _g(
+    "claude_state_writable",
+    "1 when the last commit to the state database succeeded; 0 from a failed one (disk full, read-only "
+    "file system, I/O error) until one succeeds. While 0 the values served are the last committed ones.")
+STATE_WRITE_ERRORS = _c(
+    "claude_state_write_errors",
+    "Commits to the state database that failed since the exporter started; nothing of a failed commit is "
+    "counted, its lines are read again on the next refresh.")
+# ---- pools and breakers
+POOL_CREDIT = _pool("claude_pool_credit_usd", "Credit of the pool for its current period, USD.")
+POOL_SPEND = _pool("claude_pool_spend_usd", "Spend this period: billed through the last complete UTC day plus the "
+                   "drift-calibrated estimate since, USD.")
+POOL_REMAINING = _pool("claude_pool_remaining_usd", "Credit minus spend, USD; negative is overage.")
+POOL_REMAINING_RATIO = _pool("claude_pool_remaining_ratio", "Remaining credit as a fraction of the credit.")
+POOL_BURN = _pool("claude_pool_burn_rate_usd_per_hour", "Calibrated spend per hour over the trailing hours.")
+POOL_EXHAUSTION = _pool("claude_pool_exhaustion_timestamp_seconds",
+                        "Unix time the pool runs dry at the current burn rate (absent when nothing burns).")
+POOL_PROJECTED = _pool("claude_pool_projected_spend_usd", "Spend at the period's end at the current burn rate, USD.")
+POOL_PERIOD_START = _pool("claude_pool_period_start_timestamp_seconds", "Unix time the pool's current period began.")
+POOL_PERIOD_END = _pool("claude_pool_period_end_timestamp_seconds",
+                        "Unix time the pool's current period ends (credit resets).")
+POOL_INFO = _pool("claude_pool_info", "Pool metadata; always 1.", "team", "plan", "billed_basis", "estimate_basis")
+BREAKER_OPEN = _pool("claude_breaker_open", "1 when the pool's circuit breaker is open (threshold or Alertmanager).")
+BREAKER_THRESHOLD = _pool("claude_breaker_threshold_ratio",
+                          "Remaining fraction of credit under which the breaker opens.")
+POOL_BILLED = _pool("claude_billed_spend_usd",
+                    "Billed USD matched to the pool, by UTC-day window (today is partial).", "window")
+POOL_ESTIMATED = _pool("claude_estimated_spend_usd", "Estimated USD from local logs (or usage-report tokens at list "
+                       "price) matched to the pool, by UTC-day window, uncalibrated.", "window")
+POOL_DRIFT = _pool("claude_spend_drift_ratio", "Estimated / billed over complete UTC days where both exist.", "window")
+WEBHOOK_AUTH_READY = _g(
+    "claude_breaker_webhook_auth_ready",
+    "1 when the Alertmanager webhook can check callers: its configured bearer token (breaker_webhook.token_env "
+    "or token_file) can be read, or none is configured. 0 when a configured token cannot be read: every "
+    "webhook call is then refused with 503 and no alert is applied; the log says why.")
+WEBHOOK_REQUESTS = _c(
+    "claude_breaker_webhook_requests",
+    "Calls to the Alertmanager webhook since the exporter started, by the HTTP status answered "
+    "(200 applied; 400 a malformed payload; 401 a missing or wrong credential; 503 a configured token "
+    "that cannot be read; 411, 413 and 501 a body refused; 500 a fault of the exporter's).", "code")
+BREAKER_ALERTS = _g("claude_breaker_alerts", "Firing breaker alerts from Alertmanager that hold the pool's breaker "
+                    f"open (at most {MAX_PER_POOL} per pool are kept).", "pool")
+BREAKER_ALERTS_DROPPED = _c(
+    "claude_breaker_alerts_dropped",
+    "Breaker alerts from Alertmanager not kept since the exporter started, by reason: unknown_pool (no pool of "
+    "that name is configured), pool_cap or total_cap (the least recently notified dropped to keep at most "
+    f"{MAX_PER_POOL} per pool and {MAX_TOTAL} in all).", "reason")
+# ---- the Admin API
+BILLED_COST = _g(
+    "claude_billed_cost_usd",
+    "Billed cost in USD from the Admin API cost report (amount in cents / 100). window: today and "
+    "yesterday are UTC days, period is the current UTC calendar month to date (today is partial). "
+    f"workspace_id 'default' is the default workspace. {BILLED_CACHED}",
+    "window", "workspace_id", "model", "cost_type", "token_type")
+BILLED_TOKENS = _g(
+    "claude_billed_tokens",
+    "Billed tokens from the Admin API messages usage report (fresher than cost, about 5 minutes behind). "
+    "window: today and yesterday are UTC days, period is the current UTC calendar month to date. "
+    f"token_type input is uncached input. {BILLED_CACHED}", "window", "workspace_id", "model", "token_type")
+BILLED_COMPLETE = _g(
+    "claude_billed_complete_through_timestamp_seconds",
+    "End of the last complete UTC day the cost report covers (billed spend is final up to here, "
+    f"subject to revision of the last day). {BILLED_CACHED}")
+ADMIN_REQUESTS = _c("claude_admin_api_requests", "Admin API answers by endpoint and HTTP status code ('error': no "
+                    "answer, e.g. timeout or reset).", "endpoint", "code")
+ADMIN_REFUSED = _c(
+    "claude_admin_api_refused",
+    "Admin API answers refused, by endpoint and reason: malformed, out_of_bounds (an amount or count "
+    "no real bill has), body_too_large, too_many_rows, too_many_pages, deadline (no whole answer in time), "
+    "stored_out_of_bounds (a stored day left out and read again). A refused answer fails the poll and "
+    "keeps the last good values.", "endpoint", "reason")
+CLAUDE_CODE_COST = _g(
+    "claude_code_report_estimated_cost_usd",
+    "Estimated Claude Code cost in USD per model from the Admin API Claude Code usage report, "
+    f"window today/yesterday (UTC days). {BILLED_CACHED}", "window", "model")
+
+FAMILIES: tuple[MetricSpec, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricSpec))
 
 
 class ExporterCollector(Collector):
-    def __init__(self, snapshot: Callable[[], Snapshot], *, extra: list[Callable[[Snapshot], Iterator[Metric]]]
-                 | None = None) -> None:
+    """Reads the current snapshot once per collection and yields every family from it."""
+
+    def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self._snapshot = snapshot
-        self._extra = extra or []
+
+    def describe(self) -> Iterator[Metric]:
+        for spec in FAMILIES:
+            yield spec.family()
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
-        build = GaugeMetricFamily("claude_exporter_build_info", "Version of claude-budget-exporter; always 1.",
-                                  labels=["version"])
+        build = BUILD_INFO.family()
         build.add_metric([__version__], 1)
         yield build
-        yield from _estimated_families(snap)
-        yield from _source_families(snap)
-        yield from _state_families(snap)
-        for fn in self._extra:
-            yield from fn(snap)
-
-
-def _estimated_families(snap: Snapshot) -> Iterator[Metric]:
-    cost = CounterMetricFamily(
-        "claude_estimated_cost_usd",
-        f"Estimated spend in USD from local usage logs at list price, since the state began. {CACHED}",
-        labels=["source", "model"])
-    for (source, model), usd in sorted(snap.estimated_cost.items()):
-        cost.add_metric([source, model], float(usd))
-    yield cost
-    reported = CounterMetricFamily(
-        "claude_estimated_reported_cost_usd",
-        "What the local logs themselves claimed their requests cost in USD (Claude Code's own client-side "
-        "estimate at list price, in CLI results), beside claude_estimated_cost_usd_total for the same requests; "
-        f"only sources and models whose logs state a cost. {CACHED}",
-        labels=["source", "model"])
-    for (source, model), usd in sorted(snap.estimated_reported_cost.items()):
-        reported.add_metric([source, model], float(usd))
-    yield reported
-    tokens = CounterMetricFamily(
-        "claude_estimated_tokens", f"Tokens seen in local usage logs, deduplicated per request. {CACHED}",
-        labels=["source", "model", "token_type"])
-    for (source, model, tt), n in sorted(snap.estimated_tokens.items()):
-        tokens.add_metric([source, model, tt], n)
-    yield tokens
-    unpriced = CounterMetricFamily(
-        "claude_unpriced_tokens",
-        f"Tokens of models with no known price: not in any estimate until a price is configured. {CACHED}",
-        labels=["source", "model"])
-    for (source, model), n in sorted(snap.unpriced_tokens.items()):
-        unpriced.add_metric([source, model], n)
-    yield unpriced
-    lines = CounterMetricFamily(
-        "claude_log_lines", f"Log lines read, by what became of them (counted, duplicate, ignored or a reject "
-        f"reason). {CACHED}", labels=["source", "result"])
-    for (source, result), n in sorted(snap.log_lines.items()):
-        lines.add_metric([source, result], n)
-    yield lines
-    refresh = GaugeMetricFamily("claude_refresh_duration_seconds",
-                                "Wall time of the last log refresh (tail, dedup, price, commit).")
-    refresh.add_metric([], snap.refresh_seconds)
-    yield refresh
-
-
-def _source_families(snap: Snapshot) -> Iterator[Metric]:
-    up = GaugeMetricFamily("claude_source_up",
-                           "1 when the last refresh or poll of the source succeeded, else 0 (values are then the "
-                           "last good ones).", labels=["source"])
-    last = GaugeMetricFamily("claude_source_last_success_timestamp_seconds",
-                             "Unix time of the source's last successful refresh or poll.", labels=["source"])
-    files = GaugeMetricFamily("claude_source_files", "Log files the source is tailing.", labels=["source"])
-    for s in snap.sources:
-        up.add_metric([s.name], 1 if s.up else 0)
-        if s.last_success is not None:
-            last.add_metric([s.name], s.last_success)
-        if s.kind != "admin_api":
-            files.add_metric([s.name], s.files)
-    yield up
-    yield last
-    yield files
-
-
-def _state_families(snap: Snapshot) -> Iterator[Metric]:
-    writable = GaugeMetricFamily(
-        "claude_state_writable",
-        "1 when the last commit to the state database succeeded; 0 from a failed one (disk full, read-only "
-        "file system, I/O error) until one succeeds. While 0 the values served are the last committed ones.")
-    writable.add_metric([], 1 if snap.state_writable else 0)
-    yield writable
-    errors = CounterMetricFamily(
-        "claude_state_write_errors",
-        "Commits to the state database that failed since the exporter started; nothing of a failed commit is "
-        "counted, its lines are read again on the next refresh.")
-    errors.add_metric([], snap.state_write_errors)
-    yield errors
+        yield from _estimated(snap)
+        yield from _sources(snap)
+        yield from _state(snap)
+        yield from _pools(snap)
+        yield from _breakers(snap)
+        if snap.billing is not None:
+            yield from _billed(snap.billing, datetime.fromtimestamp(snap.built_at, UTC).date(), snap.model_label,
+                               snap.claude_code_report)
 
 
 def make_registry(collector: Collector) -> CollectorRegistry:
@@ -114,3 +205,172 @@ def make_registry(collector: Collector) -> CollectorRegistry:
     return registry
 
 
+# --------------------------------------------------------------------------- families
+
+
+def _estimated(snap: Snapshot) -> Iterator[Metric]:
+    cost = ESTIMATED_COST.family()
+    for (source, model), usd in sorted(snap.estimated_cost.items()):
+        cost.add_metric([source, model], float(usd))
+    yield cost
+    reported = REPORTED_COST.family()
+    for (source, model), usd in sorted(snap.estimated_reported_cost.items()):
+        reported.add_metric([source, model], float(usd))
+    yield reported
+    tokens = ESTIMATED_TOKENS.family()
+    for (source, model, tt), n in sorted(snap.estimated_tokens.items()):
+        tokens.add_metric([source, model, tt], n)
+    yield tokens
+    unpriced = UNPRICED_TOKENS.family()
+    for (source, model), n in sorted(snap.unpriced_tokens.items()):
+        unpriced.add_metric([source, model], n)
+    yield unpriced
+    lines = LOG_LINES.family()
+    for (source, result), n in sorted(snap.log_lines.items()):
+        lines.add_metric([source, result], n)
+    yield lines
+    refresh = REFRESH_SECONDS.family()
+    refresh.add_metric([], snap.refresh_seconds)
+    yield refresh
+
+
+def _sources(snap: Snapshot) -> Iterator[Metric]:
+    up, last, files = SOURCE_UP.family(), SOURCE_LAST_SUCCESS.family(), SOURCE_FILES.family()
+    for s in snap.sources:
+        up.add_metric([s.name], 1 if s.up else 0)
+        if s.last_success is not None:
+            last.add_metric([s.name], s.last_success)
+        if s.kind != "admin_api":
+            files.add_metric([s.name], s.files)
+    yield from (up, last, files)
+
+
+def _state(snap: Snapshot) -> Iterator[Metric]:
+    writable = STATE_WRITABLE.family()
+    writable.add_metric([], 1 if snap.state_writable else 0)
+    errors = STATE_WRITE_ERRORS.family()
+    errors.add_metric([], snap.state_write_errors)
+    yield from (writable, errors)
+
+
+def _pools(snap: Snapshot) -> Iterator[Metric]:
+    specs = (POOL_CREDIT, POOL_SPEND, POOL_REMAINING, POOL_REMAINING_RATIO, POOL_BURN, POOL_EXHAUSTION,
+             POOL_PROJECTED, POOL_PERIOD_START, POOL_PERIOD_END, POOL_INFO, BREAKER_OPEN, BREAKER_THRESHOLD,
+             POOL_BILLED, POOL_ESTIMATED, POOL_DRIFT)
+    (credit, spend, remaining, ratio, burn, exhaust, projected, start, end, info, breaker, threshold,
+     billed, estimated, drift) = fams = [s.family() for s in specs]
+    for s in snap.pools:
+        p = s.pool
+        credit.add_metric([p], float(s.credit))
+        spend.add_metric([p], float(s.spend))
+        remaining.add_metric([p], float(s.remaining))
+        if s.remaining_ratio is not None:
+            ratio.add_metric([p], float(s.remaining_ratio))
+        burn.add_metric([p], float(s.burn_rate_per_hour))
+        if s.exhaustion is not None:
+            exhaust.add_metric([p], s.exhaustion.timestamp())
+        projected.add_metric([p], float(s.projected_spend))
+        start.add_metric([p], s.period_start.timestamp())
+        end.add_metric([p], s.period_end.timestamp())
+        info.add_metric([p, s.team, s.plan or "custom", s.billed_basis, s.estimate_basis], 1)
+        d = snap.decisions.get(p)
+        breaker.add_metric([p], 1 if (d.open if d else s.breaker_open_by_threshold) else 0)
+        threshold.add_metric([p], float(s.open_below))
+        for w in WINDOWS:
+            if s.billed is not None and w in s.billed:
+                billed.add_metric([p, w], float(s.billed[w]))
+            if w in s.estimated:
+                estimated.add_metric([p, w], float(s.estimated[w]))
+        for w in DRIFT_WINDOWS:
+            v = s.drift.get(w)
+            if v is not None:
+                drift.add_metric([p, w], float(v))
+    yield from fams
+
+
+def _breakers(snap: Snapshot) -> Iterator[Metric]:
+    hook = snap.webhook
+    ready = WEBHOOK_AUTH_READY.family()
+    ready.add_metric([], 1 if hook.auth_ready else 0)
+    requests = WEBHOOK_REQUESTS.family()
+    for code, n in sorted(hook.answers.items()):
+        requests.add_metric([str(code)], n)
+    held = BREAKER_ALERTS.family()
+    for pool in sorted(set(snap.pool_names) | set(hook.alerts_held)):
+        held.add_metric([pool], hook.alerts_held.get(pool, 0))
+    dropped = BREAKER_ALERTS_DROPPED.family()
+    for reason in DROP_REASONS:
+        dropped.add_metric([reason], hook.alerts_dropped.get(reason, 0))
+    yield from (ready, requests, held, dropped)
+
+
+def _label(value: str | None) -> str:
+    return value if value else NONE_LABEL
+
+
+def _windows(today: date) -> tuple[tuple[str, date, date], ...]:
+    """(window, first day, last day inclusive): UTC days; period is the calendar month to date."""
+    yesterday = today - timedelta(days=1)
+    return (("today", today, today), ("yesterday", yesterday, yesterday), ("period", today.replace(day=1), today))
+
+
+def billed_families(snap: BillingSnapshot, today: date, model_label: Callable[[str], str] = str,
+                    include_claude_code: bool = False) -> Iterator[Metric]:
+    """The Admin API's own families (``claude_source_up`` is the sources' family)."""
+    yield from _billed(snap, today, model_label, include_claude_code)
+
+
+def _billed(snap: BillingSnapshot, today: date, model_label: Callable[[str], str],
+            include_claude_code: bool) -> Iterator[Metric]:
+    def model_of(model: str | None) -> str:
+        return model_label(model) if model else NONE_LABEL
+
+    cost = BILLED_COST.family()
+    daily_cost = snap.daily_cost()
+    for window, first, last in _windows(today):
+        sums: dict[tuple[str, str, str, str], Decimal] = defaultdict(Decimal)
+        for (day, ws, model, cost_type, token_type), amount in daily_cost.items():
+            if first <= day <= last:
+                sums[(ws or DEFAULT_WORKSPACE, model_of(model), _label(cost_type), _label(token_type))] += amount
+        for key, amount in sorted(sums.items()):
+            cost.add_metric([window, *key], float(amount))
+    yield cost
+
+    tokens = BILLED_TOKENS.family()
+    daily_usage = snap.daily_usage()
+    for window, first, last in _windows(today):
+        tsums: dict[tuple[str, str], Tokens] = {}
+        for (day, ws, model), t in daily_usage.items():
+            if first <= day <= last:
+                key = (ws or DEFAULT_WORKSPACE, model_of(model))
+                tsums[key] = tsums.get(key, Tokens()) + t
+        for (ws, model), t in sorted(tsums.items()):
+            for token_type, count in zip(TOKEN_TYPES, t.as_tuple(), strict=False):
+                tokens.add_metric([window, ws, model, token_type], float(count))
+    yield tokens
+
+    complete = BILLED_COMPLETE.family()
+    if snap.complete_through is not None:
+        complete.add_metric([], snap.complete_through.timestamp())
+    yield complete
+
+    requests = ADMIN_REQUESTS.family()
+    for (endpoint, code), n in sorted(snap.requests.items()):
+        requests.add_metric([endpoint, code], float(n))
+    yield requests
+
+    refused = ADMIN_REFUSED.family()
+    for (endpoint, reason), n in sorted(snap.refusals.items()):
+        refused.add_metric([endpoint, reason], float(n))
+    yield refused
+
+    if include_claude_code:
+        cc = CLAUDE_CODE_COST.family()
+        for window, first, last in _windows(today)[:2]:
+            csums: dict[str, Decimal] = defaultdict(Decimal)
+            for r in snap.claude_code_rows:
+                if first <= r.day <= last:
+                    csums[model_of(r.model)] += r.estimated_cost_usd
+            for model, amount in sorted(csums.items()):
+                cc.add_metric([window, model], float(amount))
+        yield cc
