@@ -32,6 +32,7 @@ test: install system-deps lint
 
 lint: install
 	$(PY) -m ruff check exporter tests bench
+	$(PY) -m mypy
 
 test-fast: install
 	$(PY) -m pytest -m "not e2e" $(ARGS)

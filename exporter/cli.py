@@ -18,6 +18,7 @@ import urllib.error
 import urllib.request
 from datetime import date
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -309,10 +310,11 @@ def _poll_billed(config: Config, since: date | None) -> None:
         if not snap.up:
             _say(f"claude-budget-exporter: Admin API: {snap.error}; billed figures are the last stored ones")
     finally:
-        poller.client.close()
+        if poller.client is not None:
+            poller.client.close()
 
 
-def _progress_bar():
+def _progress_bar() -> Callable[[int, int], None]:
     started = time.monotonic()
     shown = [False]
 

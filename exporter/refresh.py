@@ -218,8 +218,8 @@ def pool_inputs(matcher: PoolMatcher, snap: Snapshot, pricer: Pricer) -> PoolInp
             usage[r.start.astimezone(UTC).replace(minute=0, second=0, microsecond=0)] += prices.cost_usd(
                 r.tokens, long_context=(r.context_window or "").startswith("200k"))
         if matcher.billed_basis == "usage_report":
-            for hour, usd in usage.items():
-                billed[hour.date()] = billed.get(hour.date(), Decimal(0)) + usd
+            for at, usd in usage.items():
+                billed[at.date()] = billed.get(at.date(), Decimal(0)) + usd
     return PoolInputs(billed_by_day=billed, billed_complete_through=complete,
                       usage_priced_by_hour=dict(usage), estimated_by_hour=dict(estimated))
 

@@ -349,12 +349,14 @@ class BillingPoller:
 
     def _fetch(self, start: date, today: date) -> _Fetched:
         """All API reads of one cycle; nothing is stored unless every read succeeds."""
+        if self.client is None:
+            raise RuntimeError("a poller built to restore stored days cannot poll")
         tomorrow = today + timedelta(days=1)
         cost_from = min(self._first_unsettled("cost", start, today), today - timedelta(days=1))
         cost = self.client.cost_report(day_start(cost_from), day_start(tomorrow), limit=self.cost_page_limit)
         usage_from = min(self._first_unsettled("usage", start, today), today - timedelta(days=1))
         usage = self.client.usage_report(day_start(usage_from), day_start(tomorrow), "1h")
-        claude_code = None
+        claude_code: list[ClaudeCodeRow] | None = None
         if self.claude_code_report:
             claude_code = []
             for d in (today - timedelta(days=1), today):

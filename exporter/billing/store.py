@@ -117,7 +117,8 @@ def _text(value: Any) -> str | None:
 
 
 def _cost_from_db(row: tuple[Any, ...]) -> CostRow:
-    return CostRow(_stored_day(row[0]), *(_text(v) for v in row[1:8]), amount_usd=_stored_amount(row[8]))
+    t = [_text(v) for v in row[1:8]]
+    return CostRow(_stored_day(row[0]), t[0], t[1], t[2], t[3], t[4], t[5], t[6], amount_usd=_stored_amount(row[8]))
 
 
 def _usage_from_db(row: tuple[Any, ...]) -> UsageRow:

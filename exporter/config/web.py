@@ -36,7 +36,8 @@ from typing import Any
 import structlog
 
 from exporter import logsetup
-from exporter.config.load import BreakerWebhookConfig, ConfigError, _Checker, _typename, read_yaml_file
+from exporter.config.load import _Checker, _typename, read_yaml_file
+from exporter.config.model import BreakerWebhookConfig, ConfigError
 
 log = structlog.get_logger()
 
@@ -173,19 +174,21 @@ def _parse_tls(c: _Checker, value: Any, base: Path) -> TLSConfig | None:
     if auth == "NoClientCert" and "client_ca_file" in m:
         c.err(f"{path}.client_auth_type", "client_ca_file is set but no client certificate is asked for: "
                                           "set VerifyClientCertIfGiven or RequireAndVerifyClientCert")
-    versions = {}
-    for k, default in (("min_version", "TLS12"), ("max_version", None)):
+    default_min = "TLS12"
+    versions: dict[str, str | None] = {}
+    for k, default in (("min_version", default_min), ("max_version", None)):
         v = c.string(m.get(k), f"{path}.{k}", default="") or default
         if v is not None and v not in TLS_VERSIONS:
             c.err(f"{path}.{k}", f"must be one of {', '.join(TLS_VERSIONS)}, not {v!r}")
             v = default
         versions[k] = v
-    if versions["max_version"] and TLS_VERSIONS[versions["max_version"]] < TLS_VERSIONS[versions["min_version"]]:
+    low, high = versions["min_version"] or default_min, versions["max_version"]
+    if high and TLS_VERSIONS[high] < TLS_VERSIONS[low]:
         c.err(f"{path}.max_version", "is below min_version")
     if len(c.problems) > before or cert is None or key is None:
         return None
     tls = TLSConfig(cert_file=cert, key_file=key, client_auth_type=auth, client_ca_file=ca,
-                    min_version=versions["min_version"], max_version=versions["max_version"])
+                    min_version=versions["min_version"] or default_min, max_version=versions["max_version"])
     try:
         tls.context()  # a wrong key, a cert that is not PEM: found now, not at the first scrape
     except (ssl.SSLError, OSError, ValueError) as exc:

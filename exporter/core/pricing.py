@@ -396,14 +396,14 @@ class Pricer:
 
         shipped_keys = matching(self._shipped.models)
         config_keys = matching(self._overrides)
-        if genai is not None:
-            label = genai_id
+        if genai_id is not None:
+            label = str(genai_id)
         else:
             named = [k for k in (*shipped_keys, *config_keys) if modelnames.matches(k.lower(), lowered)]
             if named:
                 label = min(named, key=lambda k: (len(k), k))
             elif platform is not None:
-                label = platform.id  # a Claude model only the cloud's price list knows
+                label = str(platform.id)  # a Claude model only the cloud's price list knows
             else:
                 return None
         ident = _Identity(
@@ -467,7 +467,7 @@ class Pricer:
                 return None
             for k, mult in d.cache_multipliers.items():
                 if base[k] is None:
-                    base[k] = base["input"] * mult  # type: ignore[operator]
+                    base[k] = base["input"] * mult
             if threshold is None and any(v is not None for v in premium.values()):
                 threshold = d.long_context_threshold
             if threshold is not None:

@@ -35,7 +35,7 @@ class Tokens(NamedTuple):
     def as_tuple(self) -> tuple[int, int, int, int, int, int]:
         return tuple(self)  # type: ignore[return-value]
 
-    def __add__(self, other: tuple) -> Tokens:  # type: ignore[override]  # element-wise, not concatenation
+    def __add__(self, other: tuple[int, ...]) -> Tokens:  # type: ignore[override]  # element-wise, not concatenation
         return Tokens(*(a + b for a, b in zip(self, other, strict=True)))
 
 

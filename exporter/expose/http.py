@@ -265,8 +265,8 @@ class _Handler(BaseHTTPRequestHandler):
             ok, why = r.healthy()
             self._send(200 if ok else 503, "text/plain; charset=utf-8", (why + "\n").encode())
         elif path.startswith("/breaker/"):
-            code, body = r.breaker(unquote(path[len("/breaker/"):]))
-            self._json(code, body)
+            code, answer = r.breaker(unquote(path[len("/breaker/"):]))
+            self._json(code, answer)
         else:
             self._json(404, {"error": f"no such page: {path}"})
 
@@ -411,7 +411,7 @@ class _Server(ThreadingHTTPServer):
         # delayed ACK would hold the body back 40 ms
         request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.tls is None:
-            self.RequestHandlerClass(request, client_address, self)
+            self.RequestHandlerClass(request, client_address, self)  # type: ignore[arg-type]  # the stub wants Self
             return
         # the handshake happens here, in this connection's thread, within the socket timeout
         try:
@@ -420,7 +420,7 @@ class _Server(ThreadingHTTPServer):
             log.debug("tls_handshake_failed", client=client_address[0], error=str(exc))
             return
         try:
-            self.RequestHandlerClass(conn, client_address, self)
+            self.RequestHandlerClass(conn, client_address, self)  # type: ignore[arg-type]  # the stub wants Self
         finally:
             conn.close()
 

@@ -342,8 +342,8 @@ def _billed(snap: BillingSnapshot, today: date, model_label: Callable[[str], str
         tsums: dict[tuple[str, str], Tokens] = {}
         for (day, ws, model), t in daily_usage.items():
             if first <= day <= last:
-                key = (ws or DEFAULT_WORKSPACE, model_of(model))
-                tsums[key] = tsums.get(key, Tokens()) + t
+                wkey = (ws or DEFAULT_WORKSPACE, model_of(model))
+                tsums[wkey] = tsums.get(wkey, Tokens()) + t
         for (ws, model), t in sorted(tsums.items()):
             for token_type, count in zip(TOKEN_TYPES, t.as_tuple(), strict=False):
                 tokens.add_metric([window, ws, model, token_type], float(count))

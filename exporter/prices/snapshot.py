@@ -23,6 +23,7 @@ import sys
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from importlib.resources import files
+from collections.abc import Callable
 from typing import Any
 
 FILE = "genai_prices.json"
@@ -76,7 +77,7 @@ def _dump_constraint(constraint: Any) -> str | None:
     if constraint is None:
         return None
     if type(constraint).__name__ == "StartDateConstraint":
-        return constraint.start_date.isoformat()
+        return str(constraint.start_date.isoformat())
     raise ValueError(f"unsupported price constraint {constraint!r}")
 
 
@@ -161,7 +162,7 @@ class Model:
         self.price_variants = [Variant(v) for v in raw["price_variants"]] or None
 
     def is_match(self, ref: str) -> bool:
-        return self._match(ref.lower())
+        return bool(self._match(ref.lower()))
 
     def get_prices(self, when: datetime) -> Prices:
         """The last price set in force at ``when``; the first one when none is."""
@@ -171,7 +172,7 @@ class Model:
         return self._dated[0][1]
 
 
-def _clause(raw: dict[str, Any]):
+def _clause(raw: dict[str, Any]) -> Callable[[str], bool]:
     """A predicate on a lower-cased model reference; clause strings compare case-insensitively."""
     (kind, value), = raw.items()
     if kind == "starts_with":
@@ -235,7 +236,7 @@ def installed_version() -> str | None:
     spec = importlib.util.find_spec(DIST)
     if spec is None or not spec.submodule_search_locations:
         return None
-    found = set()
+    found: set[str] = set()
     for location in spec.submodule_search_locations:
         site = os.path.dirname(location)
         try:
