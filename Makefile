@@ -34,8 +34,9 @@ lint: install
 	$(PY) -m ruff check exporter tests bench
 	$(PY) -m mypy
 
+# the pure and in-process layer: no exporter, command, Prometheus or browser is started
 test-fast: install
-	$(PY) -m pytest -m "not e2e" $(ARGS)
+	TEST_LAYER=fast $(PY) -m pytest -m "not e2e and not subprocess" $(ARGS)
 
 bench: install
 	$(PY) bench/bench_ingest.py $(ARGS)

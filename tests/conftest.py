@@ -168,3 +168,61 @@ def no_admin_key_in_any_output(tmp_path_factory: pytest.TempPathFactory) -> Iter
         if ADMIN_KEY_RE.search(data):
             leaks.append(str(path.relative_to(root)))
     assert not leaks, f"an admin key was written to: {leaks[:10]}"
+
+
+# ---------------------------------------------------------------------------------- the two layers
+
+# what starts a process: the exporter, the command, Prometheus, Alertmanager, a browser, a helper read
+_STARTS_A_PROCESS = re.compile(r"run_cli\(|exporter_factory|subprocess\.|Popen\(|Prometheus\(|Alertmanager\("
+                               r"|chromium|ProcessPool|start_method|_run_report\(|python_m\(")
+
+
+def _starts_a_process(obj: object, seen: set[int]) -> bool:
+    import inspect
+
+    if id(obj) in seen:
+        return False
+    seen.add(id(obj))
+    try:
+        source = inspect.getsource(obj)  # type: ignore[arg-type]
+    except (OSError, TypeError):
+        return False
+    if _STARTS_A_PROCESS.search(source):
+        return True
+    # the module's own helpers it calls by name
+    module = inspect.getmodule(obj)
+    for name in set(re.findall(r"\b([_a-z][_a-z0-9]*)\(", source)):
+        helper = getattr(module, name, None)
+        if inspect.isfunction(helper) and helper.__module__ == getattr(module, "__name__", None):
+            if _starts_a_process(helper, seen):
+                return True
+    return False
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test that starts a process (directly, through a helper of its module or a fixture)
+    ``subprocess``: ``make test-fast`` leaves those out, ``make test`` runs everything."""
+    for item in items:
+        if item.get_closest_marker("e2e") or item.get_closest_marker("subprocess"):
+            continue
+        fn = getattr(item, "function", None)
+        seen: set[int] = set()
+        found = fn is not None and _starts_a_process(fn, seen)
+        if not found:
+            fixtures = getattr(item, "_fixtureinfo", None)
+            for name in getattr(fixtures, "names_closure", ()):
+                defs = fixtures.name2fixturedefs.get(name, ()) if fixtures is not None else ()
+                if any(_starts_a_process(d.func, seen) for d in defs):
+                    found = True
+                    break
+        if found:
+            item.add_marker(pytest.mark.subprocess)
+
+
+def examples(n: int) -> int:
+    """Hypothesis examples for a property test: all of them in ``make test``, a tenth in the fast
+    layer (``make test-fast`` sets TEST_LAYER=fast), where a quick signal matters more."""
+    return max(10, n // 10) if os.environ.get("TEST_LAYER") == "fast" else n
+
+
+FAST_LAYER = os.environ.get("TEST_LAYER") == "fast"

@@ -19,6 +19,7 @@ from exporter.core.budget import (
     period_bounds,
 )
 from exporter.config import PeriodConfig, PoolConfig, PoolMatch
+from tests.conftest import examples
 
 D = Decimal
 CENT = D("0.01")
@@ -428,7 +429,7 @@ def test_future_cutoff_is_clamped_to_yesterday():
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "America/Santiago", "Asia/Kolkata", "Australia/Lord_Howe")
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     now=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2035, 12, 31), timezones=st.just(UTC)),
     reset_day=st.integers(1, 31),

@@ -13,6 +13,7 @@ import pytest
 from exporter.prices import snapshot as genai_snapshot
 from exporter import prices
 from exporter.core.pricing import PriceData, Pricer
+from tests.conftest import FAST_LAYER
 
 LIVE_ALL, LIVE_VERSION = genai_snapshot.live()
 LIVE = LIVE_ALL["anthropic"]
@@ -107,13 +108,15 @@ def test_a_pricer_on_the_snapshot_resolves_every_request_as_one_on_genai_prices(
     live, snap = Pricer(data=PriceData(prices.shipped(), LIVE_ALL)), Pricer(data=PriceData(prices.shipped(), SNAP_ALL))
     variants = list(itertools.product(("standard", "batch"), ("", "us"), ("", "fast")))
     compared = 0
-    for ref in _refs():
+    refs = _refs()
+    # the fast layer asks every seventh reference (each model still several times); make test asks all
+    for ref in refs[::7] if FAST_LAYER else refs:
         assert snap.model_label(ref) == live.model_label(ref), ref
         for when, (tier, geo, speed) in itertools.product(_days(), variants):
             kw = dict(when=when.timestamp(), service_tier=tier, inference_geo=geo, speed=speed)
             assert snap.prices(ref, **kw) == live.prices(ref, **kw), (ref, when, tier, geo, speed)
             compared += 1
-    assert compared > 10_000
+    assert compared > (1_000 if FAST_LAYER else 10_000)
 
 
 def test_the_shipped_snapshot_is_the_installed_release_data() -> None:

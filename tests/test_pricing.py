@@ -21,6 +21,7 @@ from exporter.config import PriceOverride
 from exporter.core.pricing import ModelPrices, Pricer, Rates
 from exporter.prices import load_pricer
 from exporter.core.records import Tokens
+from tests.conftest import examples
 
 JUNE = datetime(2026, 6, 1, 12, tzinfo=UTC).timestamp()  # after 2026-03-13, before batch variants
 NOVEMBER = datetime(2026, 11, 2, 8, tzinfo=UTC).timestamp()  # genai-prices batch variants in force
@@ -401,7 +402,7 @@ def test_every_listed_model_is_priced_exactly(pricer: Pricer, model: str) -> Non
             assert x % 20 == 0  # so x * 0.5 and x * 1.1 are whole picodollars
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     model=st.sampled_from(["claude-sonnet-4-5-20250929", "claude-haiku-4-5", "claude-opus-4-1", "claude-haiku-5-5",
                            "claude-3-5-haiku-20241022", "claude-opus-5", "claude-fable-5-1", "claude-sonnet-5-5"]),

@@ -231,6 +231,22 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
         raise ConfigError(["(file): nested too deeply to read"], str(path)) from None
 
 
+MAX_NESTING = 64  # no config nests past a handful of levels; the YAML parser takes seconds to fail at 3,000
+
+
+def _flow_depth(text: str) -> int:
+    """The deepest nesting of [ and { in the text (quotes not told apart: an upper bound). A linear
+    scan, so a hostile file is refused at once instead of deep in the parser's recursion."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}" and depth:
+            depth -= 1
+    return deepest
+
+
 def read_yaml_file(path: str | os.PathLike[str]) -> Any:
     """A YAML file's document; ConfigError naming the line and column of a syntax error."""
     try:
@@ -239,6 +255,8 @@ def read_yaml_file(path: str | os.PathLike[str]) -> Any:
         raise ConfigError([f"(file): cannot read: {exc.strerror or exc}"], str(path)) from None
     except UnicodeDecodeError:
         raise ConfigError(["(file): is not UTF-8 text"], str(path)) from None
+    if _flow_depth(text) > MAX_NESTING:
+        raise ConfigError([f"(file): nested too deeply to read (more than {MAX_NESTING} levels)"], str(path))
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
