@@ -19,6 +19,7 @@ from exporter.billing.client import (
     AdminApiRateLimited,
     AdminApiTransportError,
 )
+from exporter.billing.wire import API_VERSION, BUCKET_LIMITS
 from tests.admin_fixtures import KEY, NOW, VirtualTime, generate
 from tests.fake_admin_api import FakeAdminApi
 
@@ -76,16 +77,16 @@ def test_cost_totals_equal_the_dataset_to_the_cent_across_pages(fake, dataset, c
 
 
 def test_wire_format_brackets_headers_and_opaque_pages(fake, dataset, client):
-    client.cost_report(START, END, limit=31)
+    client.cost_report(START, END, limit=BUCKET_LIMITS["1d"])
     reqs = fake.requests
     assert len(reqs) == 2
     first, second = reqs
     assert first.params("group_by[]") == ["workspace_id", "description"]
     assert first.param("group_by") is None
-    assert first.param("bucket_width") == "1d" and first.param("limit") == "31"
+    assert first.param("bucket_width") == "1d" and first.param("limit") == str(BUCKET_LIMITS["1d"])
     assert first.param("starting_at") == "2026-01-25T00:00:00Z"
     headers = dict(first.headers)
-    assert headers["anthropic-version"] == "2023-06-01"
+    assert headers["anthropic-version"] == API_VERSION
     assert headers["user-agent"] == f"claude-budget-exporter/{__version__}"
     # the second page repeats the same query, plus the opaque token the first answer gave
     token = second.param("page")
@@ -96,7 +97,7 @@ def test_wire_format_brackets_headers_and_opaque_pages(fake, dataset, client):
 def test_usage_report_tokens_equal_the_dataset(fake, dataset, client):
     start = datetime(2026, 3, 9, tzinfo=UTC)
     rows = client.usage_report(start, END, "1h")
-    assert fake.count("usage_report") == 1  # 38 hourly buckets fit one page of 168
+    assert fake.count("usage_report") == 1  # 38 hourly buckets fit one page (BUCKET_LIMITS["1h"])
     req = fake.requests[0]
     assert req.params("group_by[]") == ["model", "workspace_id", "api_key_id", "service_tier", "context_window"]
     got: dict[tuple[date, str, str], int] = defaultdict(int)
@@ -248,15 +249,15 @@ def test_claude_code_report_per_model(fake, client):
     ("starting_at=2026-03-01T00:00:00Z&ending_at=2026-02-01T00:00:00Z", 400, "ending_at"),
     ("starting_at=yesterday", 400, "starting_at"),
     ("starting_at=2026-03-01T00:00:00Z&bucket_width=1h", 400, "bucket_width"),
-    ("starting_at=2026-03-01T00:00:00Z&limit=32", 400, "limit"),
+    (f"starting_at=2026-03-01T00:00:00Z&limit={BUCKET_LIMITS['1d'] + 1}", 400, "limit"),
     ("starting_at=2026-03-01T00:00:00Z&group_by=workspace_id", 400, "group_by"),
     ("starting_at=2026-03-01T00:00:00Z&group_by[]=api_key_id", 400, "group_by"),
     ("starting_at=2026-03-01T00:00:00Z&page=MjAyNi0wMy0wMQ", 400, "page"),
-    ("starting_at=2026-03-01T00:00:00Z&limit=31", 200, "data"),
+    (f"starting_at=2026-03-01T00:00:00Z&limit={BUCKET_LIMITS['1d']}", 200, "data"),
 ])
 def test_fake_rejects_what_the_real_api_rejects(fake, query, status, fragment):
     r = httpx.get(f"{fake.url}/v1/organizations/cost_report?{query}",
-                  headers={"x-api-key": KEY, "anthropic-version": "2023-06-01"})
+                  headers={"x-api-key": KEY, "anthropic-version": API_VERSION})
     assert r.status_code == status
     assert fragment in r.text
     if status != 200:
@@ -267,15 +268,16 @@ def test_fake_rejects_what_the_real_api_rejects(fake, query, status, fragment):
 
 def test_fake_usage_limits_per_width_and_auth(fake):
     base = f"{fake.url}/v1/organizations/usage_report/messages?starting_at=2026-03-09T00:00:00Z"
-    ok = {"x-api-key": KEY, "anthropic-version": "2023-06-01"}
-    assert httpx.get(base + "&bucket_width=1h&limit=168", headers=ok).status_code == 200
-    assert httpx.get(base + "&bucket_width=1h&limit=169", headers=ok).status_code == 400
-    assert httpx.get(base + "&bucket_width=1m&limit=1440", headers=ok).status_code == 200
-    assert httpx.get(base + "&bucket_width=1d&limit=32", headers=ok).status_code == 400
+    ok = {"x-api-key": KEY, "anthropic-version": API_VERSION}
+    hours, minutes, days = BUCKET_LIMITS["1h"], BUCKET_LIMITS["1m"], BUCKET_LIMITS["1d"]
+    assert httpx.get(base + f"&bucket_width=1h&limit={hours}", headers=ok).status_code == 200
+    assert httpx.get(base + f"&bucket_width=1h&limit={hours + 1}", headers=ok).status_code == 400
+    assert httpx.get(base + f"&bucket_width=1m&limit={minutes}", headers=ok).status_code == 200
+    assert httpx.get(base + f"&bucket_width=1d&limit={days + 1}", headers=ok).status_code == 400
     six = "".join(f"&group_by[]={g}" for g in ("api_key_id", "workspace_id", "model", "service_tier",
                                                 "context_window", "inference_geo"))
     assert httpx.get(base + six, headers=ok).status_code == 400
-    r = httpx.get(base, headers={"anthropic-version": "2023-06-01", "x-api-key": "nope"})
+    r = httpx.get(base, headers={"anthropic-version": API_VERSION, "x-api-key": "nope"})
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
     r = httpx.get(base, headers={"x-api-key": KEY})
     assert r.status_code == 400 and "anthropic-version" in r.json()["error"]["message"]

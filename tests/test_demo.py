@@ -19,14 +19,9 @@ from pathlib import Path
 import pytest
 
 from exporter.billing.client import AdminApiClient, AdminApiHTTPError
-from exporter.demo.org import (
-    DEMO_KEY,
-    SPEED_ENV,
-    Charge,
-    SimulatedAdminApi,
-    nothing_to_read,
-)
-from exporter.core.records import Tokens
+from exporter.billing.wire import API_VERSION, BUCKET_LIMITS
+from exporter.demo.admin_api import SimulatedAdminApi
+from exporter.demo.org import DEMO_KEY, SPEED_ENV, nothing_to_read
 from tests.conftest import clean_env, http_get, run_cli, sample
 
 POOLS = ("agent-sdk", "interactive", "team-api")
@@ -160,29 +155,27 @@ def test_no_hint_when_there_are_logs_or_a_key(tmp_path: Path, monkeypatch):
 # --------------------------------------------------------------------------- the simulated Admin API
 
 
-def _charge(at: datetime, cents: str, ws: str | None = "wrkspc_a", model: str = "claude-sonnet-4-5-20250929",
-            tokens: int = 1000) -> Charge:
-    zero = Decimal(0)
-    return Charge(at.timestamp(), ws, "apikey_a", model, Tokens(output=tokens),
-                  (zero, Decimal(cents), zero, zero, zero))
+def _charge(api: SimulatedAdminApi, at: datetime, cents: str, ws: str | None = "wrkspc_a") -> None:
+    api.add_spend(at, cents, workspace_id=ws, api_key_id="apikey_a", model="claude-sonnet-4-5-20250929",
+                  token_type="output_tokens", tokens=1000)
 
 
 def test_simulated_api_speaks_the_wire_format_to_the_real_client():
     now = datetime.now(UTC)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    api = SimulatedAdminApi().start()
+    api = SimulatedAdminApi(key=DEMO_KEY).start()  # on the real time, as in the demo
     try:
-        charges = [_charge(today - timedelta(days=d, hours=-1), "12.3456789") for d in range(1, 45)]
-        charges.append(_charge(now - timedelta(seconds=5), "0.0000001", ws=None))
-        charges.append(_charge(now + timedelta(hours=1), "999"))  # not yet happened: not in any report
-        api.add(charges)
+        for d in range(1, 45):
+            _charge(api, today - timedelta(days=d, hours=-1), "12.3456789")
+        _charge(api, now - timedelta(seconds=5), "0.0000001", ws=None)
+        _charge(api, now + timedelta(hours=1), "999")  # not yet happened: not in any report
         client = AdminApiClient(api.url, DEMO_KEY)
         start = today - timedelta(days=44)
         cost = client.cost_report(start, today + timedelta(days=1), limit=7)  # 7 pages of 7 days
         assert sum(r.amount_usd for r in cost) == Decimal("12.3456789") * 44 / 100 + Decimal("0.000000001")
         assert {r.workspace_id for r in cost} == {"wrkspc_a", None}
         assert client.request_counts()[("cost_report", "200")] == 7
-        usage = client.usage_report(start, today + timedelta(days=1), "1h")  # 168 buckets a page
+        usage = client.usage_report(start, today + timedelta(days=1), "1h")  # BUCKET_LIMITS["1h"] buckets a page
         assert sum(r.tokens.output for r in usage) == 45_000
         assert client.request_counts()[("usage_report", "200")] == 7
         # today's bucket is partial: it holds only what already happened
@@ -190,7 +183,7 @@ def test_simulated_api_speaks_the_wire_format_to_the_real_client():
 
         def get(query: str, key: str = DEMO_KEY) -> tuple[int, dict]:
             req = urllib.request.Request(f"{api.url}/v1/organizations/cost_report?{query}",
-                                         headers={"x-api-key": key, "anthropic-version": "2023-06-01"})
+                                         headers={"x-api-key": key, "anthropic-version": API_VERSION})
             try:
                 with urllib.request.urlopen(req, timeout=5) as r:
                     return r.status, json.loads(r.read())
@@ -203,7 +196,7 @@ def test_simulated_api_speaks_the_wire_format_to_the_real_client():
         assert code == 400 and body["type"] == "error" and "group_by[]" in body["error"]["message"]
         code, body = get(f"starting_at={since}", key="sk-ant-admin01-wrong")
         assert code == 401 and body["error"]["type"] == "authentication_error"
-        code, body = get(f"starting_at={since}&limit=32")
+        code, body = get(f"starting_at={since}&limit={BUCKET_LIMITS['1d'] + 1}")
         assert code == 400
         code, body = get(f"starting_at={since}&ending_at={until}&group_by[]=workspace_id&limit=1")
         assert code == 200 and body["has_more"] and isinstance(body["next_page"], str)

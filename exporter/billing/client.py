@@ -24,7 +24,7 @@ import threading
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -35,9 +35,9 @@ import httpx
 import structlog
 
 from exporter import __version__
+from exporter.billing.wire import API_VERSION, BUCKET_LIMITS, CLAUDE_CODE_MAX_LIMIT
 from exporter.core.records import Tokens
 
-API_VERSION = "2023-06-01"
 USER_AGENT = f"claude-budget-exporter/{__version__}"
 
 COST_PATH = "/v1/organizations/cost_report"
@@ -45,11 +45,9 @@ USAGE_PATH = "/v1/organizations/usage_report/messages"
 CLAUDE_CODE_PATH = "/v1/organizations/usage_report/claude_code"
 ENDPOINTS = {"cost_report": COST_PATH, "usage_report": USAGE_PATH, "claude_code_report": CLAUDE_CODE_PATH}
 
-#: largest ``limit`` (buckets per page) the API accepts per bucket width
-BUCKET_LIMITS = {"1m": 1440, "1h": 168, "1d": 31}
 COST_GROUP_BY = ("workspace_id", "description")
 USAGE_GROUP_BY = ("model", "workspace_id", "api_key_id", "service_tier", "context_window")
-CLAUDE_CODE_LIMIT = 1000
+CLAUDE_CODE_LIMIT = CLAUDE_CODE_MAX_LIMIT
 
 RETRY_STATUSES = frozenset({408, 500, 502, 503, 504, 529})
 
@@ -240,7 +238,7 @@ class _KeyAuth(httpx.Auth):
     def __init__(self, secret: _Secret) -> None:
         self._secret = secret
 
-    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         request.headers["x-api-key"] = self._secret.reveal()
         yield request
 
@@ -659,7 +657,7 @@ class AdminApiClient:
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: between half and all of base * 2**attempt, capped."""
         ceiling = min(self.backoff_cap, self.backoff_base * (2 ** attempt))
-        return ceiling * (0.5 + 0.5 * self._rng.random())
+        return float(ceiling * (0.5 + 0.5 * self._rng.random()))
 
     def _count(self, endpoint: str, code: str) -> None:
         with self._lock:

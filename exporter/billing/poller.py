@@ -36,6 +36,7 @@ from exporter.billing.client import (
     day_start,
     days_between,
 )
+from exporter.billing.wire import BUCKET_LIMITS
 from exporter.billing.store import (
     STORED_REASON,
     ensure_schema,
@@ -214,7 +215,7 @@ class BillingPoller:
         clock: Callable[[], datetime] = _utcnow,
         since: Callable[[datetime], date | None] | date | None = None,
         claude_code_report: bool = False,
-        cost_page_limit: int = 31,
+        cost_page_limit: int = BUCKET_LIMITS["1d"],
         wall: Callable[[], float] = time.time,
         settle_after: timedelta = timedelta(hours=6),
     ) -> None:

@@ -1,9 +1,11 @@
-"""The Admin API report endpoints' request rules, for servers that stand in for it.
+"""The Admin API report endpoints' wire rules: what the client sends and what a stand-in refuses.
 
-The built-in demo serves a simulated organisation and the tests run a fake; both must
-refuse what the real API refuses (``group_by`` without brackets, unknown groups, a
-``limit`` past the bucket width's cap, bad RFC 3339 bounds) and page with opaque tokens
-bound to their query. One implementation keeps the two honest alike.
+The client and the simulated Admin API (the demo's, which the tests use too) must agree on
+the ``anthropic-version`` they speak and the per-width ``limit`` caps, so both import them
+from here and nowhere else spells them. The simulated API also refuses here what the real
+one refuses (``group_by`` without brackets, unknown groups, a ``limit`` past the bucket
+width's cap, bad RFC 3339 bounds, a Claude Code day that is not a date) and pages with
+opaque tokens bound to their query.
 """
 
 from __future__ import annotations
@@ -13,11 +15,24 @@ import hashlib
 import json
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+__all__ = [
+    "API_VERSION", "BUCKET_LIMITS", "CLAUDE_CODE_DEFAULT_LIMIT", "CLAUDE_CODE_MAX_LIMIT", "COST_GROUPS",
+    "DEFAULT_LIMIT", "USAGE_GROUPS", "WIDTHS", "PageTokens", "ReportQuery", "WireError", "check_claude_code_query", "check_report_query",
+    "error_body", "floor", "iso", "parse_rfc3339",
+]
+
+#: the ``anthropic-version`` header every request carries
+API_VERSION = "2023-06-01"
 WIDTHS = {"1m": timedelta(minutes=1), "1h": timedelta(hours=1), "1d": timedelta(days=1)}
-MAX_LIMIT = {"1m": 1440, "1h": 168, "1d": 31}
+#: largest ``limit`` (buckets per page) the API accepts per bucket width
+BUCKET_LIMITS = {"1m": 1440, "1h": 168, "1d": 31}
+#: buckets per page when the query sends no ``limit``
 DEFAULT_LIMIT = {"1m": 60, "1h": 24, "1d": 7}
+#: largest ``limit`` (rows per page) of the Claude Code report, and its default
+CLAUDE_CODE_MAX_LIMIT = 1000
+CLAUDE_CODE_DEFAULT_LIMIT = 20
 COST_GROUPS = ("workspace_id", "description")
 USAGE_GROUPS = ("api_key_id", "workspace_id", "model", "service_tier", "context_window", "inference_geo")
 
@@ -31,6 +46,7 @@ class WireError(Exception):
 
 
 def error_body(error_type: str, message: str) -> bytes:
+    """The API's error body, with a fresh ``request_id``."""
     return json.dumps({"type": "error", "error": {"type": error_type, "message": message},
                        "request_id": f"req_{secrets.token_hex(12)}"}).encode()
 
@@ -40,6 +56,7 @@ def _bad(message: str) -> WireError:
 
 
 def parse_rfc3339(text: str | None, name: str) -> datetime:
+    """``text`` as an aware UTC moment (naive means UTC), or the 400 the API answers for ``name``."""
     if not text:
         raise _bad(f"{name}: field required")
     try:
@@ -61,11 +78,14 @@ def floor(moment: datetime, width: str) -> datetime:
 
 
 def iso(moment: datetime) -> str:
+    """RFC 3339 in UTC with a ``Z``, to the second, as the API writes bucket bounds."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
 class ReportQuery:
+    """A report query the API accepts."""
+
     start: datetime  # snapped to its bucket
     end: datetime  # exclusive
     width: str
@@ -89,8 +109,8 @@ def check_report_query(query: list[tuple[str, str]], allowed_groups: tuple[str, 
             limit = int(limit_text)
         except ValueError:
             raise _bad("limit: Input should be a valid integer") from None
-        if not 1 <= limit <= MAX_LIMIT[width]:
-            raise _bad(f"limit: must be between 1 and {MAX_LIMIT[width]} for bucket_width {width}")
+        if not 1 <= limit <= BUCKET_LIMITS[width]:
+            raise _bad(f"limit: must be between 1 and {BUCKET_LIMITS[width]} for bucket_width {width}")
     groups = [v for k, v in query if k == "group_by[]"]
     for g in groups:
         if g not in allowed_groups:
@@ -108,6 +128,24 @@ def check_report_query(query: list[tuple[str, str]], allowed_groups: tuple[str, 
         raise _bad("starting_at must not be in the future")
     snapped = floor(start, width)
     return ReportQuery(snapped, end if end is not None else snapped + WIDTHS[width] * limit, width, limit, groups)
+
+
+def check_claude_code_query(query: list[tuple[str, str]], *, now: datetime) -> tuple[date, int]:
+    """(day, limit) of a Claude Code report query, or the WireError the API would answer.
+
+    One UTC day per call, ``starting_at=YYYY-MM-DD``, not in the future.
+    """
+    text = next((v for k, v in query if k == "starting_at"), None)
+    try:
+        day = date.fromisoformat(text or "")
+    except ValueError:
+        raise _bad("starting_at: must be a date YYYY-MM-DD") from None
+    if day > now.date():
+        raise _bad("starting_at must not be in the future")
+    limit_text = next((v for k, v in query if k == "limit"), str(CLAUDE_CODE_DEFAULT_LIMIT))
+    if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= CLAUDE_CODE_MAX_LIMIT:
+        raise _bad(f"limit: must be between 1 and {CLAUDE_CODE_MAX_LIMIT}")
+    return day, int(limit_text)
 
 
 class PageTokens:
@@ -135,5 +173,6 @@ class PageTokens:
         return first, min(n, first + limit)
 
     def next(self, query: list[tuple[str, str]], offset: int) -> str:
+        """The token of the page that starts at ``offset``, for this query."""
         raw = json.dumps({"o": offset, "n": self.nonce, "q": self._digest(query)}).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")

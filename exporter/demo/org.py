@@ -2,11 +2,8 @@
 
 Nothing real is read or contacted. The demo starts, in the exporter's own process:
 
-* a **simulated Admin API** on 127.0.0.1 (a free port) that speaks the real wire format:
-  ``x-api-key`` and ``anthropic-version`` checks with the real error body, amounts in
-  cents as decimal strings with fractional cents, ``group_by[]`` with brackets, RFC 3339
-  bounds snapped to the bucket, ``ending_at`` exclusive, per-width ``limit`` caps, opaque
-  ``next_page`` tokens and a partial current day;
+* the **simulated Admin API** (:mod:`exporter.demo.admin_api`, the one the tests use too)
+  on 127.0.0.1 (a free port), speaking the real wire format, billed by the workload below;
 * a **Claude Code log folder** in a temporary directory, written in the real transcript
   shape (a user line, then one assistant line per content block with the streamed
   placeholder first, subagent files, the odd API error line);
@@ -28,14 +25,11 @@ would, and pauses once it is open.
 from __future__ import annotations
 
 import atexit
-import bisect
 import hashlib
 import json
 import os
 import random
-import secrets
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -46,14 +40,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlsplit
+from typing import Any
 
 import structlog
 
-from exporter.config.load import (
+from exporter.config.model import (
     DEFAULT_KEY_ENV,
     DEFAULT_STATE_DIR,
     AdminApiConfig,
@@ -62,20 +54,16 @@ from exporter.config.load import (
     PoolConfig,
     PoolMatch,
     SourceConfig,
-    parse_listen,
 )
+from exporter.config import parse_listen
 from exporter.expose.statuspage import DEMO_ORIGIN
 from exporter.core.records import Tokens
-from exporter.billing.wire import (
-    COST_GROUPS,
-    USAGE_GROUPS,
-    WIDTHS,
-    PageTokens,
-    WireError,
-    check_report_query,
-    error_body,
-    iso,
-)
+from exporter.demo.admin_api import SimulatedAdminApi, SpendEntry
+
+__all__ = [
+    "DEFAULT_SPEED", "DEMO_KEY", "SPEED_ENV", "WORKLOADS", "Demo", "DemoError", "DemoOrg", "Workload", "demo_speed",
+    "log_if_nothing_to_read", "nothing_to_read", "start_demo",
+]
 
 log = structlog.get_logger()
 
@@ -83,7 +71,8 @@ SPEED_ENV = "CLAUDE_BUDGET_EXPORTER_DEMO_SPEED"
 DEFAULT_SPEED = 60.0
 #: The simulated API's key: written to a file in the demo's temporary folder, never a real key.
 DEMO_KEY = "sk-ant-admin01-demo-simulated-organisation-not-a-real-key"
-API_VERSION = "2023-06-01"
+#: the simulated API's request log: enough to look at, bounded for a demo left running
+KEEP_REQUESTS = 1000
 TICK_SECONDS = 1.0
 HISTORY_DAYS = 22
 
@@ -99,236 +88,6 @@ PREVIEW = "claude-demo-preview"
 
 class DemoError(Exception):
     """The demo cannot start as asked (e.g. combined with --config)."""
-
-
-# --------------------------------------------------------------------------- the simulated Admin API
-
-
-@dataclass(frozen=True, slots=True)
-class Charge:
-    """One request as the API bills it: tokens and cents per token type (Tokens order)."""
-
-    at: float  # epoch seconds
-    workspace_id: str | None
-    api_key_id: str
-    model: str
-    tokens: Tokens
-    cents: tuple[Decimal, Decimal, Decimal, Decimal, Decimal]
-
-
-class SimulatedAdminApi:
-    """The organisation's Admin API, in process, over real HTTP on 127.0.0.1.
-
-    Charges are kept sorted by time; a report reads the charges of each bucket with a
-    bisect, and only those already in the past, so today's bucket is partial and grows.
-    """
-
-    def __init__(self, *, key: str = DEMO_KEY, clock: Callable[[], float] = time.time) -> None:
-        self.key = key
-        self.clock = clock
-        self._lock = threading.Lock()
-        self._times: list[float] = []
-        self._charges: list[Charge] = []
-        # (day, actor email, model) -> [tokens, estimated cents]: the Claude Code report
-        self._claude_code: dict[tuple[date, str, str], list[Any]] = {}
-        self._pages = PageTokens()
-        self._server: ThreadingHTTPServer | None = None
-
-    # ------------------------------------------------------------------ lifecycle
-
-    def start(self) -> SimulatedAdminApi:
-        api = self
-
-        class Handler(_ApiHandler):
-            pass
-
-        Handler.api = api
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.2},
-                         name="demo-admin-api", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "start() first"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    # ------------------------------------------------------------------ data
-
-    def add(self, charges: list[Charge]) -> None:
-        with self._lock:
-            for c in sorted(charges, key=lambda c: c.at):
-                if not self._times or c.at >= self._times[-1]:
-                    self._times.append(c.at)
-                    self._charges.append(c)
-                else:
-                    i = bisect.bisect_right(self._times, c.at)
-                    self._times.insert(i, c.at)
-                    self._charges.insert(i, c)
-
-    def add_claude_code(self, day: date, actor: str, model: str, tokens: Tokens, cents: Decimal) -> None:
-        with self._lock:
-            acc = self._claude_code.setdefault((day, actor, model), [Tokens(), Decimal(0)])
-            acc[0] = acc[0] + tokens
-            acc[1] += cents
-
-    def _between(self, start: datetime, end: datetime) -> list[Charge]:
-        hi_t = min(end.timestamp(), self.clock())
-        with self._lock:
-            lo = bisect.bisect_left(self._times, start.timestamp())
-            hi = bisect.bisect_left(self._times, hi_t)
-            return self._charges[lo:hi]
-
-    # ------------------------------------------------------------------ query checks and paging
-
-    def _common(self, query: list[tuple[str, str]], allowed: tuple[str, ...], widths: tuple[str, ...],
-                max_groups: int) -> tuple[list[tuple[datetime, datetime]], int, list[str]]:
-        """The real API's checks (shared with the test fake), then the buckets up to now."""
-        now = datetime.fromtimestamp(self.clock(), UTC)
-        q = check_report_query(query, allowed, widths=widths, max_groups=max_groups, now=now)
-        step = WIDTHS[q.width]
-        buckets = []
-        b = q.start
-        while b < q.end and b < now:
-            buckets.append((b, b + step))
-            b += step
-        return buckets, q.limit, q.groups
-
-    def _page(self, query: list[tuple[str, str]], n: int, limit: int) -> tuple[int, int, str | None]:
-        """(first, end, next_page) of the page the query asks for; the token is opaque to clients."""
-        first, end = self._pages.bounds(query, n, limit)
-        return first, end, self._pages.next(query, end) if end < n else None
-
-    def _paged(self, query: list[tuple[str, str]], buckets: list[tuple[datetime, datetime]], limit: int,
-               results: Callable[[datetime, datetime], list[dict[str, Any]]]) -> dict[str, Any]:
-        first, end, nxt = self._page(query, len(buckets), limit)
-        data = [{"starting_at": iso(s), "ending_at": iso(e), "results": results(s, e)} for s, e in buckets[first:end]]
-        return {"data": data, "has_more": nxt is not None, "next_page": nxt}
-
-    # ------------------------------------------------------------------ reports
-
-    def cost_report(self, query: list[tuple[str, str]]) -> dict[str, Any]:
-        buckets, limit, groups = self._common(query, COST_GROUPS, ("1d",), 2)
-        by_ws, by_desc = "workspace_id" in groups, "description" in groups
-
-        def results(s: datetime, e: datetime) -> list[dict[str, Any]]:
-            sums: dict[tuple[Any, ...], Decimal] = defaultdict(Decimal)
-            for c in self._between(s, e):
-                for token_type, cents in zip(COST_TOKEN_TYPES, c.cents, strict=True):
-                    if cents:
-                        sums[(c.workspace_id if by_ws else None,
-                              c.model if by_desc else None, token_type if by_desc else None)] += cents
-            out = []
-            for (ws, model, token_type), cents in sorted(sums.items(), key=lambda kv: tuple(map(str, kv[0]))):
-                out.append({
-                    "currency": "USD", "amount": f"{cents:f}", "workspace_id": ws,
-                    "description": f"{model} Usage - {token_type}" if by_desc else None,
-                    "model": model, "cost_type": "tokens" if by_desc else None, "token_type": token_type,
-                    "service_tier": "standard" if by_desc else None, "context_window": "0-200k" if by_desc else None,
-                })
-            return out
-
-        return self._paged(query, buckets, limit, results)
-
-    def usage_report(self, query: list[tuple[str, str]]) -> dict[str, Any]:
-        buckets, limit, groups = self._common(query, USAGE_GROUPS, ("1m", "1h", "1d"), 5)
-
-        def results(s: datetime, e: datetime) -> list[dict[str, Any]]:
-            sums: dict[tuple[Any, ...], Tokens] = {}
-            for c in self._between(s, e):
-                attrs = {"api_key_id": c.api_key_id, "workspace_id": c.workspace_id, "model": c.model,
-                         "service_tier": "standard", "context_window": "0-200k", "inference_geo": "global"}
-                key = tuple(attrs[g] if g in groups else None for g in USAGE_GROUPS)
-                sums[key] = sums.get(key, Tokens()) + c.tokens
-            out = []
-            for key, t in sorted(sums.items(), key=lambda kv: tuple(map(str, kv[0]))):
-                row: dict[str, Any] = dict(zip(USAGE_GROUPS, key, strict=True))
-                row.update({
-                    "uncached_input_tokens": t.input, "cache_read_input_tokens": t.cache_read,
-                    "cache_creation": {"ephemeral_5m_input_tokens": t.cache_write_5m,
-                                       "ephemeral_1h_input_tokens": t.cache_write_1h},
-                    "output_tokens": t.output, "server_tool_use": {"web_search_requests": t.web_search_requests},
-                })
-                out.append(row)
-            return out
-
-        return self._paged(query, buckets, limit, results)
-
-    def claude_code_report(self, query: list[tuple[str, str]]) -> dict[str, Any]:
-        try:
-            day = date.fromisoformat(next((v for k, v in query if k == "starting_at"), ""))
-        except ValueError:
-            raise WireError(400, "invalid_request_error", "starting_at: must be a date YYYY-MM-DD") from None
-        limit_text = next((v for k, v in query if k == "limit"), "20")
-        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 1000:
-            raise WireError(400, "invalid_request_error", "limit: must be between 1 and 1000")
-        with self._lock:
-            entries = sorted((k, v) for k, v in self._claude_code.items() if k[0] == day)
-        actors: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for (_d, actor, model), (t, cents) in entries:
-            actors[actor].append({
-                "model": model,
-                "tokens": {"input": t.input, "output": t.output, "cache_read": t.cache_read,
-                           "cache_creation": t.cache_write_5m + t.cache_write_1h},
-                "estimated_cost": {"currency": "USD", "amount": f"{cents.quantize(_CENTS_STEP):f}"},
-            })
-        items = [{"date": iso(datetime(day.year, day.month, day.day, tzinfo=UTC)),
-                  "actor": {"type": "user_actor", "email_address": actor}, "organization_id": "org_demo",
-                  "customer_type": "api", "terminal_type": "cli", "model_breakdown": models}
-                 for actor, models in actors.items()]
-        first, end, nxt = self._page(query, len(items), int(limit_text))
-        return {"data": items[first:end], "has_more": nxt is not None, "next_page": nxt}
-
-
-class _ApiHandler(BaseHTTPRequestHandler):
-    api: SimulatedAdminApi
-    protocol_version = "HTTP/1.1"
-    server_version = "demo-admin-api"
-    sys_version = ""
-    PATHS: ClassVar[dict[str, str]] = {"/v1/organizations/cost_report": "cost_report",
-             "/v1/organizations/usage_report/messages": "usage_report",
-             "/v1/organizations/usage_report/claude_code": "claude_code_report"}
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        # answer at once: without it Nagle and delayed ACKs add ~40 ms to every page
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        status, body = self._answer(parts.path, parse_qsl(parts.query, keep_blank_values=True))
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.send_header("request-id", f"req_{secrets.token_hex(8)}")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _answer(self, path: str, query: list[tuple[str, str]]) -> tuple[int, bytes]:
-        endpoint = self.PATHS.get(path)
-        if endpoint is None:
-            return 404, error_body("not_found_error", f"Not found: {path}")
-        given = self.headers.get("x-api-key")
-        if given is None:
-            return 401, error_body("authentication_error", "x-api-key header is required")
-        if not secrets.compare_digest(given.encode(), self.api.key.encode()):
-            return 401, error_body("authentication_error", "invalid x-api-key")
-        if self.headers.get("anthropic-version") != API_VERSION:
-            return 400, error_body("invalid_request_error", "anthropic-version: header is required")
-        try:
-            return 200, json.dumps(getattr(self.api, endpoint)(query)).encode()
-        except WireError as exc:
-            return exc.status, error_body(exc.error_type, exc.message)
 
 
 # --------------------------------------------------------------------------- the organisation
@@ -415,10 +174,10 @@ class _Session:
 
 @dataclass
 class _Batch:
-    """What one step of the workload produced: log text per file, charges, Claude Code rows."""
+    """What one step of the workload produced: log text per file, the bill, Claude Code rows."""
 
     lines: dict[Path, list[str]] = field(default_factory=lambda: defaultdict(list))
-    charges: list[Charge] = field(default_factory=list)
+    bill: list[SpendEntry] = field(default_factory=list)
     claude_code: list[tuple[date, str, str, Tokens, Decimal]] = field(default_factory=list)
 
 
@@ -469,24 +228,33 @@ class DemoOrg:
                 return model
         return w.models[-1][0]
 
-    def _bill(self, w: Workload, model: str, tokens: Tokens, at: float) -> tuple[Decimal, tuple[Decimal, ...], Decimal]:
-        """(list USD, billed cents per token type, list cents): the unpriced preview is billed as Sonnet."""
+    def _bill(self, w: Workload, model: str, tokens: Tokens, at: float, batch: _Batch) -> tuple[Decimal, Decimal]:
+        """Bill one request: a line per token type at list price times the workload's factor.
+
+        Returns (list USD, list cents); the unpriced preview is billed as Sonnet.
+        """
         prices = self.pricer.prices(model, when=at) or self.pricer.prices(SONNET, when=at)
         assert prices is not None, "the price table lost Claude Sonnet 4.5"
-        factor = w.bill_factor * _day_jitter(w, datetime.fromtimestamp(at, UTC).date())
+        moment = datetime.fromtimestamp(at, UTC)
+        factor = w.bill_factor * _day_jitter(w, moment.date())
         counts = (tokens.input, tokens.output, tokens.cache_read, tokens.cache_write_5m, tokens.cache_write_1h)
-        # picodollars per token -> cents: x / 10**10
-        list_cents = [Decimal(n * p).scaleb(-10) for n, p in zip(counts, prices.base_pico, strict=True)]
-        billed = tuple((c * factor).quantize(_CENTS_STEP) for c in list_cents)
-        total_list = sum(list_cents, Decimal(0))
-        return total_list / 100, billed, total_list
+        total_list = Decimal(0)
+        for token_type, n, pico in zip(COST_TOKEN_TYPES, counts, prices.base_pico, strict=True):
+            list_cents = Decimal(n * pico).scaleb(-10)  # picodollars per token -> cents: x / 10**10
+            total_list += list_cents
+            if n:
+                batch.bill.append(SpendEntry(
+                    at=moment, amount_cents=(list_cents * factor).quantize(_CENTS_STEP),
+                    workspace_id=w.workspace_id, api_key_id=w.api_key_id, model=model, cost_type="tokens",
+                    token_type=token_type, tokens=n, service_tier="standard", context_window="0-200k",
+                    inference_geo="global"))
+        return total_list / 100, total_list
 
     def _request(self, w: Workload, at: float, batch: _Batch) -> Decimal:
         """One request at ``at``: its log lines (if the workload uses Claude Code) and its bill."""
         model = self._model(w)
         tokens = self._tokens(model, heavy=w.pool == "agent-sdk")
-        usd, cents, list_cents = self._bill(w, model, tokens, at)
-        batch.charges.append(Charge(at, w.workspace_id, w.api_key_id, model, tokens, cents))  # type: ignore[arg-type]
+        usd, list_cents = self._bill(w, model, tokens, at, batch)
         if w.entrypoints:
             s = self._session(w, at)
             self._write_request(s, w, model, tokens, at, batch)
@@ -589,9 +357,11 @@ class DemoOrg:
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", encoding="utf-8") as fh:
                 fh.write("\n".join(lines) + "\n")
-        self.api.add(batch.charges)
-        for row in batch.claude_code:
-            self.api.add_claude_code(*row)
+        self.api.add_entries(batch.bill)
+        for day, actor, model, t, cents in batch.claude_code:
+            self.api.add_claude_code(day, actor, model, cents, input_tokens=t.input, output_tokens=t.output,
+                                     cache_read_tokens=t.cache_read,
+                                     cache_creation_tokens=t.cache_write_5m + t.cache_write_1h)
 
     def step(self, t0: float, t1: float) -> None:
         """The spend of real seconds ``[t0, t1)``: ``speed`` times as much simulated work."""
@@ -695,7 +465,8 @@ def start_demo(base: Config, *, clock: Callable[[], float] = time.time) -> Demo:
     if base.state_dir != Path(DEFAULT_STATE_DIR).expanduser():
         raise DemoError("the demo keeps its state in a temporary folder of its own; drop --state-dir")
     speed = demo_speed()
-    api = SimulatedAdminApi(clock=clock).start()
+    api = SimulatedAdminApi(key=DEMO_KEY, clock=clock, organization_id="org_demo",
+                            keep_requests=KEEP_REQUESTS).start()
     log.info(f"demo mode: a simulated organisation served by {api.url}; the real Admin API is never contacted "
              "and no real logs are read", admin_api=api.url, speed=speed)
     workdir = Path(tempfile.mkdtemp(prefix="claude-budget-demo-"))
