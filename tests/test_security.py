@@ -265,6 +265,41 @@ def test_a_successful_bcrypt_check_is_cached_and_failures_always_pay() -> None:
         assert not auth.check(header)
 
 
+def test_an_unknown_user_costs_a_real_bcrypt_check_so_timing_does_not_tell_names() -> None:
+    """Before: the dummy hash had an invalid salt, so an unknown user was refused in microseconds
+    and a known one in a full bcrypt round."""
+    auth = BasicAuth({"prometheus": bcrypt.hashpw(b"pw", bcrypt.gensalt(8))})
+    assert not auth.check(_basic("mallory", "pw")["Authorization"])
+    dummy = auth._dummy_hash()
+    assert dummy.startswith(b"$2b$08$")  # the users' own cost
+    assert bcrypt.checkpw(b"anything", dummy) is False  # a hash bcrypt really checks, not one it refuses
+    assert auth.bcrypt_checks == 1
+
+
+def test_a_client_flooding_wrong_passwords_is_refused_without_bcrypt_and_others_are_not() -> None:
+    now = [0.0]
+    auth = BasicAuth({"prometheus": bcrypt.hashpw(b"pw", bcrypt.gensalt(4))}, max_failures=3, clock=lambda: now[0])
+    wrong = _basic("prometheus", "guess")["Authorization"]
+    for _ in range(50):
+        assert not auth.check(wrong, "203.0.113.9")
+    assert auth.bcrypt_checks == 3  # the flood costs three rounds a minute, not fifty
+    assert auth.refused == 47
+    # the scraper elsewhere is checked as usual, and then answered from the cache
+    good = _basic("prometheus", "pw")["Authorization"]
+    assert auth.check(good, "192.0.2.1")
+    assert auth.bcrypt_checks == 4
+    # after the window the flooding address is checked again (and counted again)
+    now[0] += 61
+    assert not auth.check(wrong, "203.0.113.9")
+    assert auth.bcrypt_checks == 5
+
+
+def test_requests_waiting_for_bcrypt_are_bounded() -> None:
+    auth = BasicAuth({"prometheus": bcrypt.hashpw(b"pw", bcrypt.gensalt(4))}, max_waiting=0)
+    assert not auth.check(_basic("prometheus", "pw")["Authorization"], "192.0.2.1")
+    assert auth.bcrypt_checks == 0 and auth.refused == 1
+
+
 # --------------------------------------------------------------------------- TLS
 
 

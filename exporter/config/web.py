@@ -23,12 +23,13 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import ssl
 import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,10 @@ BCRYPT_COSTS = range(4, 18)
 # is 128 bits in 132, so its last character can only be one of four (bcrypt refuses the rest).
 BCRYPT_RE = re.compile(r"\$2[aby]\$(?P<cost>\d\d)\$[./A-Za-z0-9]{21}[.Oeu][./A-Za-z0-9]{31}")
 AUTH_CACHE_SIZE = 256
+AUTH_MAX_WAITING = 32  # requests waiting for a bcrypt check; more are refused at once
+AUTH_MAX_FAILURES = 10  # wrong answers a client address may cost in a window before it is refused unchecked
+AUTH_FAILURE_WINDOW = 60.0  # seconds
+AUTH_MAX_CLIENTS = 10_000  # client addresses whose failures are remembered (oldest forgotten first)
 
 
 @dataclass(frozen=True)
@@ -267,23 +272,36 @@ def _parse_headers(c: _Checker, value: Any) -> dict[str, str]:
 class BasicAuth:
     """Checks ``Authorization: Basic`` against the bcrypt hashes, caching successes.
 
-    The cache key is a SHA-256 of user, password and stored hash, so the cache holds no
-    password, and a changed hash (a new web config) misses. Failures are not cached: an
-    attacker cannot fill memory with them. At most two bcrypt rounds run at once, so a
-    flood of wrong passwords costs the attacker's own requests time, not every scrape's.
+    - The cache key is a SHA-256 of user, password and stored hash, so the cache holds no
+      password, and a changed hash (a new web config) misses. Failures are not cached: an
+      attacker cannot fill memory with them.
+    - An unknown user is checked against a real bcrypt hash of the configured users' cost,
+      so the time of an answer does not tell which user names exist.
+    - The work an attacker can queue is bounded: at most two bcrypt rounds run at once, at
+      most ``max_waiting`` requests wait for one (the rest are refused at once), and a
+      client address with ``max_failures`` wrong answers in a minute is refused without
+      bcrypt until the minute is over. A scrape whose credentials were checked once is
+      answered from the cache, so a flood from elsewhere does not delay it.
     """
 
-    _DUMMY = b"$2b$10$" + b"N" * 53  # checked for unknown users, so timing does not reveal names
-
-    def __init__(self, users: Mapping[str, bytes], *, cache_size: int = AUTH_CACHE_SIZE) -> None:
+    def __init__(self, users: Mapping[str, bytes], *, cache_size: int = AUTH_CACHE_SIZE,
+                 max_waiting: int = AUTH_MAX_WAITING, max_failures: int = AUTH_MAX_FAILURES,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.users = dict(users)
         self._ok: OrderedDict[bytes, None] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
         self._bcrypt_slots = threading.BoundedSemaphore(2)
+        self._waiting = 0
+        self._max_waiting = max_waiting
+        self._max_failures = max_failures
+        self._failures: OrderedDict[str, tuple[float, int]] = OrderedDict()  # client -> (window start, count)
+        self._clock = clock
+        self._dummy: bytes | None = None
         self.bcrypt_checks = 0  # how many times bcrypt actually ran (tests and the benchmark read it)
+        self.refused = 0  # answered no without bcrypt: too many waiting, or a client over its failures
 
-    def check(self, header: str | None) -> bool:
+    def check(self, header: str | None, client: str = "") -> bool:
         creds = _basic_credentials(header)
         if creds is None:
             return False
@@ -295,8 +313,11 @@ class BasicAuth:
                 if key in self._ok:
                     self._ok.move_to_end(key)
                     return True
-        ok = self._bcrypt(password, hashed if hashed is not None else self._DUMMY)
+        if self._throttled(client):
+            return False
+        ok = self._bcrypt(password, hashed if hashed is not None else self._dummy_hash())
         if not ok or hashed is None:
+            self._failed(client)
             return False
         with self._lock:
             self._ok[key] = None
@@ -304,15 +325,53 @@ class BasicAuth:
                 self._ok.popitem(last=False)
         return True
 
+    def _dummy_hash(self) -> bytes:
+        """A real hash at the highest cost among the users, made once: checking an unknown user
+        costs what checking a known one does."""
+        if self._dummy is None:
+            import bcrypt
+
+            costs = [int(h[4:6]) for h in self.users.values() if h[4:6].isdigit()] or [10]
+            self._dummy = bcrypt.hashpw(secrets.token_bytes(16), bcrypt.gensalt(rounds=max(costs)))
+        return self._dummy
+
+    def _throttled(self, client: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            start, count = self._failures.get(client, (now, 0))
+            if now - start < AUTH_FAILURE_WINDOW and count >= self._max_failures:
+                self.refused += 1
+                return True
+        return False
+
+    def _failed(self, client: str) -> None:
+        now = self._clock()
+        with self._lock:
+            start, count = self._failures.pop(client, (now, 0))
+            if now - start >= AUTH_FAILURE_WINDOW:
+                start, count = now, 0
+            self._failures[client] = (start, count + 1)
+            while len(self._failures) > AUTH_MAX_CLIENTS:
+                self._failures.popitem(last=False)
+
     def _bcrypt(self, password: bytes, hashed: bytes) -> bool:
         import bcrypt
 
-        with self._bcrypt_slots:
-            self.bcrypt_checks += 1
-            try:
-                return bcrypt.checkpw(password, hashed)
-            except ValueError:
+        with self._lock:
+            if self._waiting >= self._max_waiting:
+                self.refused += 1
                 return False
+            self._waiting += 1
+        try:
+            with self._bcrypt_slots:
+                self.bcrypt_checks += 1
+                try:
+                    return bool(bcrypt.checkpw(password, hashed))
+                except ValueError:
+                    return False
+        finally:
+            with self._lock:
+                self._waiting -= 1
 
 
 # --------------------------------------------------------------------------- the breaker webhook's token

@@ -237,7 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _basic_ok(self) -> bool:
         """True when no basic auth is configured or the request carries a valid user and password."""
-        return self.auth is None or self.auth.check(self.headers.get("Authorization"))
+        return self.auth is None or self.auth.check(self.headers.get("Authorization"), self.client_address[0])
 
     def _unauthorized(self, why: str = "authentication required") -> None:
         self._json(401, {"error": why}, {"WWW-Authenticate": f'Basic realm="{REALM}", charset="UTF-8"'})
