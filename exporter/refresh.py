@@ -31,7 +31,7 @@ from exporter.core.pricing import Pricer
 from exporter.core.records import TOKEN_TYPES
 from exporter.logs.ingestor import PICO, Ingestor, RefreshStats
 from exporter.prices import load_pricer
-from exporter.state import StateDB
+from exporter.state import AGG_COST_PICO, AGG_INPUT, AGG_REPORTED_PICO, AGG_UNPRICED, StateDB
 
 if TYPE_CHECKING:
     from exporter.config.web import WebhookToken
@@ -136,15 +136,15 @@ class EstimatedView:
         for key, v in deltas.items():
             hour, source, model, _entrypoint = key
             label = self._label(model)
-            self.cost[(source, label)] += v[7]
-            if v[9]:
-                self.reported[(source, label)] += v[9]
+            self.cost[(source, label)] += v[AGG_COST_PICO]
+            if v[AGG_REPORTED_PICO]:
+                self.reported[(source, label)] += v[AGG_REPORTED_PICO]
             for i, tt in enumerate(TOKEN_TYPES):
-                self.tokens[(source, label, tt)] += v[1 + i]
-            if v[8]:
-                self.unpriced[(source, label)] += v[8]
+                self.tokens[(source, label, tt)] += v[AGG_INPUT + i]
+            if v[AGG_UNPRICED]:
+                self.unpriced[(source, label)] += v[AGG_UNPRICED]
             if hour >= since:
-                pico = totals[key][7]
+                pico = totals[key][AGG_COST_PICO]
                 if pico:
                     self.hourly[key] = Decimal(pico) / PICO
                 else:

@@ -30,6 +30,31 @@ from typing import TypeVar
 
 import structlog
 
+from exporter.logs.dedup import (
+    AGG_CACHE_READ,
+    AGG_CACHE_WRITE_1H,
+    AGG_CACHE_WRITE_5M,
+    AGG_COLUMNS,
+    AGG_COST_PICO,
+    AGG_INPUT,
+    AGG_OUTPUT,
+    AGG_REPORTED_PICO,
+    AGG_REQUESTS,
+    AGG_UNPRICED,
+    AGG_WEB_SEARCH,
+    PAGE_ENTRY,
+    ROW,
+    AggKey,
+)
+
+__all__ = [
+    # the aggregate columns, defined with the row format and named here for the readers of aggregates
+    "AGG_CACHE_READ", "AGG_CACHE_WRITE_1H", "AGG_CACHE_WRITE_5M", "AGG_COLUMNS", "AGG_COST_PICO", "AGG_INPUT",
+    "AGG_OUTPUT", "AGG_REPORTED_PICO", "AGG_REQUESTS", "AGG_UNPRICED", "AGG_WEB_SEARCH",
+    "CORRUPT_MARK", "DB_NAME", "LOSS_NOTE", "PAGE_ENTRIES", "SCHEMA_VERSION", "SIDE_FILES",
+    "AggKey", "FileState", "StateCorrupt", "StateDB", "StateError", "is_corruption", "quarantine", "rebuild_hint",
+]
+
 SCHEMA_VERSION = 3
 DB_NAME = "state.sqlite3"
 SIDE_FILES = ("-wal", "-shm")
@@ -43,14 +68,8 @@ _CORRUPT_CODES = frozenset({11, 26})  # SQLITE_CORRUPT, SQLITE_NOTADB
 _checked: set[tuple[int, int]] = set()
 _checked_lock = threading.Lock()
 
-# A request as the ingest batch and the state keep it: little-endian int64s instead of a few
-# hundred bytes of Python objects, so a cold read of a large history stays small. The fields
-# after the label id are AGG_COLUMNS[1:], in that order.
-ROW = struct.Struct("<12q")
-# total, hour, dim, input, output, cache_read, cache_write_5m, cache_write_1h, web_search, cost_pico, unpriced,
-# reported_pico
-# one dedup index entry: the key's hash and its packed row (ROW), whose second field is its hour
-PAGE_ENTRY = struct.Struct(f"<q{ROW.size}s")
+# The dedup index is stored as the ingest keeps it: entries of a key's hash and its packed row
+# (PAGE_ENTRY, ROW: their format belongs to exporter.logs.dedup), a page of them per blob.
 PAGE_ENTRIES = 1 << 13  # entries per page: about 850 KB, so a write or a read never holds much more
 
 # Schemas 1 and 2 packed a row without reported_pico (the last field): kept to read them and migrate.
@@ -85,11 +104,7 @@ CREATE TABLE IF NOT EXISTS line_counts (
 );
 """
 
-# the numeric columns of usage_hourly, in order; an aggregate is a list of these. reported_pico
-# is what the logs themselves said the requests cost (CLI results), beside our cost_pico.
-AGG_COLUMNS = ("requests", "input", "output", "cache_read", "cache_write_5m", "cache_write_1h",
-               "web_search", "cost_pico", "unpriced_tokens", "reported_pico")
-AggKey = tuple[int, str, str, str]  # (hour epoch, source, model, entrypoint)
+# usage_hourly's numeric columns are AGG_COLUMNS, in that order: an aggregate is a list of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +162,12 @@ class StateDB:
         try:
             self._open()
         except StateCorrupt:
-            if self.rebuilt_from is None:
+            if not self._moved_aside():  # _open moved the corrupt file aside when it may rebuild
                 raise
             self._open()
+
+    def _moved_aside(self) -> bool:
+        return self.rebuilt_from is not None
 
     def _open(self) -> None:
         readonly = self.readonly
@@ -487,12 +505,4 @@ def _close_quietly(conn: sqlite3.Connection | None) -> None:
         try:
             conn.close()
         except sqlite3.Error:
-            pass
-
-
-def remove_database(path: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
-        try:
-            os.unlink(f"{path}{suffix}")
-        except FileNotFoundError:
             pass

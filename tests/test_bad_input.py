@@ -20,6 +20,7 @@ import pytest
 from exporter.logs import ingestor as ingest
 from exporter.logs import parse as readers
 from exporter.config.model import JSONL_FIELDS, SourceConfig
+from exporter.logs.dedup import AGG_REQUESTS
 from exporter.logs.ingestor import Ingestor
 from exporter.prices import load_pricer
 from exporter.state import StateDB
@@ -74,7 +75,7 @@ class Logs:
         return self.ing.line_counts.get(("src", result), 0)
 
     def requests(self) -> int:
-        return sum(v[0] for v in self.ing.aggregates.values())
+        return sum(v[AGG_REQUESTS] for v in self.ing.aggregates.values())
 
     def tokens(self) -> int:
         return sum(sum(v[1:6]) for v in self.ing.aggregates.values())

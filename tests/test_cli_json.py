@@ -20,6 +20,7 @@ from prometheus_client import generate_latest
 from exporter.logs import parse as readers
 from exporter.expose.metrics import ExporterCollector, make_registry
 from exporter.config import parse_config
+from exporter.logs.dedup import AGG_COST_PICO, AGG_REPORTED_PICO, AGG_REQUESTS, AGG_TOKENS, AGG_UNPRICED
 from exporter.logs.ingestor import Ingestor
 from exporter.prices import load_pricer
 from exporter.expose.report import build_report
@@ -70,11 +71,11 @@ def by_model(ing: Ingestor) -> dict[str, dict]:
     for (_h, _s, model, _e), v in ing.aggregates.items():
         m = out.setdefault(model, {"requests": 0, "tokens": [0] * 5, "usd": Decimal(0), "reported": Decimal(0),
                                    "unpriced": 0})
-        m["requests"] += v[0]
-        m["tokens"] = [a + b for a, b in zip(m["tokens"], v[1:6], strict=True)]
-        m["usd"] += Decimal(v[7]) / PICO
-        m["unpriced"] += v[8]
-        m["reported"] += Decimal(v[9]) / PICO
+        m["requests"] += v[AGG_REQUESTS]
+        m["tokens"] = [a + b for a, b in zip(m["tokens"], v[AGG_TOKENS], strict=True)]
+        m["usd"] += Decimal(v[AGG_COST_PICO]) / PICO
+        m["unpriced"] += v[AGG_UNPRICED]
+        m["reported"] += Decimal(v[AGG_REPORTED_PICO]) / PICO
     return out
 
 
@@ -239,11 +240,11 @@ def test_a_backlog_keeps_its_files_age_and_later_results_are_booked_when_read(tm
     write(log, [{**untimed, "uuid": "c"}, {**untimed, "uuid": "d", "timestamp": "2026-11-17T08:00:00Z"}], mode="a")
     os.utime(log, (NOW - 3 * 86400, NOW - 3 * 86400))  # a modification time that must not matter now
     ing.refresh()
-    requests = {hour: v[0] for (hour, *_), v in ing.aggregates.items()}
+    requests = {hour: v[AGG_REQUESTS] for (hour, *_), v in ing.aggregates.items()}
     assert requests == {_hour(written): 2, _hour(NOW + 7200): 1,
                         int(datetime(2026, 11, 17, 8, tzinfo=UTC).timestamp()): 1}
     # each at Sonnet 4.5's $3 in and $15 out: 3000 + 1500 micro-dollars
-    assert sum(Decimal(v[7]) for v in ing.aggregates.values()) / PICO == 4 * sonnet(inp=1000, out=100)
+    assert sum(Decimal(v[AGG_COST_PICO]) for v in ing.aggregates.values()) / PICO == 4 * sonnet(inp=1000, out=100)
 
 
 def test_a_file_modified_in_the_future_books_its_backlog_now(tmp_path: Path) -> None:

@@ -18,9 +18,20 @@ import pytest
 
 from exporter.logs import parse as readers
 from exporter.config import SourceConfig
-from exporter.logs.ingestor import ROW, Ingestor
+from exporter.logs.dedup import (
+    AGG_COST_PICO,
+    AGG_OUTPUT,
+    AGG_REQUESTS,
+    PAGE_ENTRY,
+    Row,
+    key_hash,
+    row_hour,
+    row_total,
+    unpack_row,
+)
+from exporter.logs.ingestor import Ingestor
 from exporter.prices import load_pricer
-from exporter.state import PAGE_ENTRIES, PAGE_ENTRY, StateDB
+from exporter.state import PAGE_ENTRIES, StateDB
 from tests.corpus import generate
 from tests.test_ingest import NOW, SONNET, line, progress_line, usd
 
@@ -40,8 +51,8 @@ def _view(ing: Ingestor) -> tuple[dict, dict, dict]:
     """What a read leaves behind, with label ids replaced by the labels (ids depend on read order)."""
     rows = {}
     for key, row in ing.known.items():
-        total, hour, dim, *rest = ROW.unpack(row)
-        rows[key] = (total, hour, ing.dim_list[dim], *rest)
+        r = unpack_row(row)
+        rows[key] = r._replace(dim=ing.dim_list[r.dim])
     aggs = {k: v for k, v in ing.aggregates.items() if any(v)}
     return aggs, dict(ing.line_counts), rows
 
@@ -230,7 +241,157 @@ def test_a_block_of_many_lines_with_one_bad_line_keeps_every_good_line() -> None
     readers.scan_claude_block(b"".join(lines), NOW, readers.parse_claude_code("cc"), blk)
     assert dict(blk.counts) == {readers.MALFORMED: 1}
     assert len(blk.best) == 500
-    assert sum(v[0] for v in blk.best.values()) == sum(110 + i for i in range(500))
+    assert sum(total for total, *_ in blk.best.values()) == sum(110 + i for i in range(500))
+
+
+def _on_every_path(lines: list[bytes]) -> tuple[dict[str, int], list]:
+    """The line parser, the careful parser and the block fold on the same lines: they must give
+    the same reasons and the same records (the block's copies folded); returns the line parser's."""
+    want_counts, want_records = _by_line(lines)
+    careful_counts, careful_records = _by_line(lines, readers._parse_claude_code_careful("cc"))
+    assert careful_counts == want_counts
+    assert careful_records == want_records
+
+    blk = readers.ClaudeBlock()
+    readers.scan_claude_block(b"".join(lines), NOW, readers.parse_claude_code("cc"), blk)
+    assert dict(blk.counts) == want_counts
+    got = {}
+    for (total, ts, decoded, _copies) in blk.best.values():
+        rec = readers.claude_record("cc", decoded, ts)
+        assert rec.tokens.total == total  # the fold's own total agrees with the record it keeps
+        got[rec.dedup_key] = rec
+    for rec in blk.records:  # lines only the careful path could read
+        got.setdefault(rec.dedup_key, rec)
+    want_best, want_unkeyed = _fold(want_records)
+    assert got == want_best
+    assert [readers.claude_record("cc", d, ts) for _, ts, d in blk.unkeyed] == want_unkeyed
+    return want_counts, want_records
+
+
+def _usage(mid: str, usage: dict, **kw) -> bytes:
+    """A transcript line whose usage is exactly ``usage`` beside 10 input and 100 output tokens."""
+    entry = json.loads(line(mid, **kw))
+    entry["message"]["usage"] = {"input_tokens": 10, "output_tokens": 100, **usage}
+    return json.dumps(entry).encode() + b"\n"
+
+
+def _split(w5m: int | None, w1h: int | None) -> dict:
+    return {"ephemeral_5m_input_tokens": w5m, "ephemeral_1h_input_tokens": w1h}
+
+
+# (cache_creation_input_tokens, cache_creation) as written -> (5-minute, 1-hour) writes counted
+CACHE_CASES = {
+    "only the total (an older transcript)": ({"cache_creation_input_tokens": 500}, (500, 0)),
+    "a split of zeros beside the total": ({"cache_creation_input_tokens": 500, "cache_creation": _split(0, 0)},
+                                          (500, 0)),
+    "the split adds up to the total": ({"cache_creation_input_tokens": 500, "cache_creation": _split(200, 300)},
+                                       (200, 300)),
+    "the split covers part of the total": ({"cache_creation_input_tokens": 500, "cache_creation": _split(0, 300)},
+                                           (200, 300)),
+    "the split is larger than the total": ({"cache_creation_input_tokens": 500, "cache_creation": _split(400, 300)},
+                                           (400, 300)),
+    "1-hour writes above the total": ({"cache_creation_input_tokens": 500, "cache_creation": _split(0, 700)},
+                                      (0, 700)),
+    "a split and no total": ({"cache_creation": _split(100, 50)}, (100, 50)),
+    "a split with only its 5-minute count": ({"cache_creation_input_tokens": 500,
+                                              "cache_creation": {"ephemeral_5m_input_tokens": 120}}, (500, 0)),
+    "cache_creation null": ({"cache_creation_input_tokens": 500, "cache_creation": None}, (500, 0)),
+    "no cache writes at all": ({}, (0, 0)),
+    "a null count in the split (careful path)": ({"cache_creation_input_tokens": 500,
+                                                  "cache_creation": _split(None, 300)}, (200, 300)),
+    "a null total (careful path)": ({"cache_creation_input_tokens": None, "cache_creation": _split(200, 300)},
+                                    (200, 300)),
+}
+
+
+@pytest.mark.parametrize("case", list(CACHE_CASES))
+def test_cache_writes_are_split_alike_on_every_path(case: str) -> None:
+    usage, (w5m, w1h) = CACHE_CASES[case]
+    _, records = _on_every_path([_usage("x1", usage)])
+    assert [(r.tokens.cache_write_5m, r.tokens.cache_write_1h) for r in records] == [(w5m, w1h)]
+    assert records[0].tokens.total == 10 + 100 + w5m + w1h
+    # and the rule itself, as the three paths share it
+    total = usage.get("cache_creation_input_tokens") or 0
+    split = usage.get("cache_creation") or {}
+    assert readers.cache_writes(total, split.get("ephemeral_5m_input_tokens") or 0,
+                                split.get("ephemeral_1h_input_tokens") or 0) == (w5m, w1h)
+
+
+def test_cache_writes_in_one_block_fold_to_the_largest_copy_on_every_path() -> None:
+    """Copies of one request that differ only in how they state their cache writes: the copy whose
+    writes count for more is kept, by the fold's total as by the records'."""
+    lines = [_usage("y1", CACHE_CASES[c][0]) for c in CACHE_CASES]
+    lines += [_usage(f"z{i}", CACHE_CASES[c][0]) for i, c in enumerate(CACHE_CASES)]
+    for order in (lines, lines[::-1]):
+        _, records = _on_every_path(order)
+        assert len(records) == 2 * len(CACHE_CASES)
+    best, _ = _fold(_by_line(lines)[1])
+    assert best["msg_y1\x1freq_y1"].tokens.total == 10 + 100 + 700  # 1-hour writes above the total
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
+
+
+def _without(raw: bytes, *path: str) -> bytes:
+    entry = json.loads(raw)
+    obj = entry
+    for k in path[:-1]:
+        obj = obj[k]
+    del obj[path[-1]]
+    return json.dumps(entry).encode() + b"\n"
+
+
+def _set(raw: bytes, value: object, *path: str) -> bytes:
+    entry = json.loads(raw)
+    obj = entry
+    for k in path[:-1]:
+        obj = obj[k]
+    obj[path[-1]] = value
+    return json.dumps(entry).encode() + b"\n"
+
+
+HORIZON = NOW + readers.MAX_FUTURE_SECONDS
+CHECK_LINES = {
+    "an API error": (line("c1", isApiErrorMessage=True), readers.API_ERROR),
+    "isApiErrorMessage false": (line("c2", isApiErrorMessage=False), None),
+    "a synthetic turn": (line("c3", model="<synthetic>"), readers.SYNTHETIC),
+    "an API error before synthetic": (line("c4", model="<synthetic>", isApiErrorMessage=True), readers.API_ERROR),
+    "synthetic before a bad time": (line("c5", model="<synthetic>", ts="2099-01-01T00:00:00Z"), readers.SYNTHETIC),
+    "an empty model": (line("c6", model=""), readers.BAD_USAGE),
+    "a null model": (_set(line("c7"), None, "message", "model"), readers.BAD_USAGE),
+    "no model": (_without(line("c8"), "message", "model"), readers.BAD_USAGE),
+    "no model before a bad time": (line("c9", model="", ts="2099-01-01T00:00:00Z"), readers.BAD_USAGE),
+    "no timestamp": (_without(line("ca"), "timestamp"), readers.BAD_TIMESTAMP),
+    "a timestamp that is not one": (line("cb", ts="not a time"), readers.BAD_TIMESTAMP),
+    "a day ahead exactly": (line("cc", ts=_iso(HORIZON)), None),
+    "a second past a day ahead": (line("cd", ts=_iso(HORIZON + 1)), readers.BAD_TIMESTAMP),
+    "a naive timestamp (UTC)": (line("ce", ts="2026-11-17T10:00:00"), None),
+    "epoch seconds (careful path)": (_set(line("cf"), NOW - 3600, "timestamp"), None),
+    "epoch milliseconds (careful path)": (_set(line("cg"), (NOW - 3600) * 1000, "timestamp"), None),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECK_LINES))
+def test_each_line_check_gives_the_same_reason_on_every_path(case: str) -> None:
+    raw, reason = CHECK_LINES[case]
+    counts, records = _on_every_path([raw])
+    if reason is None:
+        assert counts == {} and len(records) == 1
+    else:
+        assert counts == {reason: 1} and records == []
+
+
+def test_the_line_checks_in_one_block_give_the_same_reasons_on_every_path() -> None:
+    lines = [raw for raw, _ in CHECK_LINES.values()]
+    for order in (lines, lines[::-1], lines[1::2] + lines[::2]):
+        counts, records = _on_every_path(order)
+        want: dict[str, int] = {}
+        for _, reason in CHECK_LINES.values():
+            if reason is not None:
+                want[reason] = want.get(reason, 0) + 1
+        assert counts == want
+        assert len(records) == sum(reason is None for _, reason in CHECK_LINES.values())
 
 
 # ----------------------------------------------------------------------------- the parallel read
@@ -246,7 +407,7 @@ def test_a_read_split_across_processes_leaves_exactly_what_one_process_leaves(tm
     one.refresh()
     many.refresh()
     assert _view(many) == _view(one)
-    usd = Decimal(sum(v[7] for v in many.aggregates.values())) / 10**12
+    usd = Decimal(sum(v[AGG_COST_PICO] for v in many.aggregates.values())) / 10**12
     assert usd.quantize(CENT) == exp.totals().cost_usd.quantize(CENT)
     # and what was committed is what a restart reads back
     many_db.close()
@@ -272,8 +433,8 @@ def test_a_split_read_over_a_warm_state_replaces_a_stored_copy_once(tmp_path: Pa
         ing.refresh()
     one, many = states["one"], states["many"]
     assert _view(many) == _view(one)
-    assert sum(v[0] for v in one.aggregates.values()) == 3 + 6  # r1..r3 once each, n0..n5
-    assert sum(v[2] for v in one.aggregates.values()) == 25 + 40 + 10 + 6 * 100
+    assert sum(v[AGG_REQUESTS] for v in one.aggregates.values()) == 3 + 6  # r1..r3 once each, n0..n5
+    assert sum(v[AGG_OUTPUT] for v in one.aggregates.values()) == 25 + 40 + 10 + 6 * 100
     assert one.line_counts[("claude-code", readers.COUNTED)] == 3 + 6
 
 
@@ -296,7 +457,7 @@ def test_a_schema_1_database_is_migrated_to_the_paged_index_without_losing_a_key
     conn.close()
 
     db = StateDB(state)
-    assert db.request_rows() == {k: ROW.pack(*OLD_ROW.unpack(r), 0) for k, r in rows.items()}
+    assert db.request_rows() == {k: Row(*OLD_ROW.unpack(r)).pack() for k, r in rows.items()}  # reported_pico 0
     assert not db.has_table("requests")
     assert db.conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("3",)
     assert db.conn.execute("SELECT count(*) FROM request_pages").fetchone() == (2,)  # more than one page's worth
@@ -317,15 +478,15 @@ def test_the_hourly_prune_drops_old_keys_keeps_totals_and_rewrites_the_index(tmp
         now[0] += 60
         ing.refresh()
     assert db.conn.execute("SELECT count(*) FROM request_pages").fetchone() == (4,)
-    cost = sum(v[7] for v in ing.aggregates.values())
+    cost = sum(v[AGG_COST_PICO] for v in ing.aggregates.values())
 
     now[0] += 2 * 86400  # old1 is now past the 45-day window; an hour has passed, so the prune runs
     (logs / "c.jsonl").write_bytes(line("y1"))
     ing.refresh()
-    assert len(ing.known) == 5 and all(ROW.unpack(r)[1] > NOW - 45 * 86400 for r in ing.known.values())
+    assert len(ing.known) == 5 and all(row_hour(r) > NOW - 45 * 86400 for r in ing.known.values())
     assert db.conn.execute("SELECT count(*) FROM request_pages").fetchone() == (1,)
     assert db.request_rows() == ing.known
-    assert sum(v[7] for v in ing.aggregates.values()) > cost  # y1 added, nothing taken away
+    assert sum(v[AGG_COST_PICO] for v in ing.aggregates.values()) > cost  # y1 added, nothing taken away
     db.close()
     _, again = _ingestor(logs, tmp_path / "state", workers=1, clock=lambda: now[0])
     assert again.known == ing.known
@@ -392,7 +553,7 @@ def test_a_reader_beside_a_running_older_exporter_does_not_migrate_its_database(
         db = StateDB(state, readonly=True)
         assert db.has_table("requests") and not db.has_table("request_pages")
         # and a read-only reader (check) reads the old index, its rows widened in memory
-        assert db.request_rows() == {7: ROW.pack(5, 3600, 0, 5, 0, 0, 0, 0, 0, 50, 0, 0)}
+        assert db.request_rows() == {7: Row(total=5, hour=3600, dim=0, input=5, cost_pico=50).pack()}
     finally:
         held.release()
 
@@ -410,12 +571,12 @@ def test_the_prune_keeps_a_request_this_batch_replaced_with_a_newer_copy(tmp_pat
     recent = datetime.fromtimestamp(now[0], UTC) - timedelta(hours=1)
     (logs / "b.jsonl").write_bytes(line("k1", out=50, ts=stamp(recent)))  # a larger copy, stamped recently
     ing.refresh()
-    key = next(k for k, r in ing.known.items() if ROW.unpack(r)[0] == 60)  # 10 input + 50 output
-    assert ROW.unpack(ing.known[key])[1] > now[0] - 45 * 86400
+    key = next(k for k, r in ing.known.items() if row_total(r) == 60)  # 10 input + 50 output
+    assert row_hour(ing.known[key]) > now[0] - 45 * 86400
     assert db.request_rows() == ing.known and len(ing.known) == 2
     (logs / "c.jsonl").write_bytes(line("k1", out=50, ts=stamp(recent)))  # the same copy again: a duplicate
     ing.refresh()
-    assert sum(v[0] for v in ing.aggregates.values()) == 2
+    assert sum(v[AGG_REQUESTS] for v in ing.aggregates.values()) == 2
 
 
 def test_a_later_process_within_the_hour_does_not_rewrite_the_index(tmp_path: Path) -> None:
@@ -513,7 +674,6 @@ def _schema_2(state: Path, pages: list[dict[int, bytes]], aggregates: dict[tuple
 def test_a_schema_2_database_upgrades_in_place_and_goes_on_counting(tmp_path: Path) -> None:
     """Schema 3 adds reported_pico: existing aggregates get 0, the 88-byte index pages are rewritten
     to the new width (a later page still standing over an earlier one), and ingest goes on."""
-    from exporter.logs.ingestor import key_hash
 
     state = tmp_path / "state"
     hour = int(datetime(2026, 11, 17, 10, tzinfo=UTC).timestamp())  # the hour of line()'s default timestamp
@@ -529,7 +689,7 @@ def test_a_schema_2_database_upgrades_in_place_and_goes_on_counting(tmp_path: Pa
     # a reader beside a running older exporter reads schema 2 as it is, and migrates nothing
     ro = StateDB(state, readonly=True)
     assert ro.aggregates() == {k: [*v, 0] for k, v in old_aggs.items()}
-    assert ro.request_rows()[a1] == ROW.pack(110, hour, 0, 10, 100, 0, 0, 0, 0, cost_a1, 0, 0)
+    assert ro.request_rows()[a1] == Row(total=110, hour=hour, dim=0, input=10, output=100, cost_pico=cost_a1).pack()
     ro.close()
     raw = sqlite3.connect(state / "state.sqlite3")
     assert raw.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() == ("2",)
@@ -540,9 +700,10 @@ def test_a_schema_2_database_upgrades_in_place_and_goes_on_counting(tmp_path: Pa
     assert db.aggregates() == {k: [*v, 0] for k, v in old_aggs.items()}
     stored = [bytes(e) for (e,) in db.conn.execute("SELECT entries FROM request_pages ORDER BY id")]
     assert [len(e) for e in stored] == [2 * PAGE_ENTRY.size] * 2
-    widened = {k: ROW.pack(*OLD_ROW.unpack(r), 0) for k, r in {**pages[0], **pages[1]}.items()}
+    widened = {k: Row(*OLD_ROW.unpack(r)).pack() for k, r in {**pages[0], **pages[1]}.items()}
     assert db.request_rows() == widened
-    assert widened[a1] == ROW.pack(110, hour, 0, 10, 100, 0, 0, 0, 0, cost_a1, 0, 0)  # the later page's copy
+    # the later page's copy
+    assert widened[a1] == Row(total=110, hour=hour, dim=0, input=10, output=100, cost_pico=cost_a1).pack()
     db.close()
 
     # the upgraded state dedups against what it held, and adds to it

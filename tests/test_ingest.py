@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import SourceConfig
+from exporter.logs.dedup import AGG_COST_PICO, AGG_REQUESTS
 from exporter.logs.ingestor import Ingestor
 from exporter.prices import load_pricer
 from exporter.state import StateDB
@@ -81,10 +82,10 @@ class Harness:
         return self.ing.refresh()
 
     def total_usd(self) -> Decimal:
-        return sum((Decimal(v[7]) for v in self.ing.aggregates.values()), Decimal(0)) / 10**12
+        return sum((Decimal(v[AGG_COST_PICO]) for v in self.ing.aggregates.values()), Decimal(0)) / 10**12
 
     def requests(self) -> int:
-        return sum(v[0] for v in self.ing.aggregates.values())
+        return sum(v[AGG_REQUESTS] for v in self.ing.aggregates.values())
 
     def lines(self, result: str) -> int:
         return self.ing.line_counts.get(("claude-code", result), 0)
@@ -256,7 +257,7 @@ def test_subagent_turns_in_progress_lines_count_once_with_or_without_the_subagen
     # booked at the turn's own time (10:00), or the outer line's (12:30) when the turn has none;
     # the entrypoint is the outer line's when the turn names none
     ten = int(datetime(2026, 11, 17, 10, tzinfo=UTC).timestamp())
-    by_hour = {(hour, entrypoint): v[0] for (hour, _s, _m, entrypoint), v in h.ing.aggregates.items()}
+    by_hour = {(hour, entrypoint): v[AGG_REQUESTS] for (hour, _s, _m, entrypoint), v in h.ing.aggregates.items()}
     assert by_hour == {(ten, "cli"): 3, (ten + 2 * 3600, "cli"): 1}
 
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 from pathlib import Path
 
 from exporter.config import parse_config
+from exporter.logs.dedup import AGG_COST_PICO, AGG_REPORTED_PICO, AGG_REQUESTS, AGG_TOKENS, AGG_UNPRICED
 from exporter.logs.ingestor import Ingestor
 from exporter.prices import load_pricer
 from exporter.state import StateDB
@@ -25,7 +26,8 @@ def _by_model(ing: Ingestor) -> dict[str, tuple[int, Decimal, list[int]]]:
     out: dict[str, tuple[int, Decimal, list[int]]] = {}
     for (_h, _s, model, _e), v in ing.aggregates.items():
         req, cost, toks = out.get(model, (0, Decimal(0), [0] * 5))
-        out[model] = (req + v[0], cost + Decimal(v[7]) / 10**12, [a + b for a, b in zip(toks, v[1:6], strict=True)])
+        out[model] = (req + v[AGG_REQUESTS], cost + Decimal(v[AGG_COST_PICO]) / 10**12,
+                      [a + b for a, b in zip(toks, v[AGG_TOKENS], strict=True)])
     return out
 
 
@@ -33,7 +35,7 @@ def _reported(ing: Ingestor) -> dict[str, Decimal]:
     """What the logs said each model's requests cost (the reported_pico column), in USD."""
     out: dict[str, Decimal] = {}
     for (_h, _s, model, _e), v in ing.aggregates.items():
-        out[model] = out.get(model, Decimal(0)) + Decimal(v[9]) / 10**12
+        out[model] = out.get(model, Decimal(0)) + Decimal(v[AGG_REPORTED_PICO]) / 10**12
     return out
 
 
@@ -104,7 +106,7 @@ def test_jsonl_field_mapping_chars_per_token_and_stated_cost(tmp_path: Path) -> 
     assert got["claude-haiku-4-5"][:2] == (1, Decimal("0.25"))
     # an unknown model is counted, never priced at $0 silently
     assert got["mystery-model-9"][1] == 0
-    unpriced = sum(v[8] for (_h, _s, m, _e), v in ing.aggregates.items() if m == "mystery-model-9")
+    unpriced = sum(v[AGG_UNPRICED] for (_h, _s, m, _e), v in ing.aggregates.items() if m == "mystery-model-9")
     assert unpriced == 100
     assert ing.line_counts[("pipeline", "bad_usage")] == 1
     assert ing.line_counts[("pipeline", "bad_timestamp")] == 1
@@ -136,7 +138,7 @@ def test_a_renamed_or_rotated_log_without_ids_is_not_counted_twice(tmp_path: Pat
     ing = Ingestor(cfg.sources, db, load_pricer(), clock=lambda: NOW)
 
     def requests() -> int:
-        return sum(v[0] for v in ing.aggregates.values())
+        return sum(v[AGG_REQUESTS] for v in ing.aggregates.values())
 
     (logs / "tokens.jsonl").write_text(_pipeline_line(1) + _pipeline_line(2))
     ing.refresh()

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import SourceConfig
+from exporter.logs.dedup import AGG_REQUESTS
 from exporter.logs.ingestor import Ingestor
 from exporter.prices import load_pricer
 from exporter.logs.parse import COUNTED
@@ -107,7 +108,7 @@ def test_a_folder_moved_within_the_logs_goes_on_from_its_offsets(tmp_path: Path)
         f.write(line("m9"))
     ing.refresh()
     assert _counted(ing) == 4
-    assert sum(v[0] for v in ing.aggregates.values()) == 4
+    assert sum(v[AGG_REQUESTS] for v in ing.aggregates.values()) == 4
     ing.close()
 
 

@@ -11,7 +11,8 @@ from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any, TextIO
 
-from exporter.state import AGG_COLUMNS, AggKey
+from exporter.state import (AGG_CACHE_READ, AGG_CACHE_WRITE_1H, AGG_CACHE_WRITE_5M, AGG_COLUMNS, AGG_COST_PICO,
+                            AGG_INPUT, AGG_OUTPUT, AGG_REPORTED_PICO, AGG_REQUESTS, AGG_UNPRICED, AGG_WEB_SEARCH, AggKey)
 
 PICO = 10**12
 _MICRO = Decimal("0.000001")
@@ -62,19 +63,20 @@ def build_report(
         for model, v in per_day.get(day, {}).items():
             if not any(v):
                 continue
-            usd = Decimal(v[7]) / PICO
+            usd = Decimal(v[AGG_COST_PICO]) / PICO
             est_day += usd
-            reported_day += v[9]
-            tot_req += v[0]
+            reported_day += v[AGG_REPORTED_PICO]
+            tot_req += v[AGG_REQUESTS]
             for i in range(6):
-                tot_tokens[i] += v[1 + i]
+                tot_tokens[i] += v[AGG_INPUT + i]
             models.append({
-                "model": model, "estimated_usd": _usd(usd), "input_tokens": v[1], "output_tokens": v[2],
-                "cache_read_tokens": v[3], "cache_write_5m_tokens": v[4], "cache_write_1h_tokens": v[5],
-                "web_search_requests": v[6], "requests": v[0], "unpriced_tokens": v[8],
-                "reported_usd": _reported(v[9]),
+                "model": model, "estimated_usd": _usd(usd), "input_tokens": v[AGG_INPUT],
+                "output_tokens": v[AGG_OUTPUT], "cache_read_tokens": v[AGG_CACHE_READ],
+                "cache_write_5m_tokens": v[AGG_CACHE_WRITE_5M], "cache_write_1h_tokens": v[AGG_CACHE_WRITE_1H],
+                "web_search_requests": v[AGG_WEB_SEARCH], "requests": v[AGG_REQUESTS],
+                "unpriced_tokens": v[AGG_UNPRICED], "reported_usd": _reported(v[AGG_REPORTED_PICO]),
             })
-        models.sort(key=lambda m: (-m["estimated_usd"], m["model"]))
+        models.sort(key=lambda m: (-float(m["estimated_usd"] or 0), str(m["model"])))
         b = billed.get(day)
         if b is not None:
             tot_billed = (tot_billed or Decimal(0)) + b

@@ -21,6 +21,15 @@ import orjson
 from exporter.config import SourceConfig
 from exporter.core.records import Tokens, UsageRecord
 
+__all__ = [
+    "API_ERROR", "BAD_TIMESTAMP", "BAD_USAGE", "COUNTED", "DUPLICATE", "IGNORED", "INVALID_UTF8", "MALFORMED",
+    "MAX_COST_PER_RECORD", "MAX_FUTURE_SECONDS", "MAX_TOKENS_PER_REQUEST", "NON_CLAUDE", "REJECT_REASONS", "RESULTS",
+    "SYNTHETIC", "SYNTHETIC_MODEL", "TOO_LONG",
+    "ClaudeBlock", "LineParser", "Parsed", "cache_writes", "claude_fields", "claude_record", "is_claude_model",
+    "parse_claude_code", "parse_cli_json", "parse_jsonl", "parse_timestamp", "parser_for", "request_reason",
+    "scan_claude_block",
+]
+
 # result label values of claude_log_lines_total
 COUNTED = "counted"  # a usage record was taken (it may still be a duplicate, counted apart)
 DUPLICATE = "duplicate"  # the same request seen before (another content block, a resumed session)
@@ -59,11 +68,12 @@ def _count(value: Any) -> int:
             raise _BadUsage
     if value < 0 or value > MAX_TOKENS_PER_REQUEST:
         raise _BadUsage
-    return value
+    return int(value)
 
 
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
+def _str_or_empty(value: object) -> str:
+    """A string field as written, "" for anything else (a null, a number)."""
+    return value if type(value) is str else ""
 
 
 def parse_timestamp(value: Any) -> float | None:
@@ -109,16 +119,54 @@ def _decode_object(line: bytes) -> dict[str, Any] | str:
 
 
 def _check_ts(ts: float | None, now: float) -> str | None:
+    """BAD_TIMESTAMP for a line without a usable time or one more than a day ahead of ``now``."""
     if ts is None or ts > now + MAX_FUTURE_SECONDS:
         return BAD_TIMESTAMP
     return None
 
 
 # ------------------------------------------------------------------ Claude Code transcripts
+#
+# Three paths read a transcript line: the line parser (a typed decode of one line), the block
+# fold (a cold read: many lines per decode call) and the careful parser (a generic decode of a
+# line the typed decode refused). The rules that decide what a line with usage counts as are
+# the two functions below. The line parser, the careful parser and claude_fields (what every
+# kept copy goes through) call them; the block fold, the cold read's per-line loop, writes them
+# inline (a call per line there costs 10-25% of the loop) with a comment naming what it copies,
+# and tests/test_cold_read.py holds the three paths to the same answers.
+
+SYNTHETIC_MODEL = "<synthetic>"  # what Claude Code names the model of turns it wrote itself
 
 
-def _str_or_empty(value: object) -> str:
-    return value if type(value) is str else ""
+def request_reason(api_error: object, model: object, ts: float | None, now: float) -> str | None:
+    """Why a transcript line that carries usage is not a request to count (a reason), or None.
+
+    In this order: an API error message (``isApiErrorMessage: true``; whatever tokens it
+    carries were not billed), a ``<synthetic>`` model (a turn Claude Code wrote itself), no
+    model name (bad usage), and no usable time or one more than a day ahead of ``now``
+    (``ts`` is None when the line has none or it does not parse).
+    """
+    if api_error is True:
+        return API_ERROR
+    if model == SYNTHETIC_MODEL:
+        return SYNTHETIC
+    if type(model) is not str or not model:
+        return BAD_USAGE
+    return _check_ts(ts, now)
+
+
+def cache_writes(total: int, w5m: int, w1h: int) -> tuple[int, int]:
+    """(5-minute, 1-hour) cache writes of a request.
+
+    ``total`` is ``cache_creation_input_tokens``; ``w5m`` and ``w1h`` the split that
+    ``cache_creation`` gives (0 and 0 when it is absent). Older transcripts give only the
+    total, and a split may cover only part of it: what the split leaves out were 5-minute
+    writes, the only kind there was then. A split larger than the total stands as it is.
+    The request's cache writes are therefore ``max(total, w5m + w1h)``.
+    """
+    if w5m + w1h < total:
+        w5m = total - w1h
+    return w5m, w1h
 
 
 # Token counts out of range fail the typed decode in C; the careful path then names the reason.
@@ -161,7 +209,7 @@ class _Progress(msgspec.Struct, gc=False):
     still decodes with its block (it carries no request) instead of being read alone.
     """
 
-    message: _Line | str | int | float | bool | list | None = None
+    message: _Line | str | int | float | bool | list[Any] | None = None
 
 
 class _Line(msgspec.Struct, gc=False):
@@ -176,7 +224,7 @@ class _Line(msgspec.Struct, gc=False):
     entrypoint: str | None = None
     isApiErrorMessage: bool | None = None  # noqa: N815
     message: _Message | None = None
-    data: _Progress | str | int | float | bool | list | None = None
+    data: _Progress | str | int | float | bool | list[Any] | None = None
 
 
 _line_decoder = msgspec.json.Decoder(_Line)
@@ -243,34 +291,24 @@ def _progress_entry(line: _Line) -> _Line | None:
 
 def _line_reason(line: _Line, now: float) -> str | None:
     """Why a decoded line with usage is not a request (a reason), or None when it is one."""
-    if line.isApiErrorMessage:
-        return API_ERROR
-    model = line.message.model  # type: ignore[union-attr]
-    if model == "<synthetic>":
-        return SYNTHETIC
-    if not model:
-        return BAD_USAGE
     when = line.timestamp
-    if when is None or _seconds(when) > now + MAX_FUTURE_SECONDS:
-        return BAD_TIMESTAMP
-    return None
+    return request_reason(line.isApiErrorMessage, line.message.model,  # type: ignore[union-attr]
+                          None if when is None else _seconds(when), now)
 
 
 def claude_fields(line: _Line) -> tuple[str, str, str, str, str, tuple[int, int, int, int, int, int]]:
     """(model, entrypoint, service tier, inference geo, speed, token counts in Tokens order) of a
     decoded transcript line that passed the checks: what pricing and the aggregates need."""
-    message = line.message
-    u = message.usage  # type: ignore[union-attr]
-    cw = u.cache_creation_input_tokens
+    message: _Message = line.message  # type: ignore[assignment]  # checked by the caller
+    u: _Usage = message.usage  # type: ignore[assignment]
     cc = u.cache_creation
     if cc is None:
-        cw5, cw1h = cw, 0
+        cw5, cw1h = cache_writes(u.cache_creation_input_tokens, 0, 0)
     else:
-        cw5, cw1h = cc.ephemeral_5m_input_tokens, cc.ephemeral_1h_input_tokens
-        if cw5 + cw1h < cw:  # older transcripts give only the total: it was all 5-minute writes then
-            cw5 = cw - cw1h
+        cw5, cw1h = cache_writes(u.cache_creation_input_tokens, cc.ephemeral_5m_input_tokens,
+                                 cc.ephemeral_1h_input_tokens)
     stu = u.server_tool_use
-    return (message.model, line.entrypoint or "", u.service_tier or "standard",  # type: ignore[union-attr, return-value]
+    return (message.model, line.entrypoint or "", u.service_tier or "standard",  # type: ignore[return-value]
             u.inference_geo or "", u.speed or "",
             (u.input_tokens, u.output_tokens, u.cache_read_input_tokens, cw5, cw1h,
              stu.web_search_requests if stu is not None else 0))
@@ -377,9 +415,11 @@ def _fold_one(line: bytes, now: float, parse: LineParser, out: ClaudeBlock) -> N
 
 
 def _fold_lines(lines: list[_Line], now: float, out: ClaudeBlock) -> None:
+    """Fold decoded transcript lines into ``out``: the cold read's loop, run once per line."""
     counts, best, unkeyed = out.counts, out.best, out.unkeyed
     ignored = 0
-    horizon = now + MAX_FUTURE_SECONDS
+    horizon = now + MAX_FUTURE_SECONDS  # _check_ts's bound
+    synthetic = SYNTHETIC_MODEL
     for line in lines:
         message = line.message
         if message is None:
@@ -391,11 +431,12 @@ def _fold_lines(lines: list[_Line], now: float, out: ClaudeBlock) -> None:
         if (u := message.usage) is None or line.type != "assistant":  # type: ignore[union-attr]
             ignored += 1
             continue
+        # request_reason, inline (see the top of this section): the same checks in the same order
         if line.isApiErrorMessage:
             counts[API_ERROR] += 1
             continue
-        model = message.model
-        if model == "<synthetic>":
+        model = message.model  # type: ignore[union-attr]
+        if model == synthetic:
             counts[SYNTHETIC] += 1
             continue
         if not model:
@@ -409,13 +450,14 @@ def _fold_lines(lines: list[_Line], now: float, out: ClaudeBlock) -> None:
         if ts > horizon:
             counts[BAD_TIMESTAMP] += 1
             continue
-        # the token total of claude_fields' counts, without building them: this loop runs per line
+        # the token total of claude_fields' counts, without building them; the cache writes are
+        # max(total, split), as cache_writes says, inline
         cw = u.cache_creation_input_tokens
         cc = u.cache_creation
         if cc is not None and cc.ephemeral_5m_input_tokens + cc.ephemeral_1h_input_tokens > cw:
             cw = cc.ephemeral_5m_input_tokens + cc.ephemeral_1h_input_tokens
         total = u.input_tokens + u.output_tokens + u.cache_read_input_tokens + cw
-        mid = message.id
+        mid = message.id  # type: ignore[union-attr]
         if not mid:
             unkeyed.append((total, ts, line))
             continue
@@ -459,16 +501,12 @@ def _parse_claude_code_careful(source: str) -> LineParser:
         usage = message.get("usage")
         if type(usage) is not dict:
             return []
-        if obj.get("isApiErrorMessage") is True:
-            return API_ERROR
         model = message.get("model")
-        if model == "<synthetic>":
-            return SYNTHETIC
-        if type(model) is not str or not model:
-            return BAD_USAGE
         ts = parse_timestamp(when)
-        if ts is None or ts > now + MAX_FUTURE_SECONDS:
-            return BAD_TIMESTAMP
+        reason = request_reason(obj.get("isApiErrorMessage"), model, ts, now)
+        if reason is not None:
+            return reason
+        assert ts is not None and type(model) is str  # what request_reason let through
         g = usage.get
         creation = g("cache_creation")
         stu = g("server_tool_use")
@@ -477,16 +515,12 @@ def _parse_claude_code_careful(source: str) -> LineParser:
         try:
             inp, out, cr, cw = (_count(g(k)) for k in ("input_tokens", "output_tokens", "cache_read_input_tokens",
                                                        "cache_creation_input_tokens"))
-            if creation is not None:
-                cw5 = _count(creation.get("ephemeral_5m_input_tokens"))
-                cw1h = _count(creation.get("ephemeral_1h_input_tokens"))
-            else:
-                cw5, cw1h = cw, 0
+            split = (0, 0) if creation is None else (_count(creation.get("ephemeral_5m_input_tokens")),
+                                                     _count(creation.get("ephemeral_1h_input_tokens")))
             web = _count(stu.get("web_search_requests")) if stu is not None else 0
         except _BadUsage:
             return BAD_USAGE
-        if cw5 + cw1h < cw:
-            cw5 = cw - cw1h
+        cw5, cw1h = cache_writes(cw, *split)
         mid, rid = message.get("id"), obj.get("requestId")
         key = f"{mid}\x1f{rid if type(rid) is str else ''}" if type(mid) is str and mid else None
         return [UsageRecord(
@@ -579,7 +613,7 @@ def _cli_records(source: str, obj: Mapping[str, Any], ts: float) -> tuple[list[U
         for model, u in items:
             if type(model) is not str or not model:
                 raise _BadUsage
-            if model == "<synthetic>":
+            if model == SYNTHETIC_MODEL:
                 continue
             counts = [_count(_pick(u, "inputTokens", "input_tokens")), _count(_pick(u, "outputTokens", "output_tokens")),
                       _count(_pick(u, "cacheReadInputTokens", "cache_read_input_tokens")),
@@ -588,6 +622,7 @@ def _cli_records(source: str, obj: Mapping[str, Any], ts: float) -> tuple[list[U
             rows.append((model, counts, _money(_pick(u, "costUSD", "cost"))))
         if split is not None and split[1]:
             # one model: the split is its own; several: the model whose writes the split adds up to
+            target: list[int] | None
             if len(rows) == 1:
                 target = rows[0][1]
             else:
@@ -617,10 +652,7 @@ def _cli_records(source: str, obj: Mapping[str, Any], ts: float) -> tuple[list[U
         cost = _stated_cost(obj)
         return ([record(model, Tokens(), cost, cost)] if cost is not None else []), False
     g = usage.get
-    cw = _count(g("cache_creation_input_tokens"))
-    cw5, cw1h = (cw, 0) if split is None else split
-    if cw5 + cw1h < cw:  # the split covers part of the writes: the rest were 5-minute writes
-        cw5 = cw - cw1h
+    cw5, cw1h = cache_writes(_count(g("cache_creation_input_tokens")), *(split or (0, 0)))
     stu = g("server_tool_use")
     if stu is not None and type(stu) is not dict:
         raise _BadUsage
@@ -658,7 +690,7 @@ def parse_cli_json(source: str) -> LineParser:
 
     def parse(line: bytes, now: float, when: float | None = None) -> Parsed:
         obj = _decode_object(line)
-        if type(obj) is str:
+        if isinstance(obj, str):
             return obj
         if obj.get("type") not in (None, "result"):
             return []
@@ -705,9 +737,12 @@ def parse_jsonl(source: SourceConfig) -> LineParser:
 
     def parse(line: bytes, now: float) -> Parsed:
         obj = _decode_object(line)
-        if type(obj) is str:
+        if isinstance(obj, str):
             return obj
-        get = (lambda k: _get_path(obj, fields[k]) if k in fields else None)  # noqa: E731
+
+        def get(k: str) -> Any:
+            return _get_path(obj, fields[k]) if k in fields else None
+
         ts = parse_timestamp(get("timestamp"))
         if (bad := _check_ts(ts, now)) is not None:
             return bad
@@ -734,7 +769,7 @@ def parse_jsonl(source: SourceConfig) -> LineParser:
             source=name, timestamp=ts, model=model, tokens=tokens,  # type: ignore[arg-type]
             # ids are the pipeline's own: two sources may both count from 1
             dedup_key=f"{name}\x1f{rid}" if isinstance(rid, (str, int)) and not isinstance(rid, bool) else None,
-            entrypoint=_str(get("entrypoint")), cost_usd=cost,
+            entrypoint=_str_or_empty(get("entrypoint")), cost_usd=cost,
         )]
 
     return parse

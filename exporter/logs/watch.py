@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+__all__ = ["Changes", "FolderWatcher"]
+
 log = structlog.get_logger()
 
 IN_MODIFY = 0x00000002
@@ -55,7 +57,7 @@ class Changes:
     files: set[str] = field(default_factory=set)
 
 
-def _libc():
+def _libc() -> ctypes.CDLL | None:
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
         init, add = libc.inotify_init1, libc.inotify_add_watch
@@ -74,7 +76,7 @@ class FolderWatcher:
     limit, a permission) or the queue overflowed: the caller then scans everything.
     """
 
-    def __init__(self, libc) -> None:
+    def __init__(self, libc: ctypes.CDLL) -> None:
         self._libc = libc
         fd = libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
