@@ -132,7 +132,11 @@ def test_billed_drift_pools_faults_and_breaker(world, exporter_factory) -> None:
 
     # a very slow Admin API never slows a scrape
     fake.inject("slow", count=None, seconds=20)
-    time.sleep(1.5)
+    held = fake.faults_taken["slow"]
+    deadline = time.monotonic() + 30
+    while fake.faults_taken["slow"] == held:  # a poll is under way and held by the slow API
+        assert time.monotonic() < deadline, "no poll reached the slow Admin API"
+        time.sleep(0.05)
     worst = 0.0
     for _ in range(20):
         t = time.perf_counter()

@@ -153,8 +153,8 @@ def test_a_huge_amount_keeps_the_days_last_good_figure_and_marks_the_source_down
     assert stored_billed_by_day(db)[TODAY] == Decimal(1)  # the store kept the last good day too
     m = scrape(snap)  # renders: nothing absurd reached the snapshot
     assert sample(m, "claude_admin_api_refused_total", endpoint="cost_report", reason="out_of_bounds") == 2.0
-    BreakerDecision(pool="p", open=False, reason="", source="threshold", remaining=Decimal(200) - snap.billed_between(
-        START.date(), END.date()), credit=Decimal(200)).to_json()
+    BreakerDecision(pool="p", open=False, reason="", source="threshold", remaining=Decimal(200) - sum(
+        snap.daily_cost().values(), Decimal(0)), credit=Decimal(200)).to_json()
     failed = [json.loads(line) for line in captured_log.getvalue().splitlines()
               if '"billing.poll_failed"' in line]
     assert len(failed) == 1 and failed[0]["reason"] == "out_of_bounds"
@@ -217,7 +217,7 @@ def test_poll_refuses_what_would_raise_and_keeps_polling(handler, reason):
     scrape(second)
 
 
-def test_a_bug_in_a_poll_marks_the_source_down_before_it_propagates():
+def test_a_bug_in_a_poll_marks_the_source_down_before_it_propagates(tmp_path):
     def broken(request: httpx.Request) -> httpx.Response:
         raise RuntimeError("a bug, not a bad answer")
 
@@ -225,33 +225,19 @@ def test_a_bug_in_a_poll_marks_the_source_down_before_it_propagates():
     with pytest.raises(RuntimeError):
         poller.poll()
     assert not poller.snapshot.up and "RuntimeError" in (poller.snapshot.error or "")
-    stop = threading.Event()
-    polled = []
-    original = poller.poll
+    # the refresher's poll cycle outlives the failure: the source is down, the next cycle comes
+    from exporter.config import parse_config
+    from exporter.refresh import Refresher
 
-    def poll_then_stop(since=None):
-        polled.append(1)
-        if len(polled) == 1:
-            return original(since)  # raises
-        stop.set()
-        return poller.snapshot
-
-    class Schedule:
-        """The stop event, with its waits recorded instead of spent."""
-
-        waits: list[float] = []
-
-        def is_set(self) -> bool:
-            return stop.is_set()
-
-        def wait(self, seconds: float) -> bool:
-            self.waits.append(seconds)
-            return stop.is_set()
-
-    poller.poll = poll_then_stop  # type: ignore[method-assign]
-    schedule = Schedule()
-    poller.run(schedule, 60)  # type: ignore[arg-type]
-    assert len(polled) == 2 and schedule.waits == [60, 60]  # the loop outlived the failure, on schedule
+    refresher = Refresher(parse_config({"state_dir": str(tmp_path / "refresher-state")}), clock=lambda: NOW.timestamp())
+    try:
+        refresher.attach_billing(poller)
+        refresher.poll_billing()  # raises inside: caught, logged, the snapshot marked down
+        admin = next(s for s in refresher.snapshot().sources if s.name == "admin_api")
+        assert not admin.up
+        refresher.poll_billing()  # and the next cycle runs
+    finally:
+        refresher.stop()
 
 
 # ----------------------------------------------------------------------------- pages, rows, bytes

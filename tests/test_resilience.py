@@ -336,7 +336,9 @@ def test_kill9_at_random_points_never_loses_or_doubles(tmp_path: Path, exporter_
         assert cost_served(s).quantize(CENT) == exp.totals().cost_usd.quantize(CENT)
         assert lines_served(s) == complete_lines(root)
         print(f"\nkill -9: {kills} kills, by phase {dict(phases)}")
-        assert kills >= 20
+        # the kills landed in more than one phase (start-up or the first refresh, and the running loops):
+        # a run whose every kill hit the same moment tested less than it claims
+        assert len({k.split(" -> ")[1] for k in phases}) >= 2, phases
     finally:
         fake.stop()
 
@@ -522,7 +524,11 @@ def test_full_disk_is_reported_serving_goes_on_and_nothing_doubles_after(tmp_pat
         exp.merge(append(root, size_mb=0.5, seed=6503, at=now - timedelta(minutes=1)))
         add_spend(fake, rng, today, now)
         s = e.wait_for(lambda s: sample(s, "claude_source_up", source="claude-code") == 0, what="the write failure")
-        time.sleep(2.0)  # several refresh and poll cycles fail
+        # several refresh cycles fail (each says so in the log) before the values are compared
+        deadline = time.monotonic() + 30
+        while sum(ev.get("event") == "state_write_failed" for ev in log_events(e.log_path)[mark:]) < 3:
+            assert time.monotonic() < deadline, "the refresher stopped trying while the disk was full"
+            time.sleep(0.1)
         for _ in range(10):
             s = e.metrics()  # serving goes on, with the last committed values
             assert tokens_served(s) == tokens_served(before)

@@ -47,7 +47,7 @@ from exporter.billing.store import (
     workspace_filter,
 )
 from exporter.core.budget import period_bounds
-from exporter.config import MIN_POLL_INTERVAL, PeriodConfig
+from exporter.config import PeriodConfig
 from exporter.core.records import Tokens
 
 if TYPE_CHECKING:
@@ -161,23 +161,6 @@ class BillingSnapshot:
         keep = workspace_filter(workspaces)
         return sum((r.amount_usd for r in rows if keep(r.workspace_id)), Decimal(0))
 
-    def billed_between(self, start: date, end: date, workspaces: Iterable[str] | None = None) -> Decimal:
-        """Billed USD over the days in ``[start, end)`` that are covered."""
-        keep = workspace_filter(workspaces)
-        return sum((r.amount_usd for day, rows in self.cost_rows.items() if start <= day < end
-                    for r in rows if keep(r.workspace_id)), Decimal(0))
-
-    def usage_tokens(self, start: date, end: date, *, workspaces: Iterable[str] | None = None,
-                     api_keys: Iterable[str] | None = None) -> dict[tuple[date, str | None], Tokens]:
-        """Billed tokens per (day, model) over ``[start, end)`` for the given workspaces and API keys."""
-        keep_ws = workspace_filter(workspaces)
-        keys = None if api_keys is None else set(api_keys)
-        out: dict[tuple[date, str | None], Tokens] = {}
-        for r in self.usage_rows:
-            d = r.day
-            if start <= d < end and keep_ws(r.workspace_id) and (keys is None or r.api_key_id in keys):
-                out[(d, r.model)] = out.get((d, r.model), Tokens()) + r.tokens
-        return out
 
 
 # --------------------------------------------------------------------------- persistence
@@ -297,17 +280,6 @@ class BillingPoller:
                      usage_days_fetched=len(fetched.usage_days), days_held=len(self._cost),
                      elapsed_ms=round((time.monotonic() - started) * 1000))
             return self._snapshot
-
-    def run(self, stop: threading.Event, interval: float) -> None:
-        """Poll every ``interval`` seconds (never under a minute) until ``stop`` is set; a cycle that
-        fails, however it fails, is followed by the next one on schedule."""
-        interval = max(MIN_POLL_INTERVAL, interval)
-        while not stop.is_set():
-            try:
-                self.poll()
-            except Exception:  # noqa: BLE001, S110 - poll() marked the snapshot down and logged it
-                pass
-            stop.wait(interval)
 
     def _mark_down(self, exc: BaseException, *, bug: bool = False) -> None:
         """Keep the last values, marked down, with the failure; one log line for the failed poll."""

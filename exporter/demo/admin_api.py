@@ -198,6 +198,7 @@ class SimulatedAdminApi:
         self._ids = 0
         self._claude_code: dict[tuple[date, str, str], _CodeUsage] = {}
         self._faults: list[tuple[Fault, int | None]] = []  # (fault, remaining uses; None = until cleared)
+        self.faults_taken: Counter[str] = Counter()  # by kind, counted as a request starts to get one
         self._log: deque[RequestRecord] = deque(maxlen=keep_requests)
         self._pages = PageTokens()
         self._stopping = threading.Event()
@@ -375,6 +376,7 @@ class SimulatedAdminApi:
                         del self._faults[i]
                     else:
                         self._faults[i] = (fault, remaining - 1)
+                self.faults_taken[fault.kind] += 1
                 return fault
         return None
 
