@@ -16,23 +16,26 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from prometheus_client.registry import CollectorRegistry
 
 from exporter import logsetup
-from exporter.billing.client import AdminApiClient
-from exporter.billing.poller import BillingPoller, earliest_period_start
 from exporter.config import Config
-from exporter.config.web import WebConfig, WebhookToken, load_web_config
-from exporter.core.breaker import BreakerBoard, BreakerDecision
-from exporter.expose.http import ExporterServer
-from exporter.expose.metrics import ExporterCollector, make_registry
 from exporter.logs.ingestor import Ingestor
 from exporter.prices import load_pricer
-from exporter.refresh import HOURLY_DAYS, Refresher, Snapshot, WebhookCounts, build_estimated, build_pool_states
 from exporter.state import StateDB
+
+# Only what ``report`` needs is imported here: a cold report pays for every import (the serving
+# stack, httpx and prometheus_client cost it 0.2 s), so serve's and check's parts come in their functions.
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
+
+    from exporter.billing.poller import BillingPoller
+    from exporter.config.web import WebConfig, WebhookToken
+    from exporter.core.breaker import BreakerBoard, BreakerDecision
+    from exporter.expose.http import ExporterServer
+    from exporter.refresh import Refresher, WebhookCounts
 
 __all__ = ["App", "Service", "build_app", "build_report", "make_billing_poller", "pool_from_state"]
 
@@ -42,6 +45,9 @@ METRICS_STEP = 15  # seconds: /metrics is rendered again at least this often (wi
 
 def make_billing_poller(config: Config, clock: Callable[[], float]) -> BillingPoller | None:
     """The Admin API poller when a key is configured and found; None means logs only."""
+    from exporter.billing.client import AdminApiClient
+    from exporter.billing.poller import BillingPoller, earliest_period_start
+
     api = config.admin_api
     if api is None:
         return None
@@ -145,6 +151,9 @@ class App:
 
     def make_server(self, host: str, port: int, web: WebConfig | None = None) -> ExporterServer:
         """The HTTP server; ``web`` defaults to the config's web_config_file (ConfigError if it is bad)."""
+        from exporter.config.web import load_web_config
+        from exporter.expose.http import ExporterServer
+
         if web is None:
             web = load_web_config(self.config.web_config_file)
         return ExporterServer(host, port, self.service, web)
@@ -157,6 +166,11 @@ class App:
 
 
 def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
+    from exporter.config.web import WebhookToken
+    from exporter.core.breaker import BreakerBoard
+    from exporter.expose.metrics import ExporterCollector, make_registry
+    from exporter.refresh import Refresher, WebhookCounts
+
     pricer = load_pricer(config.price_overrides)
     board = BreakerBoard([p.name for p in config.pools])
     token = WebhookToken(config.breaker_webhook)
@@ -223,6 +237,8 @@ def build_report(config: Config, *, exiting: bool, progress: Callable[[int, int]
 
 def load_billing(state: StateDB) -> Any:
     """The billed days a poller stored in this state, as a snapshot; None when there are none."""
+    from exporter.billing.poller import BillingPoller
+
     try:
         snap = BillingPoller(None, state.conn).snapshot  # restore only, never polls
     except sqlite3.Error:
@@ -233,6 +249,9 @@ def load_billing(state: StateDB) -> Any:
 def pool_from_state(config: Config, pool: str, *, clock: Callable[[], float] = time.time) -> BreakerDecision:
     """The pool's breaker from what the state on disk holds (logs read, billed days stored),
     without Alertmanager's alerts (those live in the serving exporter). Raises StateError."""
+    from exporter.core.breaker import BreakerBoard
+    from exporter.refresh import HOURLY_DAYS, Snapshot, build_estimated, build_pool_states
+
     state = StateDB(config.state_dir, readonly=True)
     try:
         pricer = load_pricer(config.price_overrides)

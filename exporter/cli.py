@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import base64
 import fcntl
 import gc
-import json
 import os
 import signal
 import sqlite3
-import ssl
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import date
 from pathlib import Path
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import structlog
 
@@ -361,6 +355,13 @@ def run_check(config: Config, args: argparse.Namespace) -> int:
 def check_url(url: str, pool: str, timeout: float, *, user: str | None = None, password: str | None = None,
               ca_file: str | None = None, quiet_unreachable: bool = False) -> int:
     """Ask a running exporter; basic auth and a private CA for exporters behind a web config."""
+    import base64
+    import json
+    import ssl
+    import urllib.error
+    import urllib.request
+    from urllib.parse import quote
+
     target = f"{url.rstrip('/')}/breaker/{quote(pool, safe='')}"
     request = urllib.request.Request(target)
     if user is not None:
