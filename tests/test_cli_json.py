@@ -206,13 +206,7 @@ def test_other_vendors_models_are_not_claude_spend(tmp_path: Path) -> None:
 
 def _snapshot_of(tmp: Path, log: Path):
     cfg = parse_config({"sources": [{"name": "cli", "kind": "cli_json", "paths": [str(log)]}]}, env={})
-    refresher = Refresher(cfg, state_dir=tmp / "metrics-state", clock=lambda: NOW)
-    try:
-        refresher.refresh_logs()
-        return refresher.snapshot()
-    finally:
-        refresher.ingestor.close()
-        refresher.state.close()
+    return _snapshot_for(cfg, tmp)
 
 
 # ----------------------------------------------------------------------------- results without a timestamp
