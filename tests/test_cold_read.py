@@ -719,3 +719,40 @@ def test_a_schema_2_database_upgrades_in_place_and_goes_on_counting(tmp_path: Pa
     # and a second open finds schema 3 as it left it
     again = StateDB(state)
     assert again.request_rows() == ing.known and len(ing.known) == 4
+
+
+def _state_of(pid: int) -> str | None:
+    """The process's state letter from /proc (None when it is gone; Z is a zombie: dead, not reaped)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(line.split()[1] for line in f if line.startswith("State:"))
+    except (OSError, StopIteration):
+        return None
+
+
+def test_helper_processes_die_with_a_parent_killed_with_sigkill(tmp_path: Path) -> None:
+    """Before: a kill -9 during a parallel cold read left its helpers (40-55 MB each) running."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = ("import os, sys, time\n"
+              "from exporter.logs.coldread import make_pool\n"
+              "pool = make_pool(2)\n"
+              "pids = {pool.submit(os.getpid).result() for _ in range(8)}\n"
+              "print(' '.join(map(str, sorted(pids))), flush=True)\n"
+              "time.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+    try:
+        helpers = [int(p) for p in parent.stdout.readline().split()]  # type: ignore[union-attr]
+        assert helpers and all(_state_of(p) not in (None, "Z") for p in helpers)
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while any(_state_of(p) not in (None, "Z") for p in helpers):
+            assert time.monotonic() < deadline, {p: _state_of(p) for p in helpers}
+            time.sleep(0.05)
+    finally:
+        parent.kill()
