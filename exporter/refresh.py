@@ -48,6 +48,7 @@ class SourceView:
     last_success: float | None
     files: int = 0
     error: str | None = None
+    unreadable: int = 0  # files listed that could not be statted
 
 
 @dataclass(frozen=True)
@@ -313,7 +314,8 @@ class Refresher:
         for s in self.config.sources:
             st = self.ingestor.status[s.name]
             up = error is None and st.error is None
-            sources.append(SourceView(s.name, s.kind, up, st.last_success, st.files, error or st.error))
+            sources.append(SourceView(s.name, s.kind, up, st.last_success, st.files, error or st.error,
+                                      st.unreadable))
         self._sources = tuple(sources)
         self.last_log_refresh = now
         self._publish(time.perf_counter() - started)

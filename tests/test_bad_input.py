@@ -16,6 +16,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from exporter.logs import ingestor as ingest
 from exporter.logs import parse as readers
@@ -256,3 +257,29 @@ def test_the_running_exporter_counts_every_reason_and_keeps_serving(tmp_path: Pa
         == Decimal("0.0015")  # 1000 input at $1/MTok + 100 output at $5/MTok
     code, _ = __import__("tests.conftest", fromlist=["http_get"]).http_get(e.url + "/healthz")
     assert code == 200
+
+
+def test_a_loop_of_links_named_jsonl_is_one_unreadable_file_and_the_source_stays_up(tmp_path: Path) -> None:
+    """Before: one link to itself named x.jsonl set the source's error, so claude_source_up was 0
+    while every other file was read."""
+    from exporter.config import parse_config
+    from exporter.refresh import Refresher
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "good.jsonl").write_bytes(cc_line(1) + b"\n")
+    (logs / "loop.jsonl").symlink_to(logs / "loop.jsonl")
+    cfg = parse_config({"state_dir": str(tmp_path / "state"),
+                        "sources": [{"name": "src", "kind": "claude_code", "paths": [str(logs)]}]})
+    refresher = Refresher(cfg, clock=lambda: NOW)
+    try:
+        with structlog.testing.capture_logs() as events:
+            refresher.refresh_logs()
+            refresher.refresh_logs()
+        src = next(s for s in refresher.snapshot().sources if s.name == "src")
+        assert src.up and src.error is None
+        assert (src.files, src.unreadable) == (1, 1)
+        said = [e for e in events if e["event"] == "log_file_unreadable"]
+        assert len(said) == 1 and said[0]["path"].endswith("loop.jsonl")  # said once, not every refresh
+    finally:
+        refresher.stop()

@@ -94,6 +94,9 @@ SOURCE_UP = _g("claude_source_up", "1 when the last refresh or poll of the sourc
 SOURCE_LAST_SUCCESS = _g("claude_source_last_success_timestamp_seconds",
                          "Unix time of the source's last successful refresh or poll.", "source")
 SOURCE_FILES = _g("claude_source_files", "Log files the source is tailing.", "source")
+SOURCE_UNREADABLE = _g("claude_source_unreadable_files",
+                       "Files of the source that could not be statted (a dangling link, a loop of links); the "
+                       "source's other files are read, and the log names each.", "source")
 STATE_WRITABLE = _g(
     "claude_state_writable",
     "1 when the last commit to the state database succeeded; 0 from a failed one (disk full, read-only "
@@ -236,13 +239,15 @@ def _estimated(snap: Snapshot) -> Iterator[Metric]:
 
 def _sources(snap: Snapshot) -> Iterator[Metric]:
     up, last, files = SOURCE_UP.family(), SOURCE_LAST_SUCCESS.family(), SOURCE_FILES.family()
+    unreadable = SOURCE_UNREADABLE.family()
     for s in snap.sources:
         up.add_metric([s.name], 1 if s.up else 0)
         if s.last_success is not None:
             last.add_metric([s.name], s.last_success)
         if s.kind != "admin_api":
             files.add_metric([s.name], s.files)
-    yield from (up, last, files)
+            unreadable.add_metric([s.name], s.unreadable)
+    yield from (up, last, files, unreadable)
 
 
 def _state(snap: Snapshot) -> Iterator[Metric]:

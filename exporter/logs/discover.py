@@ -136,17 +136,18 @@ class Finder:
         self._dircache = DirCache(self.watcher)
         self._stat_cache: dict[str, os.stat_result] = {}
 
-    def scan(self, sources: Sequence[SourceConfig]) -> tuple[list[Listed], dict[str, tuple[int, list[str]]], int]:
-        """(the regular files in a stable order, per source (its file count, errors), files statted)."""
+    def scan(self, sources: Sequence[SourceConfig]) -> tuple[list[Listed], dict[str, tuple[int, list[str], list[str]]], int]:
+        """(the regular files in a stable order, per source (its file count, errors, unreadable files), files statted)."""
         changed = self._changed_files()  # None: stat every file
         cache, stat_cache = self._dircache, self._stat_cache
         watched, links, renewed, sep = cache.watched, cache.links, cache.renewed, os.sep
         fresh: dict[str, os.stat_result] = {}
         listed: list[Listed] = []
-        per_source: dict[str, tuple[int, list[str]]] = {}
+        per_source: dict[str, tuple[int, list[str], list[str]]] = {}
         statted = 0
         for source in sources:
             paths, errors = discover(source, cache)
+            unreadable: list[str] = []  # files listed that cannot be statted: the source is still up
             regular = 0
             for p in paths:
                 st = None
@@ -157,16 +158,16 @@ class Finder:
                     statted += 1
                     try:
                         st = os.stat(p)
-                    except OSError as exc:  # a dangling link, a file gone since the listing
+                    except OSError as exc:  # a dangling link or a loop of links, a file gone since the listing
                         if exc.errno != errno.ENOENT or os.path.islink(p):
-                            errors.append(f"{p}: {exc.strerror}")
+                            unreadable.append(f"{p}: {exc.strerror}")
                         continue
                 if not stat.S_ISREG(st.st_mode):  # not a FIFO or device that happens to end in .jsonl
                     continue
                 fresh[p] = st
                 regular += 1
                 listed.append((source, p, st))
-            per_source[source.name] = (regular, errors)
+            per_source[source.name] = (regular, errors, unreadable)
         self._stat_cache = fresh
         return listed, per_source, statted
 

@@ -43,6 +43,9 @@ MAX_LINE_BYTES = 10 << 20
 RETENTION_SECONDS = 45 * 86400
 
 
+MAX_SAID = 1_000  # distinct unreadable files said in the log; past that they are only counted
+
+
 @dataclass
 class SourceStatus:
     """How the last refresh went for one source."""
@@ -50,6 +53,7 @@ class SourceStatus:
     files: int = 0
     error: str | None = None
     last_success: float | None = None
+    unreadable: int = 0  # files listed that could not be statted (a dangling link, a loop of links)
 
 
 class Ingestor:
@@ -94,6 +98,7 @@ class Ingestor:
         self._moved: list[FileState] = []  # files found at a new path this refresh
         self._unpriced_logged: set[str] = set()
         self._poison_logged: set[str] = set()
+        self._unreadable_said: set[str] = set()  # unreadable files already said in the log (bounded)
         self.unpriced_seen: list[tuple[str, str]] = []
         self.quiet = False  # a helper process: the parent logs what it found
         # the hourly prune rewrites the dedup index: an hour after the last one, by any process
@@ -117,10 +122,17 @@ class Ingestor:
         stats = RefreshStats()
         batch = self.new_batch(now, stats)
         listed, per_source, stats.statted = self._finder.scan(self.sources)
-        for name, (count, errors) in per_source.items():
+        for name, (count, errors, unreadable) in per_source.items():
             status = self.status[name]
             status.files = count
             status.error = "; ".join(errors[:3]) if errors else None
+            status.unreadable = len(unreadable)
+            for problem in unreadable:
+                if problem not in self._unreadable_said and len(self._unreadable_said) < MAX_SAID:
+                    self._unreadable_said.add(problem)
+                    path, _, error = problem.rpartition(": ")
+                    log.warning("log_file_unreadable", source=name, path=path, error=error,
+                                hint="counted in claude_source_unreadable_files; the source's other files are read")
         seen_paths = {p for _, p, _ in listed}
         files = self.files
         self._follow_renames(listed)
