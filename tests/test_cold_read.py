@@ -481,7 +481,7 @@ def test_the_hourly_prune_drops_old_keys_keeps_totals_and_rewrites_the_index(tmp
     cost = sum(v[AGG_COST_PICO] for v in ing.aggregates.values())
 
     now[0] += 2 * 86400  # old1 is now past the 45-day window; an hour has passed, so the prune runs
-    (logs / "c.jsonl").write_bytes(line("y1"))
+    (logs / "c.jsonl").write_bytes(line("y1", ts=stamp(datetime.fromtimestamp(now[0], UTC))))
     ing.refresh()
     assert len(ing.known) == 5 and all(row_hour(r) > NOW - 45 * 86400 for r in ing.known.values())
     assert db.conn.execute("SELECT count(*) FROM request_pages").fetchone() == (1,)
@@ -756,3 +756,26 @@ def test_helper_processes_die_with_a_parent_killed_with_sigkill(tmp_path: Path) 
             time.sleep(0.05)
     finally:
         parent.kill()
+
+
+def test_a_clock_jumping_ahead_prunes_nothing_the_logs_still_hold(tmp_path: Path) -> None:
+    """Before: one refresh with the clock 50 days ahead pruned the whole dedup index, and a resumed
+    session's copy of an old request was then counted again."""
+    logs = tmp_path / "projects"
+    logs.mkdir()
+    now = [NOW]
+    (logs / "a.jsonl").write_bytes(line("m1") + line("m2"))
+    db, ing = _ingestor(logs, tmp_path / "state", workers=1, clock=lambda: now[0])
+    ing.refresh()
+    cost = sum(v[AGG_COST_PICO] for v in ing.aggregates.values())
+    now[0] += 50 * 86400  # the clock jumps; the prune is due
+    (logs / "b.jsonl").write_bytes(line("x1"))
+    ing.refresh()
+    assert len(ing.known) == 3
+    now[0] = NOW + 3600  # the clock is put right; a resumed session copies m1 into a new file
+    (logs / "resumed.jsonl").write_bytes(line("m1"))
+    ing.refresh()
+    assert ing.line_counts.get(("claude-code", "duplicate"), 0) == 1
+    x1 = usd()  # the one new request, x1, at its list price
+    assert sum(v[AGG_COST_PICO] for v in ing.aggregates.values()) == cost + int(x1 * 10**12)
+    db.close()

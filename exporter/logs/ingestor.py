@@ -104,6 +104,8 @@ class Ingestor:
         # the hourly prune rewrites the dedup index: an hour after the last one, by any process
         last_prune = state.meta("last_prune") if state else None
         self._next_prune = float(last_prune) + 3600 if last_prune else 0.0
+        # the hour of the newest request held: the prune's window is measured back from it
+        self._newest_hour = max((k[0] for k in self.aggregates), default=0)
         self.last_stats = RefreshStats()
         self.last_deltas: dict[AggKey, list[int]] = {}  # what the last successful commit added
 
@@ -416,7 +418,10 @@ class Ingestor:
         known = self.known
         stale: set[int] | None = None
         if now >= self._next_prune and known:
-            cutoff = int(now - self.retention) // 3600 * 3600
+            # measured back from the newest request the logs hold, not from the clock alone: a clock
+            # that jumps ahead must not prune what a resumed session may still copy
+            newest = max(self._newest_hour, max((k[0] for k in deltas), default=0)) + 3600
+            cutoff = int(min(now, newest) - self.retention) // 3600 * 3600
             # a key's row is the pending one when this batch replaced it: that one decides
             stale = {k for k, r in known.items() if row_hour(r) < cutoff and k not in pending}
             stale.update(k for k, r in pending.items() if row_hour(r) < cutoff)
@@ -447,6 +452,9 @@ class Ingestor:
         for (src, res), n in batch.lines.items():
             self.line_counts[(src, res)] = self.line_counts.get((src, res), 0) + n
         known.update(pending)
+        for k in deltas:
+            if k[0] > self._newest_hour:
+                self._newest_hour = k[0]
         if now >= self._next_prune:
             for key in stale or ():
                 del known[key]
