@@ -14,7 +14,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -147,7 +147,6 @@ class App:
     config: Config
     refresher: Refresher
     service: Service
-    hooks: list[Callable[[], None]] = field(default_factory=list)
 
     def make_server(self, host: str, port: int, web: WebConfig | None = None) -> ExporterServer:
         """The HTTP server; ``web`` defaults to the config's web_config_file (ConfigError if it is bad)."""

@@ -48,7 +48,6 @@ __all__ = ["OTHER", "ModelPrices", "PriceData", "Pricer", "Rates", "Shipped", "p
 OTHER = "other"
 """The Prometheus label of every model that has no price."""
 
-PICO_PER_USD = 10**12
 _DAY = 86_400
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MTOK = Decimal(10**6)  # USD per MTok -> picodollars per token

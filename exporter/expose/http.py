@@ -49,7 +49,6 @@ REQUEST_TIMEOUT = 10.0  # a whole request, from waiting for its first byte to th
 MAX_CONNECTIONS = 512
 GZIP_LEVEL = 1  # a 1 MB exposition shrinks tenfold at level 1; higher levels cost more than they save
 PRERENDER_POLL = 0.1
-SWITCH_INTERVAL = 0.001
 MAX_LAG = 1.0  # how long a new snapshot may be answered with the previous one's bytes while it renders
 OPEN_PATHS = frozenset({"/healthz"})
 REALM = "claude-budget-exporter"
@@ -192,7 +191,7 @@ class _Handler(BaseHTTPRequestHandler):
     routes: Routes
     web: WebConfig
     auth: BasicAuth | None
-    metrics_cache: MetricsCache | None = None
+    metrics_cache: MetricsCache
     request_timeout: float = REQUEST_TIMEOUT
     server_version = "claude-budget-exporter"
     sys_version = ""
@@ -253,12 +252,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if path == "/metrics":
             encoder, ctype = choose_encoder(self.headers.get("Accept", ""))
-            if self.metrics_cache is None:
-                self._send(200, ctype, encoder(r.registry))
-            else:
-                gzip_ok = "gzip" in self.headers.get("Accept-Encoding", "")
-                body, gzipped = self.metrics_cache.get(encoder, ctype, gzip_ok)
-                self._send(200, ctype, body, {"Content-Encoding": "gzip"} if gzipped else None)
+            gzip_ok = "gzip" in self.headers.get("Accept-Encoding", "")
+            body, gzipped = self.metrics_cache.get(encoder, ctype, gzip_ok)
+            self._send(200, ctype, body, {"Content-Encoding": "gzip"} if gzipped else None)
         elif path in ("/", "/index.html"):
             self._send(200, "text/html; charset=utf-8", r.status_page().encode())
         elif path == "/healthz":
@@ -437,7 +433,7 @@ class ExporterServer:
         web = web or WebConfig()
         self.web = web
         self.auth = BasicAuth(web.users) if web.auth_required else None
-        self.metrics_cache: MetricsCache | None = MetricsCache(routes.registry, routes.metrics_version)
+        self.metrics_cache = MetricsCache(routes.registry, routes.metrics_version)
         handler = type("Handler", (_Handler,), {"routes": routes, "web": web, "auth": self.auth,
                                                 "metrics_cache": self.metrics_cache,
                                                 "request_timeout": request_timeout})
@@ -460,14 +456,9 @@ class ExporterServer:
     def start(self) -> None:
         self._thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
         self._thread.start()
-        if self.metrics_cache is not None:
-            # a render holds the GIL for ~100 ms of pure Python; hand it over every 1 ms instead of
-            # every 5 ms, so the scrapes it overlaps are answered in between
-            sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
-            threading.Thread(target=self._prerender_loop, name="metrics-render", daemon=True).start()
+        threading.Thread(target=self._prerender_loop, name="metrics-render", daemon=True).start()
 
     def _prerender_loop(self) -> None:
-        assert self.metrics_cache is not None
         while not self._stop.is_set():
             self.metrics_cache.wake.wait(PRERENDER_POLL)
             self.metrics_cache.wake.clear()

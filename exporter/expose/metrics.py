@@ -197,7 +197,7 @@ class ExporterCollector(Collector):
         yield from _pools(snap)
         yield from _breakers(snap)
         if snap.billing is not None:
-            yield from _billed(snap.billing, datetime.fromtimestamp(snap.built_at, UTC).date(), snap.model_label,
+            yield from billed_families(snap.billing, datetime.fromtimestamp(snap.built_at, UTC).date(), snap.model_label,
                                snap.claude_code_report)
 
 
@@ -322,11 +322,6 @@ def _windows(today: date) -> tuple[tuple[str, date, date], ...]:
 def billed_families(snap: BillingSnapshot, today: date, model_label: Callable[[str], str] = str,
                     include_claude_code: bool = False) -> Iterator[Metric]:
     """The Admin API's own families (``claude_source_up`` is the sources' family)."""
-    yield from _billed(snap, today, model_label, include_claude_code)
-
-
-def _billed(snap: BillingSnapshot, today: date, model_label: Callable[[str], str],
-            include_claude_code: bool) -> Iterator[Metric]:
     def model_of(model: str | None) -> str:
         return model_label(model) if model else NONE_LABEL
 
