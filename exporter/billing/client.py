@@ -35,7 +35,15 @@ import httpx
 import structlog
 
 from exporter import __version__
-from exporter.billing.wire import API_VERSION, BUCKET_LIMITS, CLAUDE_CODE_MAX_LIMIT
+from exporter.billing.wire import (
+    ANALYTICS_BETA,
+    ANALYTICS_FANOUT,
+    ANALYTICS_MAX_GROUPS,
+    ANALYTICS_MAX_LIMIT,
+    API_VERSION,
+    BUCKET_LIMITS,
+    CLAUDE_CODE_MAX_LIMIT,
+)
 from exporter.core.records import Tokens
 
 USER_AGENT = f"claude-budget-exporter/{__version__}"
@@ -43,7 +51,16 @@ USER_AGENT = f"claude-budget-exporter/{__version__}"
 COST_PATH = "/v1/organizations/cost_report"
 USAGE_PATH = "/v1/organizations/usage_report/messages"
 CLAUDE_CODE_PATH = "/v1/organizations/usage_report/claude_code"
-ENDPOINTS = {"cost_report": COST_PATH, "usage_report": USAGE_PATH, "claude_code_report": CLAUDE_CODE_PATH}
+ANALYTICS_COST_PATH = "/v1/organizations/analytics/cost"
+ANALYTICS_USAGE_PATH = "/v1/organizations/analytics/usage"
+ENDPOINTS = {"cost_report": COST_PATH, "usage_report": USAGE_PATH, "claude_code_report": CLAUDE_CODE_PATH,
+             "analytics_cost": ANALYTICS_COST_PATH, "analytics_usage": ANALYTICS_USAGE_PATH}
+#: headers only some endpoints take: the analytics API is a beta
+ENDPOINT_HEADERS = {"analytics_cost": {"anthropic-beta": ANALYTICS_BETA},
+                    "analytics_usage": {"anthropic-beta": ANALYTICS_BETA}}
+#: cost rows a page may hold per row asked for: the fan-out by cost_type and token_type does not
+#: count toward ``limit`` (five token types and three other components at most)
+ANALYTICS_FANOUT_ROWS = 8
 
 COST_GROUP_BY = ("workspace_id", "description")
 USAGE_GROUP_BY = ("model", "workspace_id", "api_key_id", "service_tier", "context_window")
@@ -210,6 +227,64 @@ class ClaudeCodeRow:
     model: str
     estimated_cost_usd: Decimal
     tokens: Tokens
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Whom analytics usage is attributed to: ``kind`` is the API's actor type (``user_actor``,
+    ``service_account_actor``, ``api_actor``, ``federated_actor``), ``id`` its tagged id (``user_...``,
+    ``svac_...``, ``apikey_...``; the subject for a federated one), ``email`` a user's address."""
+
+    kind: str
+    id: str | None
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsCostRow:
+    """One analytics cost row: one bucket (or the whole range) and one combination of the grouped
+    dimensions (None where not grouped, or null in the answer); ``amount_usd`` after discounts and
+    before credits, ``list_usd`` at list price, both exact. ``requests`` is None on fanned-out rows."""
+
+    start: datetime
+    end: datetime
+    workspace_id: str | None
+    api_key_id: str | None
+    model: str | None
+    product: str | None
+    actor: Actor | None
+    cost_type: str | None
+    token_type: str | None
+    amount_usd: Decimal
+    list_usd: Decimal
+    currency: str
+    requests: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsUsageRow:
+    """One analytics usage row: billed tokens of one bucket and one combination of dimensions."""
+
+    start: datetime
+    end: datetime
+    workspace_id: str | None
+    api_key_id: str | None
+    model: str | None
+    product: str | None
+    service_tier: str | None
+    context_window: str | None
+    inference_geo: str | None
+    tokens: Tokens
+    requests: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class AnalyticsReport:
+    """Every page of one analytics query; ``refreshed_at`` is the oldest ``data_refreshed_at`` the
+    pages gave (the data is complete up to there), None when they gave none."""
+
+    rows: tuple[Any, ...]
+    refreshed_at: datetime | None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -516,6 +591,39 @@ class AdminApiClient:
         return self._pages("claude_code_report", params, lambda body: _parse_claude_code_page(body, day),
                            max_items=CLAUDE_CODE_LIMIT)
 
+    def analytics_cost(self, starting_at: datetime, ending_at: datetime, width: str | None, *,
+                       group_by: tuple[str, ...], fanout: tuple[str, ...] = ANALYTICS_FANOUT,
+                       limit: int = ANALYTICS_MAX_LIMIT) -> AnalyticsReport:
+        """Billed cost per ``width`` bucket (None: one row for the range) and group, every page."""
+        params = self._analytics_params(starting_at, ending_at, width, group_by + fanout, limit, len(group_by))
+        refreshed: list[datetime] = []
+        rows = self._pages("analytics_cost", params, lambda body: _parse_analytics_cost(body, refreshed),
+                           max_items=limit * (ANALYTICS_FANOUT_ROWS if fanout else 1))
+        return AnalyticsReport(tuple(rows), min(refreshed) if refreshed else None)
+
+    def analytics_usage(self, starting_at: datetime, ending_at: datetime, width: str | None, *,
+                        group_by: tuple[str, ...], limit: int = ANALYTICS_MAX_LIMIT) -> AnalyticsReport:
+        """Billed tokens per ``width`` bucket and group, every page."""
+        params = self._analytics_params(starting_at, ending_at, width, group_by, limit, len(group_by))
+        refreshed: list[datetime] = []
+        rows = self._pages("analytics_usage", params, lambda body: _parse_analytics_usage(body, refreshed),
+                           max_items=limit)
+        return AnalyticsReport(tuple(rows), min(refreshed) if refreshed else None)
+
+    @staticmethod
+    def _analytics_params(starting_at: datetime, ending_at: datetime, width: str | None, groups: tuple[str, ...],
+                          limit: int, dims: int) -> list[tuple[str, str]]:
+        if dims > ANALYTICS_MAX_GROUPS:
+            raise ValueError(f"the analytics API takes at most {ANALYTICS_MAX_GROUPS} group_by dimensions")
+        if not 1 <= limit <= ANALYTICS_MAX_LIMIT:
+            raise ValueError(f"limit must be 1..{ANALYTICS_MAX_LIMIT}")
+        params = [("starting_at", _rfc3339(starting_at)), ("ending_at", _rfc3339(ending_at))]
+        if width is not None:
+            params.append(("time_bucket_width", width))
+        params += [("group_by[]", g) for g in groups]
+        params += [("limit", str(limit)), ("order_by", "time"), ("order", "asc")]
+        return params
+
     # ------------------------------------------------------------------ paging
 
     def _pages(self, endpoint: str, params: list[tuple[str, str]],
@@ -615,7 +723,8 @@ class AdminApiClient:
         deadline = self._clock() + self.request_deadline
         cutoff = _Cutoff(self.request_deadline)
         try:
-            with cutoff, self._http.stream("GET", url, extensions={"trace": cutoff.trace}) as response:
+            with cutoff, self._http.stream("GET", url, headers=ENDPOINT_HEADERS.get(endpoint),
+                                           extensions={"trace": cutoff.trace}) as response:
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > self.max_response_bytes:
                     self._count(endpoint, str(response.status_code))
@@ -822,6 +931,83 @@ def _parse_claude_code_page(body: dict[str, Any], day: date) -> list[ClaudeCodeR
     return rows
 
 
+def _actor(value: Any) -> Actor | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValueError(f"actor is not an object: {_short(value)}")
+    kind = value["type"]
+    if kind == "user_actor":
+        return Actor(kind, _opt_str(value["user_id"]), _opt_str(value.get("email_address")))
+    if kind == "service_account_actor":
+        return Actor(kind, _opt_str(value["service_account_id"]))
+    if kind == "api_actor":
+        return Actor(kind, _opt_str(value["api_key_id"]))
+    if kind == "federated_actor":
+        return Actor(kind, _opt_str(value.get("subject")))
+    raise ValueError(f"unknown actor type: {_short(kind)}")
+
+
+def _analytics_rows(body: dict[str, Any], refreshed: list[datetime]
+                    ) -> Iterator[tuple[datetime, datetime, dict[str, Any], dict[str, Any]]]:
+    """(start, end, group, item) of each row; notes the page's ``data_refreshed_at``."""
+    if body.get("data_refreshed_at") is not None:
+        refreshed.append(_parse_time(body["data_refreshed_at"]))
+    for item in body["data"]:
+        if not isinstance(item, dict):
+            raise ValueError("a row is not an object")
+        group = item.get("group") or {}
+        if not isinstance(group, dict):
+            raise ValueError("a row's group is not an object")
+        yield _parse_time(item["starting_at"]), _parse_time(item["ending_at"]), group, item
+
+
+def _opt_count(value: Any) -> int | None:
+    return None if value is None else _int(value)
+
+
+def _parse_analytics_cost(body: dict[str, Any], refreshed: list[datetime]) -> list[AnalyticsCostRow]:
+    rows = []
+    for start, end, g, item in _analytics_rows(body, refreshed):
+        cost = item["cost"]
+        currency = cost["currency"]
+        if not isinstance(currency, str) or not (currency.isascii() and currency.isalpha() and len(currency) == 3):
+            raise ValueError(f"not a currency code: {_short(currency)}")
+        rows.append(AnalyticsCostRow(
+            start=start, end=end,
+            workspace_id=_opt_str(g.get("workspace_id")), api_key_id=_opt_str(g.get("api_key_id")),
+            model=_opt_str(g.get("model")), product=_opt_str(g.get("product")), actor=_actor(g.get("actor")),
+            cost_type=_opt_str(g.get("cost_type")), token_type=_opt_str(g.get("token_type")),
+            amount_usd=_cents_to_usd(cost["amount"]), list_usd=_cents_to_usd(cost["list_amount"]),
+            currency=currency.upper(), requests=_opt_count(cost.get("requests")),
+        ))
+    return rows
+
+
+def _parse_analytics_usage(body: dict[str, Any], refreshed: list[datetime]) -> list[AnalyticsUsageRow]:
+    rows = []
+    for start, end, g, item in _analytics_rows(body, refreshed):
+        u = item["usage"]
+        cache = u.get("cache_creation") or {}
+        tools = u.get("server_tool_use") or {}
+        rows.append(AnalyticsUsageRow(
+            start=start, end=end,
+            workspace_id=_opt_str(g.get("workspace_id")), api_key_id=_opt_str(g.get("api_key_id")),
+            model=_opt_str(g.get("model")), product=_opt_str(g.get("product")),
+            service_tier=_opt_str(g.get("service_tier")), context_window=_opt_str(g.get("context_window")),
+            inference_geo=_opt_str(g.get("inference_geo")),
+            tokens=Tokens(
+                input=_int(u.get("uncached_input_tokens")), output=_int(u.get("output_tokens")),
+                cache_read=_int(u.get("cache_read_input_tokens")),
+                cache_write_5m=_int(cache.get("ephemeral_5m_input_tokens")),
+                cache_write_1h=_int(cache.get("ephemeral_1h_input_tokens")),
+                web_search_requests=_int(tools.get("web_search_requests")),
+            ),
+            requests=_opt_count(u.get("requests")),
+        ))
+    return rows
+
+
 def day_start(day: date) -> datetime:
     """Midnight UTC at the start of ``day``."""
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -836,7 +1022,7 @@ def days_between(start: date, end: date) -> Iterator[date]:
 
 
 __all__ = [
-    "AdminApiBadResponse", "AdminApiClient", "AdminApiDeadlineExceeded", "AdminApiError", "AdminApiHTTPError",
+    "Actor", "AnalyticsCostRow", "AnalyticsReport", "AnalyticsUsageRow", "AdminApiBadResponse", "AdminApiClient", "AdminApiDeadlineExceeded", "AdminApiError", "AdminApiHTTPError",
     "AdminApiRateLimited", "AdminApiRefused", "AdminApiTransportError", "ClaudeCodeRow", "CostRow", "UsageRow",
     "build_query", "day_start", "days_between", "BUCKET_LIMITS", "COST_GROUP_BY", "USAGE_GROUP_BY",
     "MAX_AMOUNT_CENTS", "MAX_AMOUNT_USD", "MAX_PAGES_PER_QUERY", "MAX_RESPONSE_BYTES", "MAX_ROWS_PER_QUERY",

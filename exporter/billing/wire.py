@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 __all__ = [
-    "API_VERSION", "BUCKET_LIMITS", "CLAUDE_CODE_DEFAULT_LIMIT", "CLAUDE_CODE_MAX_LIMIT", "COST_GROUPS",
+    "ANALYTICS_BETA", "ANALYTICS_COST_GROUPS", "ANALYTICS_FANOUT", "ANALYTICS_MAX_GROUPS", "ANALYTICS_MAX_LIMIT",
+    "ANALYTICS_DEFAULT_LIMIT", "ANALYTICS_MAX_SPAN", "ANALYTICS_EARLIEST", "ANALYTICS_USAGE_GROUPS", "AnalyticsQuery",
+    "check_analytics_query", "API_VERSION", "BUCKET_LIMITS", "CLAUDE_CODE_DEFAULT_LIMIT", "CLAUDE_CODE_MAX_LIMIT", "COST_GROUPS",
     "DEFAULT_LIMIT", "USAGE_GROUPS", "WIDTHS", "PageTokens", "ReportQuery", "WireError", "check_claude_code_query", "check_report_query",
     "error_body", "floor", "iso", "parse_rfc3339",
 ]
@@ -35,6 +37,25 @@ CLAUDE_CODE_MAX_LIMIT = 1000
 CLAUDE_CODE_DEFAULT_LIMIT = 20
 COST_GROUPS = ("workspace_id", "description")
 USAGE_GROUPS = ("api_key_id", "workspace_id", "model", "service_tier", "context_window", "inference_geo")
+
+
+# ---- the Usage and Cost Analytics API (beta since 2026-10-29)
+#: the ``anthropic-beta`` value both analytics endpoints require beside ``anthropic-version``
+ANALYTICS_BETA = "analytics-usage-cost-2026-08-24"
+#: rows per page: 1..1000, 20 when not given; cost's cost_type/token_type fan-out rows do not count
+ANALYTICS_MAX_LIMIT = 1000
+ANALYTICS_DEFAULT_LIMIT = 20
+#: ``group_by[]`` values each endpoint takes (the subset the exporter and its stand-in speak)
+ANALYTICS_USAGE_GROUPS = ("actor", "actor_type", "api_key_id", "context_window", "inference_geo", "model",
+                          "product", "service_tier", "speed", "workspace_id")
+ANALYTICS_FANOUT = ("cost_type", "token_type")
+ANALYTICS_COST_GROUPS = ANALYTICS_USAGE_GROUPS + ANALYTICS_FANOUT
+#: at most this many ``group_by[]`` values, not counting the fan-out
+ANALYTICS_MAX_GROUPS = 5
+#: longest range: 31 days, 24 hours at the 1m width
+ANALYTICS_MAX_SPAN = {"1d": timedelta(days=31), "1h": timedelta(days=31), "1m": timedelta(hours=24)}
+#: no ``starting_at`` before this, nor more than 365 days back
+ANALYTICS_EARLIEST = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 class WireError(Exception):
@@ -128,6 +149,60 @@ def check_report_query(query: list[tuple[str, str]], allowed_groups: tuple[str, 
         raise _bad("starting_at must not be in the future")
     snapped = floor(start, width)
     return ReportQuery(snapped, end if end is not None else snapped + WIDTHS[width] * limit, width, limit, groups)
+
+
+@dataclass(frozen=True)
+class AnalyticsQuery:
+    """An analytics query the API accepts: buckets of ``width`` (None: one row for the range)."""
+
+    start: datetime  # snapped down to the hour, or to the bucket with a width
+    end: datetime  # exclusive
+    width: str | None
+    limit: int
+    groups: list[str]  # without the fan-out
+    fanout: list[str]  # cost_type / token_type, as asked
+
+
+def check_analytics_query(query: list[tuple[str, str]], allowed_groups: tuple[str, ...], *,
+                          now: datetime) -> AnalyticsQuery:
+    """The analytics query's range, width, page size and groups, or the WireError the API would answer."""
+    if any(k == "group_by" for k, _ in query):
+        raise _bad("group_by: Input should be a valid list (send arrays as group_by[]=...)")
+    width = next((v for k, v in query if k == "time_bucket_width"), None)
+    if width is not None and width not in WIDTHS:
+        raise _bad("time_bucket_width: Input should be '1d', '1h' or '1m'")
+    limit_text = next((v for k, v in query if k == "limit"), None)
+    limit = ANALYTICS_DEFAULT_LIMIT
+    if limit_text is not None:
+        if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= ANALYTICS_MAX_LIMIT:
+            raise _bad(f"limit: must be between 1 and {ANALYTICS_MAX_LIMIT}")
+        limit = int(limit_text)
+    groups = [v for k, v in query if k == "group_by[]"]
+    for g in groups:
+        if g not in allowed_groups:
+            raise _bad(f"group_by[]: {g!r} is not one of {', '.join(allowed_groups)}")
+    if len(set(groups)) != len(groups):
+        raise _bad("group_by[]: values must be unique")
+    fanout = [g for g in groups if g in ANALYTICS_FANOUT]
+    dims = [g for g in groups if g not in ANALYTICS_FANOUT]
+    if len(dims) > ANALYTICS_MAX_GROUPS:
+        raise _bad(f"group_by[]: at most {ANALYTICS_MAX_GROUPS} values, not counting cost_type and token_type")
+    start = parse_rfc3339(next((v for k, v in query if k == "starting_at"), None), "starting_at")
+    if start < ANALYTICS_EARLIEST or start < now - timedelta(days=365):
+        raise _bad("starting_at: must be within the last 365 days and no earlier than 2026-01-01T00:00:00Z")
+    if start > now:
+        raise _bad("starting_at must not be in the future")
+    end_text = next((v for k, v in query if k == "ending_at"), None)
+    if width is not None and not end_text:
+        raise _bad("ending_at: required when time_bucket_width is set")
+    end = parse_rfc3339(end_text, "ending_at") if end_text else min(now, start + ANALYTICS_MAX_SPAN["1d"])
+    if end <= start:
+        raise _bad("ending_at must be after starting_at")
+    if end - start > ANALYTICS_MAX_SPAN[width or "1d"]:
+        raise _bad("the range may span at most 24 hours with time_bucket_width 1m"
+                   if width == "1m" else "the range may span at most 31 days")
+    snapped = floor(start, width or "1h")
+    return AnalyticsQuery(snapped, end if width else floor(end, "1h"), width, limit, dims, fanout)
 
 
 def check_claude_code_query(query: list[tuple[str, str]], *, now: datetime) -> tuple[date, int]:

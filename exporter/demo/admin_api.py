@@ -41,12 +41,16 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from exporter.billing.wire import (
+    ANALYTICS_BETA,
+    ANALYTICS_COST_GROUPS,
+    ANALYTICS_USAGE_GROUPS,
     API_VERSION,
     COST_GROUPS,
     USAGE_GROUPS,
     WIDTHS,
     PageTokens,
     WireError,
+    check_analytics_query,
     check_claude_code_query,
     check_report_query,
     error_body,
@@ -61,6 +65,8 @@ __all__ = [
 HOST = "127.0.0.1"
 #: path -> endpoint name (the name the client counts requests by)
 PATHS = {
+    "/v1/organizations/analytics/cost": "analytics_cost",
+    "/v1/organizations/analytics/usage": "analytics_usage",
     "/v1/organizations/cost_report": "cost_report",
     "/v1/organizations/usage_report/messages": "usage_report",
     "/v1/organizations/usage_report/claude_code": "claude_code_report",
@@ -101,6 +107,29 @@ class SpendEntry:
     context_window: str
     inference_geo: str
     description: str | None = None
+    #: the analytics API's attribution: a tagged ``user_...`` or ``svac_...`` id (None: the API key,
+    #: or nobody without one), the user's email, the product surface, the list price before
+    #: discounts (None: the amount) and the API requests this entry stands for
+    actor: str | None = None
+    actor_email: str | None = None
+    product: str | None = "messages_api"
+    list_cents: Decimal | None = None
+    requests: int = 0
+
+    @property
+    def list_amount(self) -> Decimal:
+        return self.amount_cents if self.list_cents is None else self.list_cents
+
+    def actor_object(self) -> Json | None:
+        """The analytics ``actor`` this entry is attributed to: user, else service account, else key."""
+        if self.actor is not None and self.actor.startswith("user_"):
+            return {"type": "user_actor", "user_id": self.actor, "email_address": self.actor_email,
+                    "name": None, "deleted": False}
+        if self.actor is not None:
+            return {"type": "service_account_actor", "service_account_id": self.actor}
+        if self.api_key_id is not None:
+            return {"type": "api_actor", "api_key_id": self.api_key_id}
+        return None
 
     def describe(self) -> str:
         """The cost report's ``description`` of this line."""
@@ -177,8 +206,8 @@ class SimulatedAdminApi:
 
     With ``control=True`` another process steers it without a key: ``POST /_fake/now
     {"now": ...}``, ``/_fake/advance {"seconds": ...}``, ``/_fake/inject {"kind": "500",
-    "count": 2}``, ``/_fake/clear``, ``/_fake/spend {...}``, ``/_fake/dataset {...}``, and
-    ``GET /_fake/requests``.
+    "count": 2}``, ``/_fake/clear``, ``/_fake/refuse_analytics {"status": 400}``,
+    ``/_fake/spend {...}``, ``/_fake/dataset {...}``, and ``GET /_fake/requests``.
     """
 
     def __init__(self, *, key: str, now: datetime | None = None, clock: Callable[[], float] = time.time,
@@ -204,6 +233,9 @@ class SimulatedAdminApi:
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self.on_request: Callable[[RequestRecord], None] | None = None  # called as each request arrives
+        #: how far the analytics data lags ``now`` (its ``data_refreshed_at``)
+        self.analytics_lag = timedelta(minutes=5)
+        self._analytics_refusal: tuple[int, str, str] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -274,12 +306,16 @@ class SimulatedAdminApi:
                   api_key_id: str | None = "apikey_01Default", model: str = "claude-sonnet-4-5-20250929",
                   cost_type: str = "tokens", token_type: str | None = "uncached_input_tokens", tokens: int = 0,
                   service_tier: str = "standard", context_window: str = "0-200k", inference_geo: str = "global",
-                  description: str | None = None) -> int:
+                  description: str | None = None, actor: str | None = None, actor_email: str | None = None,
+                  product: str | None = "messages_api", list_cents: Decimal | str | int | None = None,
+                  requests: int = 0) -> int:
         """Add spend accrued at ``at``; returns its id for :meth:`revise` and :meth:`remove_spend`."""
         entry = SpendEntry(at=at, amount_cents=Decimal(str(amount_cents)), workspace_id=workspace_id,
                            api_key_id=api_key_id, model=model, cost_type=cost_type, token_type=token_type,
                            tokens=tokens, service_tier=service_tier, context_window=context_window,
-                           inference_geo=inference_geo, description=description)
+                           inference_geo=inference_geo, description=description, actor=actor,
+                           actor_email=actor_email, product=product,
+                           list_cents=None if list_cents is None else Decimal(str(list_cents)), requests=requests)
         return self.add_entries([entry])[0]
 
     def add_entries(self, entries: Iterable[SpendEntry]) -> list[int]:
@@ -340,6 +376,21 @@ class SimulatedAdminApi:
             lo = bisect.bisect_left(self._order, (start,))
             hi = bisect.bisect_left(self._order, (min(end, now),))
             return [self._spend[i] for _, i in self._order[lo:hi]]
+
+    def refuse_analytics(self, status: int | None = 400) -> None:
+        """Answer every analytics call with the refusal an organisation without the API gets (None: stop).
+
+        400 is a HIPAA-ready organisation's answer, 403 a key without ``read:analytics``, 404 an API
+        that does not have the endpoints.
+        """
+        refusals = {
+            400: ("invalid_request_error",
+                  "The Usage and Cost Analytics API is not available to organizations with HIPAA readiness enabled"),
+            403: ("permission_error", "This API key does not have the read:analytics scope"),
+            404: ("not_found_error", "Not found"),
+        }
+        with self._lock:
+            self._analytics_refusal = None if status is None else (status, *refusals[status])
 
     # ------------------------------------------------------------------ faults
 
@@ -415,6 +466,8 @@ class SimulatedAdminApi:
             return self.usage_report(query)
         if endpoint == "claude_code_report":
             return self.claude_code_report(query)
+        if endpoint in ("analytics_cost", "analytics_usage"):
+            return self.analytics(endpoint, query)
         raise WireError(404, "not_found_error", f"no report {endpoint!r}")
 
     def _paged(self, query: list[tuple[str, str]], n: int, limit: int) -> tuple[int, int, str | None]:
@@ -465,6 +518,47 @@ class SimulatedAdminApi:
         first, end, nxt = self._paged(query, len(items), limit)
         return {"data": items[first:end], "has_more": nxt is not None, "next_page": nxt}
 
+    def analytics(self, endpoint: str, query: list[tuple[str, str]]) -> Json:
+        """``GET /v1/organizations/analytics/{cost,usage}``: rows per bucket and group combination.
+
+        Only buckets with spend have rows; a page holds ``limit`` combinations, and on cost each
+        is fanned out by ``cost_type``/``token_type`` when asked (those rows do not count). Data
+        shows up to ``data_refreshed_at`` (``now`` less :attr:`analytics_lag`).
+        """
+        with self._lock:
+            refusal = self._analytics_refusal
+        if refusal is not None:
+            raise WireError(*refusal)
+        now = self.now
+        cost = endpoint == "analytics_cost"
+        q = check_analytics_query(query, ANALYTICS_COST_GROUPS if cost else ANALYTICS_USAGE_GROUPS, now=now)
+        refreshed = now - self.analytics_lag
+        spans = _buckets(q.start, q.end, q.width, refreshed) if q.width else [(q.start, q.end)]
+        combos: list[tuple[datetime, datetime, tuple[Any, ...], list[SpendEntry]]] = []
+        for s, e in spans:
+            groups: dict[tuple[Any, ...], list[SpendEntry]] = {}
+            for x in self._accrued(s, e, refreshed):
+                groups.setdefault(tuple(_dimension(x, g) for g in q.groups), []).append(x)
+            for key, xs in groups.items():
+                combos.append((s, e, key, xs))
+        by_time = next((v for k, v in query if k == "order_by"), "amount" if cost else "total_tokens") == "time"
+        descending = next((v for k, v in query if k == "order"), "desc") == "desc"
+
+        def weight(c: tuple[datetime, datetime, tuple[Any, ...], list[SpendEntry]]) -> Decimal:
+            return sum((x.amount_cents if cost else Decimal(x.tokens) for x in c[3]), Decimal(0))
+
+        combos.sort(key=lambda c: (c[0].timestamp() if by_time and q.width else 0, weight(c)) if not descending
+                    else (-(c[0].timestamp()) if by_time and q.width else 0, -weight(c)))
+        first, end, nxt = self._paged(query, len(combos), q.limit)
+        data: list[Json] = []
+        for s, e, key, xs in combos[first:end]:
+            group: Json = dict(zip(q.groups, (_render(g, v) for g, v in zip(q.groups, key, strict=True)), strict=True))
+            if cost:
+                data.extend(_analytics_cost_rows(s, e, group, xs, q.fanout))
+            else:
+                data.append({"starting_at": iso(s), "ending_at": iso(e), "group": group, "usage": _analytics_usage(xs)})
+        return {"data": data, "has_more": nxt is not None, "next_page": nxt, "data_refreshed_at": iso(refreshed)}
+
     # ------------------------------------------------------------------ datasets
 
     def load_dataset(self, data: Mapping[str, Any]) -> None:
@@ -483,6 +577,59 @@ class SimulatedAdminApi:
             item = dict(item)
             self.add_claude_code(date.fromisoformat(item.pop("day")), item.pop("actor_email"), item.pop("model"),
                                  item.pop("cost_cents"), **item)
+
+
+def _dimension(x: SpendEntry, group: str) -> Any:
+    """An entry's value of one analytics dimension, hashable (the actor as its tagged id)."""
+    if group == "actor":
+        actor = x.actor_object()
+        return json.dumps(actor, sort_keys=True) if actor is not None else None
+    if group == "actor_type":
+        actor = x.actor_object()
+        return actor["type"] if actor is not None else None
+    if group == "speed":
+        return "standard"
+    return getattr(x, group)
+
+
+def _render(group: str, value: Any) -> Any:
+    return json.loads(value) if group == "actor" and value is not None else value
+
+
+def _analytics_cost_rows(s: datetime, e: datetime, group: Json, xs: list[SpendEntry], fanout: list[str]) -> list[Json]:
+    """One combination's cost rows: one row, or one per cost component (and token type) when fanned out."""
+    def row(parts: list[SpendEntry], extra: Json, requests: int | None) -> Json:
+        amount = sum((x.amount_cents for x in parts), Decimal(0))
+        listed = sum((x.list_amount for x in parts), Decimal(0))
+        return {"starting_at": iso(s), "ending_at": iso(e), "group": {**group, **extra},
+                "cost": {"amount": f"{amount:f}", "list_amount": f"{listed:f}", "currency": "USD",
+                         "requests": requests}}
+
+    if not fanout:
+        return [row(xs, {}, sum(x.requests for x in xs))]
+    split: dict[tuple[str | None, str | None], list[SpendEntry]] = {}
+    for x in xs:
+        token_type = x.token_type if "token_type" in fanout and x.cost_type == "tokens" else None
+        cost_type = x.cost_type if "cost_type" in fanout or token_type is not None else None
+        split.setdefault((cost_type, token_type), []).append(x)
+    return [row(parts, {"cost_type": ct, "token_type": tt}, None)
+            for (ct, tt), parts in sorted(split.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1])))]
+
+
+def _analytics_usage(xs: list[SpendEntry]) -> Json:
+    c: Counter[str] = Counter()
+    for x in xs:
+        if x.cost_type == "tokens" and x.token_type in _USAGE_FIELD:
+            c[_USAGE_FIELD[x.token_type]] += x.tokens
+        elif x.cost_type == "web_search":
+            c["web_search_requests"] += x.tokens
+    total = sum(c[k] for k in ("uncached_input_tokens", "cache_read_input_tokens", "ephemeral_5m_input_tokens",
+                               "ephemeral_1h_input_tokens", "output_tokens"))
+    return {"uncached_input_tokens": c["uncached_input_tokens"], "cache_read_input_tokens": c["cache_read_input_tokens"],
+            "cache_creation": {"ephemeral_5m_input_tokens": c["ephemeral_5m_input_tokens"],
+                               "ephemeral_1h_input_tokens": c["ephemeral_1h_input_tokens"]},
+            "output_tokens": c["output_tokens"], "server_tool_use": {"web_search_requests": c["web_search_requests"]},
+            "total_tokens": total, "requests": sum(x.requests for x in xs)}
 
 
 def _cost_results(entries: list[SpendEntry], groups: list[str]) -> list[Json]:
@@ -579,6 +726,8 @@ class _Handler(BaseHTTPRequestHandler):
                 api.load_dataset({"spend": [body]})
             elif action == "dataset":
                 api.load_dataset(body)
+            elif action == "refuse_analytics":
+                api.refuse_analytics(body.get("status"))
             else:
                 return self._send(404, error_body("not_found_error", "no such control endpoint"))
         except (KeyError, TypeError, ValueError, AttributeError, WireError) as exc:
@@ -657,6 +806,11 @@ class _Handler(BaseHTTPRequestHandler):
             return 400, error_body("invalid_request_error", "anthropic-version: header is required")
         if version != API_VERSION:
             return 400, error_body("invalid_request_error", f"anthropic-version: {version!r} is not a valid version")
+        if endpoint.startswith("analytics_"):
+            betas = [b.strip() for b in (self.headers.get("anthropic-beta") or "").split(",")]
+            if ANALYTICS_BETA not in betas:
+                return 400, error_body("invalid_request_error",
+                                       f"anthropic-beta: this endpoint is in beta; send {ANALYTICS_BETA}")
         try:
             report = self.api.report(endpoint, query)
         except WireError as exc:
