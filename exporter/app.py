@@ -65,6 +65,8 @@ def make_billing_poller(config: Config, clock: Callable[[], float]) -> BillingPo
         since=lambda now: earliest_period_start([p.period for p in config.pools], now),
         claude_code_report=api.claude_code_report,
         settle_after=timedelta(seconds=api.settle_after),
+        api=api.api,
+        actors=any(p.match.actors for p in config.pools),
     )
 
 

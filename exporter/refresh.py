@@ -201,7 +201,9 @@ def pool_inputs(matcher: PoolMatcher, snap: Snapshot, pricer: Pricer) -> PoolInp
     usage: dict[datetime, Decimal] = defaultdict(Decimal)
     complete: date | None = None
     b = snap.billing
-    if b is not None and matcher.takes_billed:
+    if b is not None and b.api == "analytics" and matcher.takes_billed:
+        return _analytics_inputs(matcher, b, estimated)
+    if b is not None and matcher.takes_legacy_billed:
         if b.complete_through is not None:
             complete = b.complete_through.astimezone(UTC).date() - timedelta(days=1)
         if matcher.billed_basis == "cost_report":
@@ -223,6 +225,28 @@ def pool_inputs(matcher: PoolMatcher, snap: Snapshot, pricer: Pricer) -> PoolInp
                 billed[at.date()] = billed.get(at.date(), Decimal(0)) + usd
     return PoolInputs(billed_by_day=billed, billed_complete_through=complete,
                       usage_priced_by_hour=dict(usage), estimated_by_hour=dict(estimated))
+
+
+def _analytics_inputs(matcher: PoolMatcher, b: BillingSnapshot, estimated: dict[datetime, Decimal]) -> PoolInputs:
+    """A pool's share of the analytics API's bill: every matched row by day, and by the hour for the
+    days after the last complete one (the hybrid's cutoff is on the hour). A pool without log sources
+    is estimated from the rows' list price (the usage report's tokens at list price, priced by
+    Anthropic), so its drift is the discount."""
+    days: dict[date, Decimal] = {d: Decimal(0) for d in b.cost_rows}
+    hours: dict[datetime, Decimal] = defaultdict(Decimal)
+    listed: dict[datetime, Decimal] = defaultdict(Decimal)  # the list price stands for tokens priced at it
+    complete = b.complete_through
+    recent = complete.astimezone(UTC).replace(hour=0) if complete is not None else None
+    for r in b.analytics_cost:
+        actor = (r.actor.id, r.actor.email) if r.actor is not None else ()
+        if not matcher.matches_analytics(r.workspace_id, r.api_key_id, actor, r.product, r.model or ""):
+            continue
+        days[r.start.date()] = days.get(r.start.date(), Decimal(0)) + r.amount_usd
+        listed[r.start] += r.list_usd
+        if recent is not None and r.start >= recent and r.end - r.start <= timedelta(hours=1):
+            hours[r.start] += r.amount_usd
+    return PoolInputs(billed_by_day=days, usage_priced_by_hour=dict(listed), estimated_by_hour=dict(estimated),
+                      analytics=True, billed_by_hour=dict(hours), billed_complete_hour=complete)
 
 
 def build_pool_states(config: Config, pricer: Pricer, snap: Snapshot, now: datetime) -> tuple[PoolState, ...]:

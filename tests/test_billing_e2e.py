@@ -70,6 +70,7 @@ admin_api:
   base_url: {fake.url}
   poll_interval: 1s
   settle_after: 0s   # yesterday's bill counts as complete at once, whatever time the test runs
+  api: legacy        # the cost and usage reports (tests/test_analytics.py has the analytics API)
 sources:
   - name: claude-code
     kind: claude_code

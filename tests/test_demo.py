@@ -91,7 +91,13 @@ def test_demo_has_every_series_within_a_minute_and_opens_the_near_exhaustion_bre
     assert 0.98 < sample(s, "claude_spend_drift_ratio", pool="interactive", window="period") < 1.04
     assert sample(s, "claude_pool_credit_usd", pool="agent-sdk") == 200
     assert sample(s, "claude_pool_info", pool="team-api", team="research", plan="custom",
-                  billed_basis="cost_report", estimate_basis="usage_report") == 1
+                  billed_basis="analytics", estimate_basis="usage_report") == 1
+    # the analytics API bills by product, at list price beside the discounted amount
+    assert sample(s, "claude_admin_api_mode", api="analytics") == 1
+    assert (sample(s, "claude_billed_list_cost_usd", window="period", workspace_id="wrkspc_demo_interactive",
+                   model="claude-sonnet-4-5", product="claude_code") or 0) > 0
+    # team-api's drift is its list price over its bill: about 1 / 1.01
+    assert 0.97 < sample(s, "claude_spend_drift_ratio", pool="team-api", window="period") < 1.0
 
     s = exp.wait_for(lambda m: sample(m, "claude_breaker_open", pool="agent-sdk") == 1, timeout=150,
                      what="the agent-sdk breaker to open")

@@ -154,7 +154,7 @@ def test_a_huge_amount_keeps_the_days_last_good_figure_and_marks_the_source_down
     m = scrape(snap)  # renders: nothing absurd reached the snapshot
     assert sample(m, "claude_admin_api_refused_total", endpoint="cost_report", reason="out_of_bounds") == 2.0
     BreakerDecision(pool="p", open=False, reason="", source="threshold", remaining=Decimal(200) - sum(
-        snap.daily_cost().values(), Decimal(0)), credit=Decimal(200)).to_json()
+        (amount for amount, _list in snap.daily_cost().values()), Decimal(0)), credit=Decimal(200)).to_json()
     failed = [json.loads(line) for line in captured_log.getvalue().splitlines()
               if '"billing.poll_failed"' in line]
     assert len(failed) == 1 and failed[0]["reason"] == "out_of_bounds"

@@ -162,7 +162,7 @@ def write_config(path: Path, logs: list[Path], *, fake: FakeAdminApi | None, pol
     text = f"refresh_interval: {refresh}\nsources:\n  - name: claude-code\n    kind: claude_code\n    paths: [{paths}]\n"
     if fake is not None:
         reset_day = min(((today or datetime.now(UTC).date()) - timedelta(days=8)).day, 28)
-        text += (f"admin_api:\n  key_env: TEST_ADMIN_KEY\n  base_url: {fake.url}\n  poll_interval: {poll}\n  settle_after: 0s\n"
+        text += (f"admin_api:\n  key_env: TEST_ADMIN_KEY\n  base_url: {fake.url}\n  poll_interval: {poll}\n  settle_after: 0s\n  api: legacy\n"
                  f"pools:\n  - name: team\n    credit_usd: 500\n    period: {{reset_day: {reset_day}, timezone: UTC}}\n"
                  f"    match: {{workspaces: [{WS}], sources: [claude-code]}}\n")
     path.write_text(text)

@@ -147,7 +147,7 @@ class Machine:
         }
         if self.with_key:
             cfg["admin_api"] = {"key_env": "TEST_ADMIN_KEY", "base_url": self.fake_url, "poll_interval": "1s",
-                                "settle_after": "0s"}  # yesterday complete whatever time the test runs
+                                "settle_after": "0s", "api": "legacy"}  # yesterday complete whatever time the test runs
         path = self.root / f"config-{len(list(self.root.glob('config-*.yaml')))}.yaml"
         path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
         return path

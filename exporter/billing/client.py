@@ -196,6 +196,8 @@ class CostRow:
     service_tier: str | None
     context_window: str | None
     amount_usd: Decimal
+    product: str | None = None  # the analytics API's product surface; the legacy report has none
+    list_usd: Decimal | None = None  # the analytics API's list price; the legacy report has none
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,9 @@ import structlog
 from exporter.billing.client import (
     AdminApiClient,
     AdminApiError,
+    AdminApiHTTPError,
+    AnalyticsCostRow,
+    AnalyticsUsageRow,
     ClaudeCodeRow,
     CostRow,
     UsageRow,
@@ -38,8 +41,16 @@ from exporter.billing.client import (
 )
 from exporter.billing.wire import BUCKET_LIMITS
 from exporter.billing.store import (
+    ANALYTICS_COST,
+    ANALYTICS_COST_COLUMNS,
+    ANALYTICS_USAGE,
+    ANALYTICS_USAGE_COLUMNS,
     STORED_REASON,
+    analytics_cost_values,
+    analytics_usage_values,
     ensure_schema,
+    load_analytics_cost,
+    load_analytics_usage,
     load_cost_rows_refused,
     load_usage_rows,
     settled_days,
@@ -54,6 +65,19 @@ if TYPE_CHECKING:
     pass
 
 log = structlog.get_logger()
+
+#: ``admin_api.api``: which endpoints the poller reads
+ADMIN_APIS = ("auto", "analytics", "legacy")
+#: the analytics API's answers that mean "not for this organisation or key" (HIPAA readiness: 400;
+#: no ``read:analytics`` scope: 403; no such endpoint: 404): ``auto`` falls back to the legacy API
+FALLBACK_STATUSES = frozenset({400, 403, 404})
+#: how long ``auto`` reads the legacy API after a refusal before it asks the analytics API again
+ANALYTICS_RETRY = timedelta(hours=1)
+#: the analytics cost query's dimensions (at most five); ``actor`` joins when a pool matches actors
+ANALYTICS_COST_GROUPS = ("workspace_id", "api_key_id", "model", "product")
+ANALYTICS_USAGE_GROUPS = ("workspace_id", "api_key_id", "model", "product")
+#: the longest range one analytics query may span
+ANALYTICS_SPAN_DAYS = 31
 
 
 
@@ -103,17 +127,30 @@ class BillingSnapshot:
     requests: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
     error: str | None = None
     refusals: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
+    #: which API the rows come from: "legacy" (cost and usage reports, by the day) or "analytics"
+    #: (``analytics_cost`` holds its rows: by the hour for recent days; ``complete_through`` is then
+    #: the end of the last complete billed hour)
+    api: str = "legacy"
+    analytics_cost: tuple[AnalyticsCostRow, ...] = ()
+    fallbacks: int = 0
     _memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
-    def daily_cost(self) -> Mapping[tuple[date, str | None, str | None, str | None, str | None], Decimal]:
-        """Billed USD per (day, workspace_id, model, cost_type, token_type); computed once per snapshot."""
+    def daily_cost(self) -> Mapping[tuple[date, str | None, str | None, str | None, str | None, str | None],
+                                    tuple[Decimal, Decimal | None]]:
+        """(billed USD, list-price USD or None) per (day, workspace_id, model, cost_type, token_type,
+        product); computed once per snapshot."""
         memo = self._memo.get("cost")
         if memo is None:
-            sums: dict[tuple[date, str | None, str | None, str | None, str | None], Decimal] = defaultdict(Decimal)
+            sums: dict[tuple[date, str | None, str | None, str | None, str | None, str | None],
+                       tuple[Decimal, Decimal | None]] = {}
             for day, rows in self.cost_rows.items():
                 for r in rows:
-                    sums[(day, r.workspace_id, r.model, r.cost_type, r.token_type)] += r.amount_usd
-            memo = self._memo["cost"] = MappingProxyType(dict(sums))
+                    key = (day, r.workspace_id, r.model, r.cost_type, r.token_type, r.product)
+                    amount, listed = sums.get(key, (Decimal(0), None))
+                    if r.list_usd is not None:
+                        listed = (listed or Decimal(0)) + r.list_usd
+                    sums[key] = (amount + r.amount_usd, listed)
+            memo = self._memo["cost"] = MappingProxyType(sums)
         return memo
 
     def daily_usage(self) -> Mapping[tuple[date, str | None, str | None], Tokens]:
@@ -178,6 +215,40 @@ class _Fetched:
     claude_code: list[ClaudeCodeRow] | None
 
 
+@dataclass(frozen=True)
+class _AnalyticsFetched:
+    """One cycle's analytics reads: ``days`` replaced whole by ``cost`` and ``usage``."""
+
+    days: tuple[date, ...]
+    cost: list[AnalyticsCostRow]
+    usage: list[AnalyticsUsageRow]
+    complete_hour: datetime
+    claude_code: list[ClaudeCodeRow] | None
+
+
+def floor_hour(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _analytics_days(cost: Iterable[AnalyticsCostRow]) -> dict[date, tuple[CostRow, ...]]:
+    """The analytics rows as the cost report's daily rows (summed per day and dimension), so that the
+    billed families and ``report`` read both APIs alike."""
+    sums: dict[date, dict[tuple[str | None, ...], list[Decimal]]] = defaultdict(dict)
+    for r in cost:
+        key = (r.workspace_id, r.model, r.cost_type, r.token_type, r.product)
+        acc = sums[r.start.date()].setdefault(key, [Decimal(0), Decimal(0)])
+        acc[0] += r.amount_usd
+        acc[1] += r.list_usd
+    return {d: tuple(CostRow(d, k[0], None, k[1], k[2], k[3], None, None, a[0], product=k[4], list_usd=a[1])
+                     for k, a in sorted(rows.items(), key=lambda kv: tuple(str(p) for p in kv[0])))
+            for d, rows in sums.items()}
+
+
+def _analytics_usage_rows(usage: Iterable[AnalyticsUsageRow]) -> tuple[UsageRow, ...]:
+    return tuple(UsageRow(u.start, u.end, u.workspace_id, u.api_key_id, u.model, None, None, None, u.tokens)
+                 for u in usage)
+
+
 class BillingPoller:
     """Polls the cost and usage reports and publishes a :class:`BillingSnapshot`.
 
@@ -201,7 +272,11 @@ class BillingPoller:
         cost_page_limit: int = BUCKET_LIMITS["1d"],
         wall: Callable[[], float] = time.time,
         settle_after: timedelta = timedelta(hours=6),
+        api: str = "legacy",
+        actors: bool = False,
     ) -> None:
+        if api not in ADMIN_APIS:
+            raise ValueError(f"api must be one of {', '.join(ADMIN_APIS)}")
         self.client = client
         self._db = store
         self._clock = clock
@@ -213,12 +288,20 @@ class BillingPoller:
         # poll after midnight would swap yesterday's estimate for a partial bill
         self.settle_after = settle_after
         self._poll_lock = threading.Lock()
+        self.api = api
+        self.cost_groups = ANALYTICS_COST_GROUPS + (("actor",) if actors else ())
+        self._legacy_until: datetime | None = None  # auto: the legacy API stands in until then
+        self._fallbacks = 0
+        self._analytics_cost: dict[date, tuple[AnalyticsCostRow, ...]] = {}
+        self._analytics_usage: dict[date, tuple[AnalyticsUsageRow, ...]] = {}
+        self._in_use = "analytics" if api == "analytics" else "legacy"
         ensure_schema(store)
         self._cost: dict[date, tuple[CostRow, ...]] = {}
         self._usage: dict[date, tuple[UsageRow, ...]] = {}
         self._claude_code: tuple[ClaudeCodeRow, ...] = ()
         # stored days refused at restore (out of bounds): read again, settled or not
-        self._refetch: dict[str, set[date]] = {"cost": set(), "usage": set()}
+        self._refetch: dict[str, set[date]] = {"cost": set(), "usage": set(), ANALYTICS_COST: set(),
+                                               ANALYTICS_USAGE: set()}
         self._stored_refusals: Counter[tuple[str, str]] = Counter()
         self._snapshot = self._restore()
 
@@ -255,6 +338,24 @@ class BillingPoller:
             start = self.window_start(now, since)
             started = time.monotonic()
             try:
+                if self._wants_analytics(now):
+                    try:
+                        afetched = self._fetch_analytics(start, today, now)
+                    except AdminApiHTTPError as exc:
+                        if self.api != "auto" or exc.status not in FALLBACK_STATUSES:
+                            raise
+                        self._fall_back(exc, now)
+                    else:
+                        self._store_analytics(afetched, now, today)
+                        self._apply_analytics(afetched, start, today)
+                        if self._in_use != "analytics":
+                            log.info("billing.analytics_api_in_use", previous=self._in_use)
+                        self._in_use = "analytics"
+                        self._publish(self._analytics_snapshot(afetched.complete_hour))
+                        log.info("billing.poll_ok", api="analytics", days_fetched=len(afetched.days),
+                                 days_held=len(self._analytics_cost), complete_hour=afetched.complete_hour.isoformat(),
+                                 elapsed_ms=round((time.monotonic() - started) * 1000))
+                        return self._snapshot
                 fetched = self._fetch(start, today)
                 self._store(fetched, now, today)
             except (AdminApiError, sqlite3.Error) as exc:
@@ -266,20 +367,59 @@ class BillingPoller:
             self._apply(fetched, start, today)
             for report, days in (("cost", fetched.cost_days), ("usage", fetched.usage_days)):
                 self._refetch[report].difference_update(days)
-            self._snapshot = BillingSnapshot(
+            self._in_use = "legacy"
+            self._publish(BillingSnapshot(
                 cost_rows=MappingProxyType(dict(sorted(self._cost.items()))),
                 usage_rows=tuple(r for d in sorted(self._usage) for r in self._usage[d]),
                 claude_code_rows=self._claude_code,
                 complete_through=self._complete_through(now),
                 up=True,
                 last_success=self._wall(),
-                requests=self._requests(),
-                refusals=self._refusals(),
-            ).warm()
-            log.info("billing.poll_ok", cost_days_fetched=len(fetched.cost_days),
+            ))
+            log.info("billing.poll_ok", api="legacy", cost_days_fetched=len(fetched.cost_days),
                      usage_days_fetched=len(fetched.usage_days), days_held=len(self._cost),
                      elapsed_ms=round((time.monotonic() - started) * 1000))
             return self._snapshot
+
+    def _publish(self, snap: BillingSnapshot) -> None:
+        self._snapshot = replace(snap, requests=self._requests(), refusals=self._refusals(),
+                                 fallbacks=self._fallbacks).warm()
+
+    def _wants_analytics(self, now: datetime) -> bool:
+        if self.api == "legacy":
+            return False
+        return self.api == "analytics" or self._legacy_until is None or now >= self._legacy_until
+
+    def _fall_back(self, exc: AdminApiHTTPError, now: datetime) -> None:
+        """``auto``: the analytics API refused; read the legacy one until ANALYTICS_RETRY has passed."""
+        first = self._legacy_until is None
+        self._legacy_until = now + ANALYTICS_RETRY
+        self._fallbacks += 1
+        if first:
+            log.warning("billing.analytics_api_unavailable", code=exc.status, error_type=exc.error_type,
+                        error=exc.api_message, falling_back_to="legacy",
+                        retry_after_s=ANALYTICS_RETRY.total_seconds(),
+                        hint="HIPAA-ready organisations (400) and keys without read:analytics (403) cannot use "
+                             "the Usage and Cost Analytics API; billed spend comes from the legacy reports")
+        else:
+            log.info("billing.analytics_api_still_unavailable", code=exc.status,
+                     retry_after_s=ANALYTICS_RETRY.total_seconds())
+
+    def _analytics_snapshot(self, complete_hour: datetime | None, *, up: bool = True,
+                            last_success: float | None = None) -> BillingSnapshot:
+        cost = tuple(r for d in sorted(self._analytics_cost) for r in self._analytics_cost[d])
+        days = _analytics_days(cost)
+        return BillingSnapshot(
+            cost_rows=MappingProxyType({d: days.get(d, ()) for d in sorted(self._analytics_cost)}),
+            usage_rows=_analytics_usage_rows(r for d in sorted(self._analytics_usage)
+                                             for r in self._analytics_usage[d]),
+            claude_code_rows=self._claude_code,
+            complete_through=complete_hour,
+            up=up,
+            last_success=self._wall() if up else last_success,
+            api="analytics",
+            analytics_cost=cost,
+        )
 
     def _mark_down(self, exc: BaseException, *, bug: bool = False) -> None:
         """Keep the last values, marked down, with the failure; one log line for the failed poll."""
@@ -290,7 +430,8 @@ class BillingPoller:
             requests, refusals = self._requests(), self._refusals()
         except Exception:  # noqa: BLE001 - marking down must not fail in turn
             requests, refusals = previous.requests, previous.refusals
-        self._snapshot = replace(previous, up=False, requests=requests, refusals=refusals, error=error).warm()
+        self._snapshot = replace(previous, up=False, requests=requests, refusals=refusals, error=error,
+                                 fallbacks=self._fallbacks).warm()
         fields = {"reason": reason, "error": error, "kept_days": len(previous.cost_rows),
                   "last_success": previous.last_success}
         if bug:
@@ -364,6 +505,7 @@ class BillingPoller:
                 [(r.day.isoformat(), r.start.isoformat(), r.end.isoformat(), r.workspace_id, r.api_key_id, r.model,
                   r.service_tier, r.context_window, r.inference_geo, *r.tokens.as_tuple()) for r in f.usage])
             db.executemany("INSERT OR REPLACE INTO billed_state (name, value) VALUES (?, ?)", [
+                ("api", "legacy"),
                 ("complete_through", self._complete_through(now).isoformat()),
                 ("last_success", repr(self._wall())),
             ])
@@ -390,6 +532,89 @@ class BillingPoller:
         for held in (self._cost, self._usage):
             for d in [d for d in held if d < start or d > today]:
                 del held[d]
+        if f.claude_code is not None:
+            self._claude_code = tuple(f.claude_code)
+
+    def _fetch_analytics(self, start: date, today: date, now: datetime) -> _AnalyticsFetched:
+        """The analytics reads of one cycle: by the day for older days not yet settled, by the hour for
+        yesterday and today (still revised); each range at most 31 days."""
+        if self.client is None:
+            raise RuntimeError("a poller built to restore stored days cannot poll")
+        yesterday = today - timedelta(days=1)
+        settled = (settled_days(self._db, ANALYTICS_COST) & settled_days(self._db, ANALYTICS_USAGE)) - (
+            self._refetch[ANALYTICS_COST] | self._refetch[ANALYTICS_USAGE])
+        older = [d for d in days_between(start, yesterday) if d not in settled]
+        cost: list[AnalyticsCostRow] = []
+        usage: list[AnalyticsUsageRow] = []
+        refreshed: list[datetime] = []
+        spans: list[tuple[datetime, datetime, str]] = []
+        if older:
+            first = older[0]
+            while first < yesterday:
+                last = min(yesterday, first + timedelta(days=ANALYTICS_SPAN_DAYS))
+                spans.append((day_start(first), day_start(last), "1d"))
+                first = last
+        spans.append((day_start(yesterday), floor_hour(now) + timedelta(hours=1), "1h"))
+        for lo, hi, width in spans:
+            c = self.client.analytics_cost(lo, hi, width, group_by=self.cost_groups)
+            u = self.client.analytics_usage(lo, hi, width, group_by=ANALYTICS_USAGE_GROUPS)
+            cost += c.rows
+            usage += u.rows
+            refreshed += [t for t in (c.refreshed_at, u.refreshed_at) if t is not None]
+        # the bill is complete up to the hour its data was refreshed in (an hour back when it does not say)
+        complete = floor_hour(min([*refreshed, now]) if refreshed else now - timedelta(hours=1))
+        claude_code: list[ClaudeCodeRow] | None = None
+        if self.claude_code_report:
+            claude_code = []
+            for d in (yesterday, today):
+                claude_code += self.client.claude_code_report(d)
+        days = tuple(days_between(older[0] if older else yesterday, today + timedelta(days=1)))
+        return _AnalyticsFetched(days, cost, usage, complete, claude_code)
+
+    def _store_analytics(self, f: _AnalyticsFetched, now: datetime, today: date) -> None:
+        """Replace the fetched days' analytics rows and mark them, in one transaction."""
+        db = self._db
+        settled_before = today - timedelta(days=1)
+        first, last = f.days[0].isoformat(), f.days[-1].isoformat()
+        own_tx = not db.in_transaction
+        db.execute("BEGIN IMMEDIATE" if own_tx else "SAVEPOINT billed_store")
+        try:
+            for report, table in ((ANALYTICS_COST, "billed_analytics_cost"), (ANALYTICS_USAGE, "billed_analytics_usage")):
+                db.execute(f"DELETE FROM {table} WHERE day >= ? AND day <= ?", (first, last))
+                db.executemany(
+                    "INSERT OR REPLACE INTO billed_days (report, day, fetched_at, settled) VALUES (?, ?, ?, ?)",
+                    [(report, d.isoformat(), now.isoformat(), int(d < settled_before)) for d in f.days])
+            db.executemany(f"INSERT INTO billed_analytics_cost ({ANALYTICS_COST_COLUMNS}) VALUES "
+                           f"({', '.join('?' * 16)})", [analytics_cost_values(r) for r in f.cost])
+            db.executemany(f"INSERT INTO billed_analytics_usage ({ANALYTICS_USAGE_COLUMNS}) VALUES "
+                           f"({', '.join('?' * 14)})", [analytics_usage_values(r) for r in f.usage])
+            db.executemany("INSERT OR REPLACE INTO billed_state (name, value) VALUES (?, ?)", [
+                ("api", "analytics"),
+                ("complete_hour", f.complete_hour.isoformat()),
+                ("last_success", repr(self._wall())),
+            ])
+            db.execute("COMMIT" if own_tx else "RELEASE billed_store")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK" if own_tx else "ROLLBACK TO billed_store")
+                if not own_tx:
+                    db.execute("RELEASE billed_store")
+            raise
+
+    def _apply_analytics(self, f: _AnalyticsFetched, start: date, today: date) -> None:
+        cost: dict[date, list[AnalyticsCostRow]] = {d: [] for d in f.days}
+        for r in f.cost:
+            cost.setdefault(r.start.date(), []).append(r)
+        usage: dict[date, list[AnalyticsUsageRow]] = {d: [] for d in f.days}
+        for u in f.usage:
+            usage.setdefault(u.start.date(), []).append(u)
+        self._analytics_cost.update({d: tuple(rows) for d, rows in cost.items()})
+        self._analytics_usage.update({d: tuple(rows) for d, rows in usage.items()})
+        for held in (self._analytics_cost, self._analytics_usage):
+            for d in [d for d in held if d < start or d > today]:
+                del held[d]
+        for report in (ANALYTICS_COST, ANALYTICS_USAGE):
+            self._refetch[report].difference_update(f.days)
         if f.claude_code is not None:
             self._claude_code = tuple(f.claude_code)
 
@@ -420,6 +645,21 @@ class BillingPoller:
         state = stored_state(self._db)
         complete = _stored_time(state.get("complete_through"))
         last = _stored_float(state.get("last_success"))
+        acost, refused_acost = load_analytics_cost(self._db, start, end)
+        ausage, refused_ausage = load_analytics_usage(self._db, start, end)
+        self._analytics_cost = {d: tuple(rows) for d, rows in acost.items()}
+        self._analytics_usage = {d: tuple(rows) for d, rows in ausage.items()}
+        self._refetch[ANALYTICS_COST], self._refetch[ANALYTICS_USAGE] = refused_acost, refused_ausage
+        for endpoint, days in (("analytics_cost", refused_acost), ("analytics_usage", refused_ausage)):
+            if days:
+                self._stored_refusals[(endpoint, STORED_REASON)] += len(days)
+        if state.get("api") == "analytics" and self.api != "legacy":
+            self._in_use = "analytics"
+            if self._analytics_cost:
+                log.info("billing.restored", api="analytics", days_held=len(self._analytics_cost), last_success=last)
+            return replace(self._analytics_snapshot(_stored_time(state.get("complete_hour")), up=False,
+                                                    last_success=last),
+                           requests=self._requests(), refusals=self._refusals()).warm()
         if self._cost:
             log.info("billing.restored", days_held=len(self._cost), last_success=last)
         return BillingSnapshot(

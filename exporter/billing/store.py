@@ -12,19 +12,33 @@ import sqlite3
 from collections.abc import Callable, Iterable
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
-from exporter.billing.client import MAX_AMOUNT_USD, MAX_TOKENS_PER_ROW, CostRow, UsageRow
+from exporter.billing.client import (
+    MAX_AMOUNT_USD,
+    MAX_TOKENS_PER_ROW,
+    Actor,
+    AnalyticsCostRow,
+    AnalyticsUsageRow,
+    CostRow,
+    UsageRow,
+)
 from exporter.core.records import Tokens
 
-__all__ = ["DEFAULT_WORKSPACE", "SCHEMA", "STORED_REASON", "billed_daily_totals", "ensure_schema",
+__all__ = ["ANALYTICS_COST", "ANALYTICS_COST_COLUMNS", "ANALYTICS_USAGE", "ANALYTICS_USAGE_COLUMNS",
+           "analytics_cost_values", "analytics_usage_values", "load_analytics_cost", "load_analytics_usage",
+           "DEFAULT_WORKSPACE", "SCHEMA", "STORED_REASON", "billed_daily_totals", "ensure_schema",
            "load_cost_rows", "load_cost_rows_refused", "load_usage_rows", "settled_days", "stored_billed_by_day", "stored_state",
            "workspace_filter"]
 
 log = structlog.get_logger()
 
+_R = TypeVar("_R")
+#: ``billed_days.report`` of the analytics API's days (the legacy reports' are 'cost' and 'usage')
+ANALYTICS_COST = "analytics_cost"
+ANALYTICS_USAGE = "analytics_usage"
 DEFAULT_WORKSPACE = "default"  # what config and labels call workspace_id null
 #: the refusal reason of a stored day whose values are out of bounds or unreadable (a database
 #: written before the bounds existed, or edited by hand): the day is read again from the API
@@ -53,6 +67,24 @@ CREATE TABLE IF NOT EXISTS billed_usage (
     cache_write_5m INTEGER NOT NULL, cache_write_1h INTEGER NOT NULL, web_search_requests INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS billed_usage_day ON billed_usage (day);
+CREATE TABLE IF NOT EXISTS billed_analytics_cost (
+    day TEXT NOT NULL,               -- UTC date of the bucket's start
+    start TEXT NOT NULL, "end" TEXT NOT NULL, -- the bucket: an hour, or a whole day for older days
+    workspace_id TEXT, api_key_id TEXT, model TEXT, product TEXT,
+    actor_kind TEXT, actor_id TEXT, actor_email TEXT, cost_type TEXT, token_type TEXT,
+    amount_usd TEXT NOT NULL, list_usd TEXT NOT NULL, -- exact Decimal strings, dollars
+    currency TEXT NOT NULL, requests INTEGER
+);
+CREATE INDEX IF NOT EXISTS billed_analytics_cost_day ON billed_analytics_cost (day);
+CREATE TABLE IF NOT EXISTS billed_analytics_usage (
+    day TEXT NOT NULL,
+    start TEXT NOT NULL, "end" TEXT NOT NULL,
+    workspace_id TEXT, api_key_id TEXT, model TEXT, product TEXT,
+    input INTEGER NOT NULL, output INTEGER NOT NULL, cache_read INTEGER NOT NULL,
+    cache_write_5m INTEGER NOT NULL, cache_write_1h INTEGER NOT NULL, web_search_requests INTEGER NOT NULL,
+    requests INTEGER
+);
+CREATE INDEX IF NOT EXISTS billed_analytics_usage_day ON billed_analytics_usage (day);
 CREATE TABLE IF NOT EXISTS billed_state (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -134,6 +166,102 @@ def _usage_from_db(row: tuple[Any, ...]) -> UsageRow:
     )
 
 
+def _stored_time(value: Any) -> datetime:
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise _StoredValueError("bucket bounds") from None
+    if moment.tzinfo is None:
+        raise _StoredValueError("bucket bounds")
+    return moment
+
+
+def _analytics_cost_from_db(row: tuple[Any, ...]) -> AnalyticsCostRow:
+    t = [_text(v) for v in row[3:12]]
+    actor = Actor(t[4], t[5], t[6]) if t[4] is not None else None
+    return AnalyticsCostRow(
+        start=_stored_time(row[1]), end=_stored_time(row[2]), workspace_id=t[0], api_key_id=t[1], model=t[2],
+        product=t[3], actor=actor, cost_type=t[7], token_type=t[8], amount_usd=_stored_amount(row[12]),
+        list_usd=_stored_amount(row[13]), currency=_text(row[14]) or "USD",
+        requests=None if row[15] is None else _stored_count(row[15]))
+
+
+def _analytics_usage_from_db(row: tuple[Any, ...]) -> AnalyticsUsageRow:
+    t = [_text(v) for v in row[3:7]]
+    return AnalyticsUsageRow(
+        start=_stored_time(row[1]), end=_stored_time(row[2]), workspace_id=t[0], api_key_id=t[1], model=t[2],
+        product=t[3], service_tier=None, context_window=None, inference_geo=None,
+        tokens=Tokens(*(_stored_count(v) for v in row[7:13])),
+        requests=None if row[13] is None else _stored_count(row[13]))
+
+
+ANALYTICS_COST_COLUMNS = ('day, start, "end", workspace_id, api_key_id, model, product, actor_kind, actor_id,'
+                          ' actor_email, cost_type, token_type, amount_usd, list_usd, currency, requests')
+ANALYTICS_USAGE_COLUMNS = ('day, start, "end", workspace_id, api_key_id, model, product, input, output, cache_read,'
+                           ' cache_write_5m, cache_write_1h, web_search_requests, requests')
+
+
+def analytics_cost_values(r: AnalyticsCostRow) -> tuple[Any, ...]:
+    """A row as stored (see :data:`ANALYTICS_COST_COLUMNS`)."""
+    a = r.actor
+    return (r.start.date().isoformat(), r.start.isoformat(), r.end.isoformat(), r.workspace_id, r.api_key_id,
+            r.model, r.product, a.kind if a else None, a.id if a else None, a.email if a else None, r.cost_type,
+            r.token_type, str(r.amount_usd), str(r.list_usd), r.currency, r.requests)
+
+
+def analytics_usage_values(r: AnalyticsUsageRow) -> tuple[Any, ...]:
+    return (r.start.date().isoformat(), r.start.isoformat(), r.end.isoformat(), r.workspace_id, r.api_key_id,
+            r.model, r.product, *r.tokens.as_tuple(), r.requests)
+
+
+def _load_rows(conn: sqlite3.Connection, report: str, table: str, columns: str, start: date, end: date,
+               parse: Callable[[tuple[Any, ...]], _R]) -> tuple[dict[date, list[_R]], set[date]]:
+    """(rows per fetched day, days refused) of one ``billed_*`` table; a day with a bad row is left out whole."""
+    ensure_schema(conn)
+    bounds = (start.isoformat(), end.isoformat())
+    out: dict[date, list[_R]] = {}
+    refused: dict[str, str] = {}
+    for (d,) in conn.execute("SELECT day FROM billed_days WHERE report = ? AND day >= ? AND day < ?",
+                             (report, *bounds)):
+        try:
+            out[_stored_day(d)] = []
+        except _StoredValueError as exc:
+            refused[str(d)] = str(exc)
+    for row in conn.execute(f"SELECT {columns} FROM {table} WHERE day >= ? AND day < ? ORDER BY rowid", bounds):
+        try:
+            day = _stored_day(row[0])
+            r = parse(row)
+        except _StoredValueError as exc:
+            refused.setdefault(str(row[0]), str(exc))
+            continue
+        if day in out:
+            out[day].append(r)
+    refused_days = set()
+    for d in refused:
+        try:
+            refused_days.add(date.fromisoformat(d))
+        except ValueError:
+            continue
+    for day in refused_days:
+        out.pop(day, None)
+    _log_refused(report, refused)
+    return out, refused_days
+
+
+def load_analytics_cost(conn: sqlite3.Connection, start: date, end: date
+                        ) -> tuple[dict[date, list[AnalyticsCostRow]], set[date]]:
+    """(stored analytics cost rows per fetched day in ``[start, end)``, days refused)."""
+    return _load_rows(conn, ANALYTICS_COST, "billed_analytics_cost", ANALYTICS_COST_COLUMNS, start, end,
+                      _analytics_cost_from_db)
+
+
+def load_analytics_usage(conn: sqlite3.Connection, start: date, end: date
+                         ) -> tuple[dict[date, list[AnalyticsUsageRow]], set[date]]:
+    """(stored analytics usage rows per fetched day in ``[start, end)``, days refused)."""
+    return _load_rows(conn, ANALYTICS_USAGE, "billed_analytics_usage", ANALYTICS_USAGE_COLUMNS, start, end,
+                      _analytics_usage_from_db)
+
+
 def _log_refused(report: str, refused: dict[str, str]) -> None:
     if refused:
         days = sorted(refused)
@@ -185,10 +313,17 @@ def load_cost_rows(conn: sqlite3.Connection, start: date, end: date) -> dict[dat
 
 def billed_daily_totals(conn: sqlite3.Connection, start: date, end: date,
                         workspaces: Iterable[str] | None = None) -> dict[date, Decimal]:
-    """Billed USD per stored day in ``[start, end)``: what ``report`` shows next to the estimates."""
+    """Billed USD per stored day in ``[start, end)``: what ``report`` shows next to the estimates.
+
+    A day the analytics API answered for is taken from it, any other from the legacy cost report.
+    """
     keep = workspace_filter(workspaces)
-    return {d: sum((r.amount_usd for r in rows if keep(r.workspace_id)), Decimal(0))
-            for d, rows in sorted(load_cost_rows(conn, start, end).items())}
+    totals = {d: sum((r.amount_usd for r in rows if keep(r.workspace_id)), Decimal(0))
+              for d, rows in load_cost_rows(conn, start, end).items()}
+    analytics, _refused = load_analytics_cost(conn, start, end)
+    totals.update({d: sum((r.amount_usd for r in rows if keep(r.workspace_id)), Decimal(0))
+                   for d, rows in analytics.items()})
+    return dict(sorted(totals.items()))
 
 
 def stored_billed_by_day(conn: sqlite3.Connection, workspaces: Iterable[str] | None = None) -> dict[date, Decimal]:

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 
 __all__ = [
     "ANALYTICS_BETA", "ANALYTICS_COST_GROUPS", "ANALYTICS_FANOUT", "ANALYTICS_MAX_GROUPS", "ANALYTICS_MAX_LIMIT",
-    "ANALYTICS_DEFAULT_LIMIT", "ANALYTICS_MAX_SPAN", "ANALYTICS_EARLIEST", "ANALYTICS_USAGE_GROUPS", "AnalyticsQuery",
+    "ANALYTICS_DEFAULT_LIMIT", "ANALYTICS_PRODUCTS", "ANALYTICS_MAX_SPAN", "ANALYTICS_EARLIEST", "ANALYTICS_USAGE_GROUPS", "AnalyticsQuery",
     "check_analytics_query", "API_VERSION", "BUCKET_LIMITS", "CLAUDE_CODE_DEFAULT_LIMIT", "CLAUDE_CODE_MAX_LIMIT", "COST_GROUPS",
     "DEFAULT_LIMIT", "USAGE_GROUPS", "WIDTHS", "PageTokens", "ReportQuery", "WireError", "check_claude_code_query", "check_report_query",
     "error_body", "floor", "iso", "parse_rfc3339",
@@ -50,6 +50,10 @@ ANALYTICS_USAGE_GROUPS = ("actor", "actor_type", "api_key_id", "context_window",
                           "product", "service_tier", "speed", "workspace_id")
 ANALYTICS_FANOUT = ("cost_type", "token_type")
 ANALYTICS_COST_GROUPS = ANALYTICS_USAGE_GROUPS + ANALYTICS_FANOUT
+#: the product surfaces the API documents; a label takes any other as "other"
+ANALYTICS_PRODUCTS = ("cc_security_autopatch", "chat", "chat_cowork_unified", "claude_code", "claude_console",
+                      "claude_design", "claude_in_chrome", "claude_tag", "cowork", "managed_agents_api",
+                      "message_batches_api", "messages_api", "office_agent", "other")
 #: at most this many ``group_by[]`` values, not counting the fan-out
 ANALYTICS_MAX_GROUPS = 5
 #: longest range: 31 days, 24 hours at the 1m width

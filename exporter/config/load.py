@@ -231,6 +231,8 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
         raise ConfigError(["(file): nested too deeply to read"], str(path)) from None
 
 
+ADMIN_APIS = ("auto", "analytics", "legacy")
+MATCH_KEYS = ("workspaces", "api_keys", "actors", "products", "sources", "entrypoints", "models")
 MAX_NESTING = 64  # no config nests past a handful of levels; the YAML parser takes seconds to fail at 3,000
 
 
@@ -300,6 +302,12 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
     overrides = _parse_overrides(c, pricing.get("overrides"), "pricing.overrides")
 
     pools = _parse_pools(c, top.get("pools"), "pools", source_names)
+    if admin is not None and admin.api == "legacy":
+        for i, pool in enumerate(pools):
+            for k in ("actors", "products"):
+                if getattr(pool.match, k):
+                    c.err(f"pools[{i}].match.{k}", "only the Usage and Cost Analytics API attributes spend to "
+                                                   "actors and products; admin_api.api is legacy")
 
     hook = c.mapping(top.get("breaker_webhook"), "breaker_webhook", ("token_env", "token_file"))
     webhook = BreakerWebhookConfig(
@@ -327,7 +335,7 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
 
 def _parse_admin(c: _Checker, value: Any, path: str, fast: bool = False) -> AdminApiConfig:
     m = c.mapping(value, path, ("key_env", "key_file", "base_url", "poll_interval", "claude_code_report",
-                                "settle_after"))
+                                "settle_after", "api"))
     key_env = c.string(m.get("key_env"), f"{path}.key_env", default=DEFAULT_KEY_ENV)
     key_file = c.path(m.get("key_file"), f"{path}.key_file")
     if "key_env" in m and "key_file" in m:
@@ -340,8 +348,11 @@ def _parse_admin(c: _Checker, value: Any, path: str, fast: bool = False) -> Admi
     ccr = c.boolean(m.get("claude_code_report"), f"{path}.claude_code_report", False)
     settle = c.duration(m.get("settle_after"), f"{path}.settle_after", 6 * 3600.0, maximum=MAX_SETTLE_AFTER,
                         why=" (the last two days are re-read every poll)")
+    api = c.string(m.get("api"), f"{path}.api", default="auto")
+    if api not in ADMIN_APIS:
+        c.err(f"{path}.api", f"must be one of {', '.join(ADMIN_APIS)}, not {api!r}")
     return AdminApiConfig(key_env=key_env, key_file=key_file, base_url=base_url, poll_interval=poll,
-                          claude_code_report=ccr, settle_after=settle)
+                          claude_code_report=ccr, settle_after=settle, api=api)
 
 
 def _parse_sources(c: _Checker, value: Any, path: str) -> tuple[SourceConfig, ...]:
@@ -485,14 +496,14 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
         if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", reset_time):
             c.err(f"{p}.period.reset_time", f"must be HH:MM, not {reset_time!r}")
 
-        mm = c.mapping(m.get("match"), f"{p}.match", ("workspaces", "api_keys", "sources", "entrypoints", "models"))
-        match = PoolMatch(**{k: c.string_list(mm.get(k), f"{p}.match.{k}")
-                             for k in ("workspaces", "api_keys", "sources", "entrypoints", "models")})
+        mm = c.mapping(m.get("match"), f"{p}.match", MATCH_KEYS)
+        match = PoolMatch(**{k: c.string_list(mm.get(k), f"{p}.match.{k}") for k in MATCH_KEYS})
         for j, src in enumerate(match.sources):
             if src not in source_names:
                 c.err(f"{p}.match.sources[{j}]", f"no source named {src!r}")
-        if not (match.workspaces or match.api_keys or match.sources):
-            c.err(f"{p}.match", "names no workspaces, api_keys or sources, so the pool would take no spend")
+        if not (match.workspaces or match.api_keys or match.actors or match.products or match.sources):
+            c.err(f"{p}.match", "names no workspaces, api_keys, actors, products or sources, so the pool would "
+                                "take no spend")
 
         bm = c.mapping(m.get("breaker"), f"{p}.breaker", ("open_below",))
         open_below = c.decimal(bm.get("open_below"), f"{p}.breaker.open_below", maximum=Decimal(1))

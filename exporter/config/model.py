@@ -83,6 +83,9 @@ class AdminApiConfig:
     poll_interval: float = 300.0
     claude_code_report: bool = False
     settle_after: float = 6 * 3600.0  # seconds after a UTC day's end before its bill counts as complete
+    #: which billed endpoints: the Usage and Cost Analytics API, the legacy cost and usage
+    #: reports, or the analytics API falling back to the legacy one where it is refused
+    api: str = "auto"
 
     def read_key(self) -> str | None:
         """The admin key, or None. Read at use, never stored in the config's repr."""
@@ -123,6 +126,8 @@ class PriceOverride:
 class PoolMatch:
     workspaces: tuple[str, ...] = ()
     api_keys: tuple[str, ...] = ()
+    actors: tuple[str, ...] = ()  # analytics billing: user email or user_/svac_ id
+    products: tuple[str, ...] = ()  # analytics billing: claude_code, messages_api, ...
     sources: tuple[str, ...] = ()
     entrypoints: tuple[str, ...] = ()
     models: tuple[str, ...] = ()

@@ -47,7 +47,7 @@ ZERO = Decimal(0)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
-BilledBasis = Literal["cost_report", "usage_report", "none"]
+BilledBasis = Literal["analytics", "cost_report", "usage_report", "none"]
 EstimateBasis = Literal["logs", "usage_report"]
 
 
@@ -140,6 +140,14 @@ class PoolMatcher:
 
     @property
     def takes_billed(self) -> bool:
+        """Whether any billed row can count: by workspace, key, actor or product (the last two only
+        in the analytics API's rows)."""
+        m = self.match
+        return bool(m.workspaces or m.api_keys or m.actors or m.products)
+
+    @property
+    def takes_legacy_billed(self) -> bool:
+        """Whether the legacy reports' rows can count: they carry no actor or product."""
         return bool(self.match.workspaces or self.match.api_keys)
 
     @property
@@ -176,11 +184,25 @@ class PoolMatcher:
         return bool(self.match.workspaces) and self._workspace_ok(workspace_id) and _models_ok(
             self.match.models, model)
 
+    def matches_analytics(self, workspace_id: str | None, api_key_id: str | None, actor: tuple[str | None, ...],
+                          product: str | None, model: str) -> bool:
+        """An analytics row: every dimension the pool names must match. ``actor`` is the row's
+        (tagged id, email); a pool's ``actors`` entry matches either."""
+        m = self.match
+        return (
+            self.takes_billed
+            and self._workspace_ok(workspace_id)
+            and (not m.api_keys or api_key_id in m.api_keys)
+            and (not m.actors or any(a is not None and a in m.actors for a in actor))
+            and (not m.products or product in m.products)
+            and _models_ok(m.models, model)
+        )
+
     def matches_usage(self, workspace_id: str | None, api_key_id: str | None, model: str) -> bool:
         """A usage-report row; ``api_key_id`` None (usage without a key) never matches a key list."""
         m = self.match
         return (
-            self.takes_billed
+            self.takes_legacy_billed
             and self._workspace_ok(workspace_id)
             and (not m.api_keys or api_key_id in m.api_keys)
             and _models_ok(m.models, model)
@@ -203,6 +225,12 @@ class PoolInputs:
     billed_complete_through: date | None = None
     usage_priced_by_hour: Mapping[datetime, Decimal] = field(default_factory=dict)
     estimated_by_hour: Mapping[datetime, Decimal] = field(default_factory=dict)
+    #: the analytics API's bill: ``billed_by_day`` hold every billed row (hours summed), these the
+    #: hours of the days after the last complete one, billed through ``billed_complete_hour``
+    #: (exclusive: the end of the last complete billed hour)
+    analytics: bool = False
+    billed_by_hour: Mapping[datetime, Decimal] = field(default_factory=dict)
+    billed_complete_hour: datetime | None = None
 
 
 WINDOWS = ("today", "yesterday", "period")
@@ -228,6 +256,9 @@ class PoolState:
     drift: Mapping[str, Decimal | None]  # by window; None where undefined
     calibration: Decimal | None  # the divisor applied to the estimate (the period drift), if any
     billed_through: date | None  # last billed day inside spend, None when spend has no billed part
+    #: the instant spend is billed up to (the end of ``billed_through``, or with the analytics API the
+    #: end of the last complete billed hour); the calibrated estimate counts from there
+    billed_until: datetime | None
     spend_billed: Decimal
     spend_estimated: Decimal  # calibrated
     spend: Decimal
@@ -296,7 +327,7 @@ def compute_pool(
     today = now.date()
     yesterday = today - DAY
 
-    billed_basis = matcher.billed_basis
+    billed_basis: BilledBasis = "analytics" if inputs.analytics and matcher.takes_billed else matcher.billed_basis
     estimate_basis = matcher.estimate_basis
     usage_hours = _utc_hours(inputs.usage_priced_by_hour, "usage_priced_by_hour")
     est_hours = (_utc_hours(inputs.estimated_by_hour, "estimated_by_hour") if estimate_basis == "logs"
@@ -304,7 +335,7 @@ def compute_pool(
     est_days = _by_day(est_hours)
 
     billed_days: dict[date, Decimal]
-    if billed_basis == "cost_report":
+    if billed_basis in ("cost_report", "analytics"):
         billed_days = dict(inputs.billed_by_day)
     elif billed_basis == "usage_report":
         billed_days = _by_day(usage_hours)
@@ -313,7 +344,11 @@ def compute_pool(
 
     # cutoff: the last complete billed day, never today or later
     cutoff: date | None = None
-    if billed_basis != "none" and inputs.billed_complete_through is not None:
+    complete_hour: datetime | None = None  # analytics: billed hours up to here count after the cutoff day
+    if billed_basis == "analytics" and inputs.billed_complete_hour is not None:
+        complete_hour = min(_require_aware(inputs.billed_complete_hour, "billed_complete_hour"), now)
+        cutoff = min(complete_hour.date() - DAY, yesterday)
+    elif billed_basis != "none" and inputs.billed_complete_through is not None:
         cutoff = min(inputs.billed_complete_through, yesterday)
 
     period_days = sorted(d for d in billed_days.keys() | est_days.keys() if day_in_period(d, start, end))
@@ -351,6 +386,11 @@ def compute_pool(
         spend_billed = _sum(billed_days[d] for d in complete_period_days if d in billed_days)
         billed_through = cutoff if cutoff is not None and _span_start(start, end) <= cutoff else None
         fresh_from = datetime.combine(cutoff + DAY, time(0), tzinfo=UTC) if cutoff is not None else None
+        if complete_hour is not None and fresh_from is not None and complete_hour > fresh_from:
+            # the complete hours of the day after the cutoff are billed too, the rest estimated
+            spend_billed += _sum(a for h, a in _utc_hours(inputs.billed_by_hour, "billed_by_hour").items()
+                                 if fresh_from <= h < complete_hour and hour_in_period(h, start, end))
+            fresh_from = complete_hour
     spend_estimated = calibrated(_sum(
         a for h, a in est_hours.items()
         if hour_in_period(h, start, end) and (fresh_from is None or h >= fresh_from)
@@ -384,7 +424,8 @@ def compute_pool(
         period_start=start, period_end=end, billed_basis=billed_basis, estimate_basis=estimate_basis,
         billed=MappingProxyType(billed) if billed is not None else None,
         estimated=MappingProxyType(estimated), drift=MappingProxyType(drift), calibration=calibration,
-        billed_through=billed_through, spend_billed=spend_billed, spend_estimated=spend_estimated,
+        billed_through=billed_through, billed_until=fresh_from if billed_basis != "none" else None,
+        spend_billed=spend_billed, spend_estimated=spend_estimated,
         spend=spend, remaining=remaining, remaining_ratio=remaining_ratio, burn_rate_per_hour=burn,
         exhaustion=exhaustion, projected_spend=projected, breaker_open_by_threshold=breaker_open,
     )

@@ -228,11 +228,22 @@ class DemoOrg:
                 return model
         return w.models[-1][0]
 
-    def _bill(self, w: Workload, model: str, tokens: Tokens, at: float, batch: _Batch) -> tuple[Decimal, Decimal]:
-        """Bill one request: a line per token type at list price times the workload's factor.
+    def _bill(self, w: Workload, model: str, tokens: Tokens, at: float, batch: _Batch,
+              actor: str | None = None) -> tuple[Decimal, Decimal]:
+        """Bill one request: a line per token type at list price times the workload's factor,
+        attributed as the analytics API does (a user, or the agents' service account; Claude Code
+        or the Messages API).
 
         Returns (list USD, list cents); the unpriced preview is billed as Sonnet.
         """
+        if actor is None:
+            actor_id = None
+        elif w.breaker_aware:
+            actor_id = "svac_demo_agents"
+        else:
+            actor_id = "user_demo_" + actor.split("@")[0]
+        product = "claude_code" if w.entrypoints else "messages_api"
+        first = True
         prices = self.pricer.prices(model, when=at) or self.pricer.prices(SONNET, when=at)
         assert prices is not None, "the price table lost Claude Sonnet 4.5"
         moment = datetime.fromtimestamp(at, UTC)
@@ -247,16 +258,19 @@ class DemoOrg:
                     at=moment, amount_cents=(list_cents * factor).quantize(_CENTS_STEP),
                     workspace_id=w.workspace_id, api_key_id=w.api_key_id, model=model, cost_type="tokens",
                     token_type=token_type, tokens=n, service_tier="standard", context_window="0-200k",
-                    inference_geo="global"))
+                    inference_geo="global", actor=actor_id,
+                    actor_email=actor if actor_id and actor_id.startswith("user_") else None, product=product,
+                    list_cents=list_cents, requests=int(first)))
+                first = False
         return total_list / 100, total_list
 
     def _request(self, w: Workload, at: float, batch: _Batch) -> Decimal:
         """One request at ``at``: its log lines (if the workload uses Claude Code) and its bill."""
         model = self._model(w)
         tokens = self._tokens(model, heavy=w.pool == "agent-sdk")
-        usd, list_cents = self._bill(w, model, tokens, at, batch)
-        if w.entrypoints:
-            s = self._session(w, at)
+        s = self._session(w, at) if w.entrypoints else None
+        usd, list_cents = self._bill(w, model, tokens, at, batch, s.actor if s is not None else None)
+        if s is not None:
             self._write_request(s, w, model, tokens, at, batch)
             batch.claude_code.append((datetime.fromtimestamp(at, UTC).date(), s.actor, model, tokens, list_cents))
         self.requests += 1
@@ -467,6 +481,7 @@ def start_demo(base: Config, *, clock: Callable[[], float] = time.time) -> Demo:
     speed = demo_speed()
     api = SimulatedAdminApi(key=DEMO_KEY, clock=clock, organization_id="org_demo",
                             keep_requests=KEEP_REQUESTS).start()
+    api.analytics_lag = timedelta(seconds=300 / speed)  # five simulated minutes
     log.info(f"demo mode: a simulated organisation served by {api.url}; the real Admin API is never contacted "
              "and no real logs are read", admin_api=api.url, speed=speed)
     workdir = Path(tempfile.mkdtemp(prefix="claude-budget-demo-"))

@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from exporter import __version__
 from exporter.billing.poller import BillingSnapshot
+from exporter.billing.wire import ANALYTICS_PRODUCTS
 from exporter.billing.store import DEFAULT_WORKSPACE
 from exporter.core.breaker import DROP_REASONS, MAX_PER_POOL, MAX_TOTAL
 from exporter.core.budget import DRIFT_WINDOWS, WINDOWS
@@ -149,8 +150,22 @@ BILLED_COST = _g(
     "claude_billed_cost_usd",
     "Billed cost in USD from the Admin API cost report (amount in cents / 100). window: today and "
     "yesterday are UTC days, period is the current UTC calendar month to date (today is partial). "
-    f"workspace_id 'default' is the default workspace. {BILLED_CACHED}",
-    "window", "workspace_id", "model", "cost_type", "token_type")
+    f"workspace_id 'default' is the default workspace. product is the surface the analytics API "
+    f"attributes it to ('none' from the legacy cost report). {BILLED_CACHED}",
+    "window", "workspace_id", "model", "cost_type", "token_type", "product")
+BILLED_LIST_COST = _g(
+    "claude_billed_list_cost_usd",
+    "The same billed cost at list price, before discounts (the analytics API's list_amount; no series from the "
+    "legacy cost report). list minus billed is the discount; estimated vs list is counting and pricing. "
+    f"{BILLED_CACHED}", "window", "workspace_id", "model", "product")
+ADMIN_API_MODE = _g(
+    "claude_admin_api_mode",
+    "Which Admin API the billed series come from: 1 for the one the last poll read (analytics: the Usage and "
+    "Cost Analytics API, by the hour; legacy: the cost and usage reports, by the day), 0 for the other.", "api")
+ADMIN_API_FALLBACKS = _c(
+    "claude_admin_api_fallbacks",
+    "Polls on which the analytics API refused (400 for HIPAA-ready organisations, 403 without read:analytics, "
+    "404) and admin_api.api auto read the legacy reports instead; it asks the analytics API again an hour later.")
 BILLED_TOKENS = _g(
     "claude_billed_tokens",
     "Billed tokens from the Admin API messages usage report (fresher than cost, about 5 minutes behind). "
@@ -158,7 +173,8 @@ BILLED_TOKENS = _g(
     f"token_type input is uncached input. {BILLED_CACHED}", "window", "workspace_id", "model", "token_type")
 BILLED_COMPLETE = _g(
     "claude_billed_complete_through_timestamp_seconds",
-    "End of the last complete UTC day the cost report covers (billed spend is final up to here, "
+    "End of the last complete UTC day the cost report covers, or with the analytics API the end of its last "
+    "complete hour (billed spend is final up to here, "
     f"subject to revision of the last day). {BILLED_CACHED}")
 ADMIN_REQUESTS = _c("claude_admin_api_requests", "Admin API answers by endpoint and HTTP status code ('error': no "
                     "answer, e.g. timeout or reset).", "endpoint", "code")
@@ -313,6 +329,13 @@ def _label(value: str | None) -> str:
     return value if value else NONE_LABEL
 
 
+def _product(value: str | None) -> str:
+    """A closed label: the documented product surfaces, anything new ``other``."""
+    if not value:
+        return NONE_LABEL
+    return value if value in ANALYTICS_PRODUCTS else "other"
+
+
 def _windows(today: date) -> tuple[tuple[str, date, date], ...]:
     """(window, first day, last day inclusive): UTC days; period is the calendar month to date."""
     yesterday = today - timedelta(days=1)
@@ -325,16 +348,23 @@ def billed_families(snap: BillingSnapshot, today: date, model_label: Callable[[s
     def model_of(model: str | None) -> str:
         return model_label(model) if model else NONE_LABEL
 
-    cost = BILLED_COST.family()
+    cost, listed = BILLED_COST.family(), BILLED_LIST_COST.family()
     daily_cost = snap.daily_cost()
     for window, first, last in _windows(today):
-        sums: dict[tuple[str, str, str, str], Decimal] = defaultdict(Decimal)
-        for (day, ws, model, cost_type, token_type), amount in daily_cost.items():
+        sums: dict[tuple[str, str, str, str, str], Decimal] = defaultdict(Decimal)
+        lsums: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
+        for (day, ws, model, cost_type, token_type, product), (amount, list_amount) in daily_cost.items():
             if first <= day <= last:
-                sums[(ws or DEFAULT_WORKSPACE, model_of(model), _label(cost_type), _label(token_type))] += amount
+                ws_label, model_label_, product_label = ws or DEFAULT_WORKSPACE, model_of(model), _product(product)
+                sums[(ws_label, model_label_, _label(cost_type), _label(token_type), product_label)] += amount
+                if list_amount is not None:
+                    lsums[(ws_label, model_label_, product_label)] += list_amount
         for key, amount in sorted(sums.items()):
             cost.add_metric([window, *key], float(amount))
+        for lkey, amount in sorted(lsums.items()):
+            listed.add_metric([window, *lkey], float(amount))
     yield cost
+    yield listed
 
     tokens = BILLED_TOKENS.family()
     daily_usage = snap.daily_usage()
@@ -353,6 +383,14 @@ def billed_families(snap: BillingSnapshot, today: date, model_label: Callable[[s
     if snap.complete_through is not None:
         complete.add_metric([], snap.complete_through.timestamp())
     yield complete
+
+    mode = ADMIN_API_MODE.family()
+    for api in ("analytics", "legacy"):
+        mode.add_metric([api], 1 if snap.api == api else 0)
+    yield mode
+    fallbacks = ADMIN_API_FALLBACKS.family()
+    fallbacks.add_metric([], snap.fallbacks)
+    yield fallbacks
 
     requests = ADMIN_REQUESTS.family()
     for (endpoint, code), n in sorted(snap.requests.items()):

@@ -98,11 +98,14 @@ def _pool_card(s: Any, decision: Any, now: float) -> str:
     tags = "".join(f'<span class="tag">{_e(t)}</span>' for t in (s.team and f"team {s.team}",
                                                                   s.plan and f"plan {s.plan}") if t)
     # spend: billed through the last complete day + calibrated estimate since
-    if s.billed_through is not None:
+    if s.billed_basis == "analytics" and s.billed_until is not None and s.billed_through is not None:
+        split = (f"billed {usd(s.spend_billed)} until {_e(s.billed_until.strftime('%Y-%m-%d %H:%M UTC'))}"
+                 f" + estimate {usd(s.spend_estimated)} since")
+    elif s.billed_through is not None:
         split = (f"billed {usd(s.spend_billed)} through {_e(_day(datetime.combine(s.billed_through, datetime.min.time(), UTC)))}"
                  f" + estimate {usd(s.spend_estimated)} since")
     elif s.billed_basis == "none":
-        split = "estimate only (the pool names no workspaces or API keys)"
+        split = "estimate only (the pool names no workspaces, API keys, actors or products)"
     else:
         split = f"estimate {usd(s.spend_estimated)}: no complete billed day in this period yet"
     if s.calibration is not None:
