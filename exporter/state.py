@@ -83,6 +83,10 @@ CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, source TEXT NOT NULL, dev INTEGER NOT NULL, ino INTEGER NOT NULL,
     offset INTEGER NOT NULL, head BLOB NOT NULL
 );
+-- the last bytes before a file's offset (FileState.tail), stored with the offset they end at: they
+-- stand only while that is the files row's offset (a release before this table moves offsets
+-- without it). Apart from files so that such a release still reads and writes that table.
+CREATE TABLE IF NOT EXISTS file_tails (path TEXT PRIMARY KEY, offset INTEGER NOT NULL, tail BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS dims (
     id INTEGER PRIMARY KEY, source TEXT NOT NULL, model TEXT NOT NULL, entrypoint TEXT NOT NULL
 );
@@ -115,6 +119,8 @@ class FileState:
     ino: int
     offset: int
     head: bytes  # the first bytes of the file, to tell a reused inode from the file we read
+    # the last bytes before ``offset`` (b"": not known), to tell a file rewritten in place from one appended to
+    tail: bytes = b""
 
 
 class StateError(Exception):
@@ -352,8 +358,13 @@ class StateDB:
                                  (name,)).fetchone() is not None
 
     def files(self) -> dict[str, FileState]:
-        rows = self.conn.execute("SELECT path, source, dev, ino, offset, head FROM files")
-        return {r[0]: FileState(r[0], r[1], r[2], r[3], r[4], bytes(r[5])) for r in rows}
+        if not self.has_table("file_tails"):  # a state written before it, read as it is
+            rows = self.conn.execute("SELECT path, source, dev, ino, offset, head, NULL FROM files")
+        else:
+            rows = self.conn.execute(
+                "SELECT f.path, f.source, f.dev, f.ino, f.offset, f.head, t.tail FROM files f"
+                " LEFT JOIN file_tails t ON t.path = f.path AND t.offset = f.offset")
+        return {r[0]: FileState(r[0], r[1], r[2], r[3], r[4], bytes(r[5]), bytes(r[6] or b"")) for r in rows}
 
     def request_rows(self) -> dict[int, bytes]:
         """Dedup key -> the packed row of the largest copy seen (ROW).
@@ -395,12 +406,16 @@ class StateDB:
 
     @staticmethod
     def put_files(conn: sqlite3.Connection, files: Iterable[FileState]) -> None:
+        files = list(files)
         conn.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?)",
                          [(f.path, f.source, f.dev, f.ino, f.offset, f.head) for f in files])
+        conn.executemany("INSERT OR REPLACE INTO file_tails VALUES (?, ?, ?)",
+                         [(f.path, f.offset, f.tail) for f in files])
 
     @staticmethod
     def drop_files(conn: sqlite3.Connection, paths: list[str]) -> None:
         conn.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in paths])
+        conn.executemany("DELETE FROM file_tails WHERE path = ?", [(p,) for p in paths])
 
     @staticmethod
     def put_dims(conn: sqlite3.Connection, rows: list[tuple[int, str, str, str]]) -> None:

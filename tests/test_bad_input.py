@@ -171,7 +171,7 @@ def test_generic_jsonl_rejects_the_same_way(tmp_path: Path) -> None:
         {"timestamp": TS, "model": HAIKU, "cost_usd": "Infinity"},
         {"timestamp": TS, "model": 7, "input_tokens": 1},
         {"timestamp": "2099-01-01T00:00:00Z", "model": HAIKU, "input_tokens": 1},
-        {"timestamp": NOW * 1000 + 3 * 86400 * 1000, "model": HAIKU, "input_tokens": 1},  # epoch ms, 3 days ahead
+        {"timestamp": NOW * 1000 + 8 * 86400 * 1000, "model": HAIKU, "input_tokens": 1},  # epoch ms, 8 days ahead
         {"model": HAIKU, "input_tokens": 1},
         ["not", "an", "object"],
         "a bare string",
@@ -184,8 +184,8 @@ def test_generic_jsonl_rejects_the_same_way(tmp_path: Path) -> None:
 
 def test_timestamps_far_in_the_future_are_rejected(logs: Logs) -> None:
     an_hour_ahead = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW + 3600))  # clock skew: fine
-    two_days_ahead = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW + 2 * 86400))
-    for n, ts in enumerate((an_hour_ahead, two_days_ahead, "9999-12-31T23:59:59Z", "2026-13-45T99:00:00Z",
+    eight_days_ahead = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(NOW + 8 * 86400))  # past the week
+    for n, ts in enumerate((an_hour_ahead, eight_days_ahead, "9999-12-31T23:59:59Z", "2026-13-45T99:00:00Z",
                             "yesterday", "")):
         logs.write("a.jsonl", cc_line(n, ts=ts))
     logs.write("a.jsonl", json.dumps({"type": "assistant", "timestamp": 1e300, "requestId": "r", "message": {
@@ -232,7 +232,7 @@ def test_the_running_exporter_counts_every_reason_and_keeps_serving(tmp_path: Pa
     d.mkdir()
     now = time.time()
     ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now - 60))
-    future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 3 * 86400))
+    future = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now + 8 * 86400))
     with open(d / "a.jsonl", "wb") as f:
         f.write(cc_line(1, ts=ts))
         f.write(b'{"type":"assistant","message":{"usage":{}},"x":"' + b"a" * (10 << 20) + b'"}\n')

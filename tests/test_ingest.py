@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import structlog.testing
+from freezegun import freeze_time
 
 from exporter.config import SourceConfig
 from exporter.logs.dedup import AGG_COST_PICO, AGG_REQUESTS
@@ -60,17 +64,18 @@ class Harness:
     """``watch``: the ingestor stats only what inotify names, with no periodic full scan to
     hide a missed event; every test here runs that way and polling."""
 
-    def __init__(self, tmp: Path, watch: bool = False) -> None:
+    def __init__(self, tmp: Path, watch: bool = False, clock: Callable[[], float] = lambda: NOW) -> None:
         self.logs = tmp / "projects"
         self.logs.mkdir()
         self.state_dir = tmp / "state"
         self.source = SourceConfig(name="claude-code", kind="claude_code", paths=(str(self.logs),))
         self.watch = watch
+        self.clock = clock
         self.open()
 
     def open(self) -> None:
         self.db = StateDB(self.state_dir)
-        self.ing = Ingestor([self.source], self.db, load_pricer(), clock=lambda: NOW, watch=self.watch,
+        self.ing = Ingestor([self.source], self.db, load_pricer(), clock=self.clock, watch=self.watch,
                             full_scan_seconds=1e9)
 
     def restart(self) -> None:
@@ -267,3 +272,35 @@ def test_a_state_that_never_saw_the_subagent_file_counts_the_progress_copies(tmp
     h.refresh()
     assert h.requests() == 2 and h.total_usd() == usd() + usd(out=50)
     assert (h.lines("counted"), h.lines("duplicate")) == (2, 1)
+
+
+def test_lines_dated_ahead_of_a_clock_that_is_behind_are_kept_at_their_own_time(tmp_path: Path) -> None:
+    """The exporter's clock two days behind the logs: their lines are counted at their own hours,
+    not rejected as bad timestamps (and lost: the offset moves past them). Once the clock is
+    right nothing is counted twice; a date years ahead is still a bad timestamp, and the lines
+    after it are read."""
+    hour = lambda iso: int(datetime.fromisoformat(iso).timestamp())  # noqa: E731
+    with freeze_time("2026-11-15T10:00:00Z") as frozen:  # the logs are written on the 17th
+        h = Harness(tmp_path, clock=lambda: time.time())
+        h.write("p/a.jsonl", line("1", ts="2026-11-17T10:00:00.000Z")
+                + line("2", out=200, ts="2026-11-17T11:30:00.000Z")
+                + line("3", ts="2028-11-17T10:00:00.000Z")  # a broken writer's date: too far to be a clock
+                + line("4", out=400, cw1h=1000, ts="2026-11-17T11:59:59.000Z"))
+        with structlog.testing.capture_logs() as logs:
+            h.refresh()
+            h.refresh()
+        assert h.requests() == 3 and h.lines("bad_timestamp") == 1
+        assert h.total_usd() == usd() + usd(out=200) + usd(out=400, cw1h=1000)
+        by_hour = {k[0]: v[AGG_REQUESTS] for k, v in h.ing.aggregates.items()}
+        assert by_hour == {hour("2026-11-17T10:00:00+00:00"): 1, hour("2026-11-17T11:00:00+00:00"): 2}
+        said = [e for e in logs if e["event"] == "log_lines_future_dated"]
+        assert len(said) == 1 and said[0]["source"] == "claude-code"
+
+        frozen.move_to("2026-11-17T12:30:00Z")  # the clock is put right
+        h.write("p/a.jsonl", line("5", out=500, ts="2026-11-17T12:15:00.000Z") + line("2", out=200))
+        h.restart()
+        h.refresh()
+        assert h.requests() == 4 and (h.lines("counted"), h.lines("duplicate")) == (4, 1)
+        assert h.total_usd() == usd() + usd(out=200) + usd(out=400, cw1h=1000) + usd(out=500)
+        assert h.lines("bad_timestamp") == 1
+        h.ing.close()

@@ -9,8 +9,8 @@ at any point neither loses nor double counts.
 The stages live beside this module: which files to read (``discover``), how a line reads
 (``parse``), how copies of a request fold into rows and aggregates (``dedup``), and how a
 large first read is split over helper processes (``coldread``). This module follows the
-files from one refresh to the next (offsets, rotation, truncation, renames, overlong lines)
-and owns what a refresh leaves behind.
+files from one refresh to the next (offsets, rotation, truncation, rewrites in place, renames,
+overlong lines) and owns what a refresh leaves behind.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from itertools import chain
 from typing import BinaryIO
 
@@ -33,11 +34,16 @@ from exporter.logs.dedup import PICO, AggKey, Batch, DimKey, RefreshStats, row_h
 from exporter.logs.discover import FULL_SCAN_SECONDS, Finder, Listed
 from exporter.state import FileState, StateDB
 
-__all__ = ["CHUNK_BYTES", "MAX_LINE_BYTES", "PICO", "RETENTION_SECONDS", "Ingestor", "RefreshStats", "SourceStatus"]
+__all__ = ["CHUNK_BYTES", "MAX_LINE_BYTES", "PICO", "RETENTION_SECONDS", "TAIL_BYTES", "Ingestor", "RefreshStats",
+           "SourceStatus"]
 
 log = structlog.get_logger()
 
 HEAD_BYTES = 1024  # enough to hold the first line's ids, which tell two files apart
+# the bytes kept from just before a file's offset: the end of the last line read, which holds its
+# uuid and timestamp in every writer we know, so they are not there again unless the line is
+TAIL_BYTES = 256
+FUTURE_SAID_SECONDS = 86_400  # requests booked further ahead of the clock than this: the log says so
 CHUNK_BYTES = 4 << 20
 MAX_LINE_BYTES = 10 << 20
 RETENTION_SECONDS = 45 * 86400
@@ -98,6 +104,7 @@ class Ingestor:
         self._moved: list[FileState] = []  # files found at a new path this refresh
         self._unpriced_logged: set[str] = set()
         self._poison_logged: set[str] = set()
+        self._future_said = False  # said once a process: requests dated well ahead of this clock
         self._unreadable_said: set[str] = set()  # unreadable files already said in the log (bounded)
         self.unpriced_seen: list[tuple[str, str]] = []
         self.quiet = False  # a helper process: the parent logs what it found
@@ -168,6 +175,7 @@ class Ingestor:
                 self.dims.pop(dk, None)
             del self.dim_list[dims_before:]
             raise
+        self._say_future(now)
         for status in self.status.values():
             if status.error is None:
                 status.last_success = now
@@ -200,7 +208,7 @@ class Ingestor:
             still = now_at.get(old.path)
             if still is not None and (still.st_dev, still.st_ino) == (old.dev, old.ino):
                 continue  # a hard link, not a move
-            self.files[p] = moved = FileState(p, old.source, old.dev, old.ino, old.offset, old.head)
+            self.files[p] = moved = FileState(p, old.source, old.dev, old.ino, old.offset, old.head, old.tail)
             self._moved.append(moved)
             if still is not None:
                 del self.files[old.path]  # what sits there now is read from its start
@@ -264,7 +272,18 @@ class Ingestor:
             return None, 0
 
     def _tail(self, source: SourceConfig, path: str, batch: Batch) -> tuple[FileState | None, int]:
-        """Read the new complete lines of one file; the FileState to store, and bytes read."""
+        """Read the new complete lines of one file; the FileState to store, and bytes read.
+
+        The file goes on from its stored offset only when it is the file that was read: the same
+        inode, at least as long, its first bytes (``head``) and the bytes just before the offset
+        (``tail``) still there. Otherwise it is read again from its start (the dedup index drops
+        the requests counted already): another file on a reused inode (``log_file_replaced``),
+        one cut short (``log_file_truncated``), or one truncated and written again past the old
+        offset between two looks, its first lines the same (``log_file_rewritten``: a stat sees
+        only a file that grew, and reading on from the offset would lose what was written before
+        it). A file written again to exactly its old length is not opened, so such a rewrite is
+        seen (and read) once the file grows again.
+        """
         prev = self.files.get(path)
         if prev is not None:
             st = self._stats.get(path) or os.stat(path)
@@ -275,10 +294,13 @@ class Ingestor:
             start = 0
             if prev is not None:
                 if (prev.dev, prev.ino) == (st.st_dev, st.st_ino) and st.st_size >= prev.offset:
-                    if prev.offset == 0 or _head_matches(f, prev.head):
-                        start = prev.offset
-                    else:
+                    if prev.offset and not _holds(f, 0, prev.head):
                         log.info("log_file_replaced", source=source.name, path=path)
+                    elif prev.offset and not _holds(f, prev.offset - len(prev.tail), prev.tail):
+                        log.info("log_file_rewritten", source=source.name, path=path, offset=prev.offset,
+                                 size=st.st_size)
+                    else:
+                        start = prev.offset
                 elif (prev.dev, prev.ino) == (st.st_dev, st.st_ino):
                     log.info("log_file_truncated", source=source.name, path=path, offset=prev.offset,
                              size=st.st_size)
@@ -289,12 +311,14 @@ class Ingestor:
             # a file the state has never seen, read from its start: its lines were there before
             # this read (a backlog), and a line without a time of its own keeps the file's age
             backlog = st.st_mtime if prev is None and start == 0 else None
-            offset = self._read_lines(source, f, start, batch, path, backlog)
+            offset, tail = self._read_lines(source, f, start, batch, path, backlog,
+                                            prev.tail if prev is not None and start > 0 else b"")
             head = prev.head if prev is not None and start > 0 and len(prev.head) >= HEAD_BYTES else _read_head(f)
-        if prev is not None and prev.offset == offset and prev.ino == st.st_ino and prev.head == head:
+        if (prev is not None and prev.offset == offset and prev.ino == st.st_ino and prev.head == head
+                and prev.tail == tail):
             return None, offset - start
         batch.stats.files_read += 1
-        return FileState(path, source.name, st.st_dev, st.st_ino, offset, head), offset - start
+        return FileState(path, source.name, st.st_dev, st.st_ino, offset, head, tail), offset - start
 
     def _finish_rotated(self, source: SourceConfig, prev: FileState, batch: Batch) -> None:
         """The file at this path was replaced: read what was appended to the old one before it moved."""
@@ -307,7 +331,7 @@ class Ingestor:
             try:
                 if entry.inode() == prev.ino and entry.is_file(follow_symlinks=False):
                     with open(entry.path, "rb", buffering=0) as f:
-                        if _head_matches(f, prev.head):
+                        if _holds(f, 0, prev.head):
                             f.seek(prev.offset)
                             self._read_lines(source, f, prev.offset, batch)
                     return
@@ -315,11 +339,12 @@ class Ingestor:
                 continue
 
     def _read_lines(self, source: SourceConfig, f: BinaryIO, start: int, batch: Batch, path: str | None = None,
-                    backlog_mtime: float | None = None) -> int:
-        """Feed complete lines from ``start`` on to the batch; returns the offset after the last one.
+                    backlog_mtime: float | None = None, tail: bytes = b"") -> tuple[int, bytes]:
+        """Feed complete lines from ``start`` on to the batch; returns the offset after the last one
+        and the last TAIL_BYTES bytes before it (from what was read: no second look at the file).
 
         ``backlog_mtime``: the file's modification time when this is the first read of a file the
-        state has never seen (from offset 0), else None.
+        state has never seen (from offset 0), else None. ``tail``: the bytes known to end at ``start``.
         """
         parse = self.parsers[source.name]
         name = source.name
@@ -351,6 +376,7 @@ class Ingestor:
                         batch.count(name, readers.TOO_LONG)
                     skipping = True
                     offset += len(data)
+                    tail = _tail_of(tail, data, len(data))
                     carry = b""
                 else:
                     carry = data
@@ -365,15 +391,17 @@ class Ingestor:
             else:
                 self._scan_lines(data, first, block_end, parse, batch, name, batch.now)
             offset += block_end
+            tail = _tail_of(tail, data, block_end)
             carry = data[block_end:]
             if len(carry) > self.max_line:
                 batch.count(name, readers.TOO_LONG)
                 offset += len(carry)
+                tail = _tail_of(tail, carry, len(carry))
                 carry = b""
                 skipping = True
         if path is not None:
             batch.skipping[path] = skipping
-        return offset
+        return offset, tail
 
     def _scan_claude(self, data: bytes, pos: int, end: int, parse: readers.LineParser, batch: Batch,
                      name: str) -> None:
@@ -466,6 +494,19 @@ class Ingestor:
         for p, inside in batch.skipping.items():
             (self.in_long_line.add if inside else self.in_long_line.discard)(p)
 
+    def _say_future(self, now: float) -> None:
+        """Requests the last commit booked more than a day ahead of this clock: they count at their
+        own hours (see ``readers.MAX_FUTURE_SECONDS``), and the log says so once a process."""
+        if self._future_said:
+            return
+        ahead = max((k for k in self.last_deltas if k[0] > now + FUTURE_SAID_SECONDS), default=None)
+        if ahead is None:
+            return
+        self._future_said = True
+        log.warning("log_lines_future_dated", source=ahead[1], hour=_iso(ahead[0]), clock=_iso(now),
+                    hint="this clock may be behind: such requests are counted at their own time; lines more than "
+                         f"{readers.MAX_FUTURE_SECONDS // 86400:.0f} days ahead are rejected as bad_timestamp")
+
     def _log_unpriced(self, model: str, source: str) -> None:
         if model not in self._unpriced_logged:
             self._unpriced_logged.add(model)
@@ -482,12 +523,20 @@ class Ingestor:
             log.error("log_line_rejected", source=source, error=f"{type(exc).__name__}: {exc}")
 
 
-def _head_matches(f: BinaryIO, head: bytes) -> bool:
-    pos = f.tell()
-    f.seek(0)
-    got = f.read(len(head))
-    f.seek(pos)
-    return got == head
+def _iso(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+
+def _holds(f: BinaryIO, pos: int, expected: bytes) -> bool:
+    """Whether the file holds ``expected`` at ``pos`` (one pread; the file position does not move)."""
+    return not expected or (pos >= 0 and os.pread(f.fileno(), len(expected), pos) == expected)
+
+
+def _tail_of(tail: bytes, data: bytes, end: int) -> bytes:
+    """The last TAIL_BYTES bytes of ``tail + data[:end]``."""
+    if end >= TAIL_BYTES:
+        return data[end - TAIL_BYTES:end]
+    return (tail + data[:end])[-TAIL_BYTES:]
 
 
 def _read_head(f: BinaryIO) -> bytes:

@@ -40,14 +40,24 @@ INVALID_UTF8 = "invalid_utf8"
 API_ERROR = "api_error"
 SYNTHETIC = "synthetic"
 BAD_USAGE = "bad_usage"  # usage fields of the wrong type, negative or absurd
-BAD_TIMESTAMP = "bad_timestamp"  # missing, unparseable or far in the future
+BAD_TIMESTAMP = "bad_timestamp"  # missing, unparseable, or more than MAX_FUTURE_SECONDS ahead
 TOO_LONG = "too_long"
 REJECT_REASONS = (MALFORMED, INVALID_UTF8, API_ERROR, SYNTHETIC, BAD_USAGE, BAD_TIMESTAMP, TOO_LONG)
 RESULTS = (COUNTED, DUPLICATE, IGNORED, NON_CLAUDE, *REJECT_REASONS)
 
 MAX_TOKENS_PER_REQUEST = 50_000_000  # far past any context window: larger counts are corrupt
 MAX_COST_PER_RECORD = Decimal(100_000)  # USD; a stated cost above this is corrupt, not spend
-MAX_FUTURE_SECONDS = 86_400.0
+# How far ahead of the exporter's clock a line's time may be and still count: a week.
+#
+# A line dated ahead of the clock is real usage when the clock is what is wrong (behind after a
+# jump, a VM restored from a snapshot, logs written on a machine with the right time): it counts,
+# booked at its own hour, where it belongs once the clock is right. It is not deferred: the
+# offset is one number per file, so holding a line back holds back every line after it, and a
+# budget breaker must not go blind to spend for as long as a clock is wrong (a pool's period
+# spend includes the hours ahead of the clock; the burn rate does not). Past a week the date is
+# taken for a broken writer's (2099, milliseconds read as seconds): the line is a bad_timestamp,
+# as a line without a usable time is, and the file is read on past it.
+MAX_FUTURE_SECONDS = 7 * 86_400.0
 
 Parsed = list[UsageRecord] | str
 LineParser = Callable[[bytes, float], Parsed]
@@ -119,7 +129,7 @@ def _decode_object(line: bytes) -> dict[str, Any] | str:
 
 
 def _check_ts(ts: float | None, now: float) -> str | None:
-    """BAD_TIMESTAMP for a line without a usable time or one more than a day ahead of ``now``."""
+    """BAD_TIMESTAMP for a line without a usable time or one more than MAX_FUTURE_SECONDS ahead of ``now``."""
     if ts is None or ts > now + MAX_FUTURE_SECONDS:
         return BAD_TIMESTAMP
     return None
@@ -143,7 +153,7 @@ def request_reason(api_error: object, model: object, ts: float | None, now: floa
 
     In this order: an API error message (``isApiErrorMessage: true``; whatever tokens it
     carries were not billed), a ``<synthetic>`` model (a turn Claude Code wrote itself), no
-    model name (bad usage), and no usable time or one more than a day ahead of ``now``
+    model name (bad usage), and no usable time or one more than MAX_FUTURE_SECONDS (a week) ahead of ``now``
     (``ts`` is None when the line has none or it does not parse).
     """
     if api_error is True:
