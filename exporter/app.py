@@ -24,7 +24,7 @@ from exporter import logsetup
 from exporter.config import Config
 from exporter.logs.ingestor import Ingestor
 from exporter.prices import load_pricer
-from exporter.state import StateDB
+from exporter.state import StateDB, StateError
 
 # Only what ``report`` needs is imported here: a cold report pays for every import (the serving
 # stack, httpx and prometheus_client cost it 0.2 s), so serve's and check's parts come in their functions.
@@ -67,6 +67,7 @@ def make_billing_poller(config: Config, clock: Callable[[], float]) -> BillingPo
         settle_after=timedelta(seconds=api.settle_after),
         api=api.api,
         actors=any(p.match.actors for p in config.pools),
+        spend_limits=True,
     )
 
 
@@ -236,15 +237,15 @@ def build_report(config: Config, *, exiting: bool, progress: Callable[[int, int]
 # --------------------------------------------------------------------------- check
 
 
-def load_billing(state: StateDB) -> Any:
-    """The billed days a poller stored in this state, as a snapshot; None when there are none."""
+def load_billing(state: StateDB, api: str = "auto") -> Any:
+    """The billed days (and spend limits) a poller stored in this state, as a snapshot; None when there are none."""
     from exporter.billing.poller import BillingPoller
 
     try:
-        snap = BillingPoller(None, state.conn).snapshot  # restore only, never polls
+        snap = BillingPoller(None, state.conn, api=api).snapshot  # restore only, never polls
     except sqlite3.Error:
         return None
-    return snap if (snap.cost_rows or snap.usage_rows) else None
+    return snap if (snap.cost_rows or snap.usage_rows or snap.spend_limits) else None
 
 
 def pool_from_state(config: Config, pool: str, *, clock: Callable[[], float] = time.time) -> BreakerDecision:
@@ -258,10 +259,14 @@ def pool_from_state(config: Config, pool: str, *, clock: Callable[[], float] = t
         pricer = load_pricer(config.price_overrides)
         now = clock()
         ing = Ingestor(config.sources, state, pricer, clock=lambda: now)
-        snap = Snapshot(built_at=now, billing=load_billing(state), ready=True,
+        api = config.admin_api.api if config.admin_api is not None else "auto"
+        snap = Snapshot(built_at=now, billing=load_billing(state, api), ready=True,
                         **build_estimated(ing, pricer, hourly_since=int(now) - HOURLY_DAYS * 86400))
     finally:
         state.close()
     at = datetime.fromtimestamp(now, UTC)
-    st = next(s for s in build_pool_states(config, pricer, snap, at) if s.pool == pool)
+    st = next((s for s in build_pool_states(config, pricer, snap, at) if s.pool == pool), None)
+    if st is None:
+        raise StateError(f"pool {pool!r} is on a spend limit the state does not hold yet: run serve with the "
+                         "admin key until its first poll")
     return BreakerBoard().decide(pool, st, at)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from exporter.billing.poller import BillingPoller, BillingSnapshot
-from exporter.config import Config
+from exporter.config import Config, PoolConfig
 from exporter.core.breaker import BreakerBoard, BreakerDecision
 from exporter.core.budget import PoolInputs, PoolMatcher, PoolState, compute_pool
 from exporter.core.pricing import Pricer
@@ -99,6 +99,8 @@ class Snapshot:
     webhook: WebhookView = field(default_factory=WebhookView)
     model_label: Callable[[str], str] = str  # a model id -> its label from the closed set (the pricer's)
     claude_code_report: bool = False  # whether the Admin API's Claude Code report is polled and shown
+    actor_labels: str = "none"  # admin_api.actor_labels: none, top (actor_top_n of them, then other) or hashed
+    actor_top_n: int = 20
     refresh_seconds: float = 0.0
     ready: bool = False
     # the state database: False from a failed commit (disk full, read-only) until one succeeds
@@ -249,8 +251,37 @@ def _analytics_inputs(matcher: PoolMatcher, b: BillingSnapshot, estimated: dict[
                       analytics=True, billed_by_hour=dict(hours), billed_complete_hour=complete)
 
 
+_limit_missing_said: set[str] = set()
+
+
+def _spend_limit_of(pool: PoolConfig, snap: Snapshot) -> tuple[Decimal, Decimal, str] | None:
+    """(amount USD, spent USD, period) of the pool's spend limit; None (said once) while it is not known."""
+    b = snap.billing
+    view = next((v for v in (b.spend_limits if b is not None else ()) if v.limit.id == pool.spend_limit), None)
+    if view is not None and view.limit.amount is not None and view.spent is not None and view.limit.currency == "USD":
+        return view.limit.amount, view.spent, view.limit.period
+    key = f"{pool.name}:{pool.spend_limit}"
+    if key not in _limit_missing_said:
+        _limit_missing_said.add(key)
+        log.warning("pool_spend_limit_unknown", pool=pool.name, spend_limit=pool.spend_limit,
+                    why="not among the organisation's limits" if view is None else
+                    "it has no amount, no known spend, or is not in USD",
+                    hint="the pool is left out until the Admin API reports the limit")
+    return None
+
+
 def build_pool_states(config: Config, pricer: Pricer, snap: Snapshot, now: datetime) -> tuple[PoolState, ...]:
-    return tuple(compute_pool(p, pool_inputs(PoolMatcher.for_pool(p), snap, pricer), now) for p in config.pools)
+    """Every pool's state; a pool on a spend limit the Admin API has not reported is left out."""
+    out = []
+    for p in config.pools:
+        inputs = pool_inputs(PoolMatcher.for_pool(p), snap, pricer)
+        if p.spend_limit is not None:
+            limit = _spend_limit_of(p, snap)
+            if limit is None:
+                continue
+            inputs = replace(inputs, spend_limit=limit)
+        out.append(compute_pool(p, inputs, now))
+    return tuple(out)
 
 
 
@@ -375,6 +406,8 @@ class Refresher:
                 pool_names=tuple(p.name for p in self.config.pools),
                 model_label=self.pricer.model_label,
                 claude_code_report=bool(api and api.claude_code_report),
+                actor_labels=api.actor_labels if api else "none",
+                actor_top_n=api.actor_top_n if api else 20,
                 **self._estimated,
             )
             try:

@@ -245,3 +245,91 @@ def test_the_stand_in_is_as_strict_as_the_api(fake) -> None:
     fan = get(ok + [("group_by[]", g) for g in ("actor", "model", "product", "workspace_id", "api_key_id",
                                                   "cost_type", "token_type")] + [("limit", "1")])
     assert fan.status_code == 200 and fan.json()["has_more"] is True and len(fan.json()["data"]) == 1
+
+
+# --------------------------------------------------------------------------- spend limits
+
+
+def limits_poller(fake: FakeAdminApi, db: sqlite3.Connection | None = None) -> BillingPoller:
+    return make_poller(fake, db if db is not None else sqlite3.connect(":memory:"), spend_limits=True)
+
+
+def test_a_console_organisations_limits_are_measured_against_its_bill(fake) -> None:
+    fake.add_spend_limit("spl_org", "organization", 50000)
+    fake.add_spend_limit("spl_ws", "workspace", 2000, scope_id="wrkspc_1", period="weekly")
+    fake.add_spend_limit("spl_tier", "usage_tier", 100000)
+    poller = limits_poller(fake)
+    snap = poller.poll()
+    m = scrape(snap, NOW.date())
+    # the month: 1000.25 + 250.5 + 99.999 + 40.004 + 12.5 + 7 cents
+    assert sample(m, "claude_spend_limit_usd", scope_type="organization", scope="organization", period="monthly") == 500
+    assert total(m, "claude_spend_limit_spend_usd", scope_type="organization") == Decimal("14.10253")
+    assert total(m, "claude_spend_limit_spend_usd", scope_type="usage_tier") == Decimal("14.10253")
+    # the week from Monday 16 November, workspace wrkspc_1: 99.999 + 40.004 + 7 cents
+    assert sample(m, "claude_spend_limit_usd", scope_type="workspace", scope="wrkspc_1", period="weekly") == 20
+    assert total(m, "claude_spend_limit_spend_usd", scope_type="workspace") == Decimal("1.47003")
+    # a Console organisation has no effective report: asked once, not again within the hour
+    assert fake.count("spend_limits_effective", 400) == 1
+    fake.advance(timedelta(minutes=5))
+    poller.poll()
+    assert fake.count("spend_limits_effective") == 1 and fake.count("spend_limits", 200) == 2
+
+
+def test_an_enterprise_members_limit_as_a_pool_opens_its_breaker_and_check_flips(fake, tmp_path) -> None:
+    from exporter.app import pool_from_state
+    from exporter.config import AdminApiConfig
+    from exporter.state import StateDB
+
+    fake.org_kind = "enterprise"
+    fake.add_spend_limit("spl_org", "organization", 50000)
+    fake.add_spend_limit("spl_ada", "user", 500, scope_id=ADA[0])
+    state = StateDB(tmp_path)
+    poller = limits_poller(fake, state.conn)
+    snap = poller.poll()
+    ada_pool = PoolConfig(name="ada", credit_usd=Decimal(0), spend_limit="spl_ada")
+    # Ada's month so far: 250.5 + 99.999 + 7 cents of a $5 limit
+    got = pools(snap, ada_pool)["ada"]
+    assert (got.credit, got.spend, got.billed_basis) == (Decimal(5), Decimal("3.57499"), "spend_limit")
+    assert not got.breaker_open_by_threshold
+    config = Config(pools=(ada_pool,), state_dir=tmp_path, admin_api=AdminApiConfig())
+    assert not pool_from_state(config, "ada", clock=lambda: fake.now.timestamp()).open
+
+    # users show only under the actor-label rule
+    assert total(scrape(snap, NOW.date()), "claude_spend_limit_usd", scope_type="user") == 0
+    m = parse_metrics(generate_latest(_registry(snap, "top")).decode())
+    assert sample(m, "claude_spend_limit_spend_usd", scope_type="user", scope=ADA[1], period="monthly") == 3.57499
+
+    fake.add_spend(at(20, 12, 20), "200", actor=ADA[0], actor_email=ADA[1], token_type="output_tokens", tokens=9)
+    fake.advance(timedelta(minutes=5))
+    got = pools(poller.poll(), ada_pool)["ada"]
+    assert got.spend == Decimal("5.57499") and got.remaining < 0 and got.breaker_open_by_threshold
+    state.close()
+    decision = pool_from_state(config, "ada", clock=lambda: fake.now.timestamp())
+    assert decision.open and decision.source == "threshold"
+
+
+def _registry(snap: BillingSnapshot, rule: str, top_n: int = 20) -> CollectorRegistry:
+    reg = CollectorRegistry()
+    reg.register(type("C", (), {"collect": lambda self: billed_families(
+        snap, NOW.date(), actor_labels=rule, actor_top_n=top_n)})())
+    return reg
+
+
+def test_actor_labels_stay_bounded_with_five_hundred_users() -> None:
+    with FakeAdminApi(key=KEY, now=NOW) as fake:
+        for i in range(500):
+            fake.add_spend(at(20, 3), str(i + 1), actor=f"user_{i:03d}", actor_email=f"u{i:03d}@example.com",
+                           token_type="output_tokens", tokens=10)
+        snap = make_poller(fake, sqlite3.connect(":memory:")).poll()
+    assert total(scrape(snap, NOW.date()), "claude_billed_actor_cost_usd") == 0  # none: no per-actor series
+
+    m = parse_metrics(generate_latest(_registry(snap, "top", 20)).decode())
+    today = {dict(lab)["actor"]: v for (n, lab), v in m.items()
+             if n == "claude_billed_actor_cost_usd" and dict(lab)["window"] == "today"}
+    assert len(today) == 21 and "other" in today and "u499@example.com" in today and "u479@example.com" not in today
+    # every cent is still there: 1 + 2 + ... + 500 cents
+    assert sum((Decimal(repr(v)) for v in today.values()), Decimal(0)) == Decimal("1252.50")
+
+    m = parse_metrics(generate_latest(_registry(snap, "hashed")).decode())
+    labels = {dict(lab)["actor"] for (n, lab), _v in m.items() if n == "claude_billed_actor_cost_usd"}
+    assert len(labels) == 500 and all(x.startswith("h_") and "@" not in x for x in labels)

@@ -111,7 +111,7 @@ def test_validate_config_exits_2_listing_every_problem(tmp_path: Path) -> None:
     r = run_cli("validate-config", str(p))
     assert r.returncode == 2
     assert "pools[0].period.reset_day: must be 1..31" in r.stderr
-    assert "pools[0]: needs plan or credit_usd" in r.stderr
+    assert "pools[0]: needs plan, credit_usd or spend_limit" in r.stderr
     assert "listen: must be a non-empty string" in r.stderr
     good = tmp_path / "good.yaml"
     good.write_text(GOOD)

@@ -41,6 +41,10 @@ from exporter.billing.wire import (
     ANALYTICS_MAX_GROUPS,
     ANALYTICS_MAX_LIMIT,
     API_VERSION,
+    SPEND_LIMIT_PERIODS,
+    SPEND_LIMIT_SCOPE_IDS,
+    SPEND_LIMIT_SCOPES,
+    SPEND_LIMITS_BETA,
     BUCKET_LIMITS,
     CLAUDE_CODE_MAX_LIMIT,
 )
@@ -53,14 +57,20 @@ USAGE_PATH = "/v1/organizations/usage_report/messages"
 CLAUDE_CODE_PATH = "/v1/organizations/usage_report/claude_code"
 ANALYTICS_COST_PATH = "/v1/organizations/analytics/cost"
 ANALYTICS_USAGE_PATH = "/v1/organizations/analytics/usage"
+SPEND_LIMITS_PATH = "/v1/organizations/spend_limits"
+EFFECTIVE_PATH = "/v1/organizations/spend_limits/effective"
 ENDPOINTS = {"cost_report": COST_PATH, "usage_report": USAGE_PATH, "claude_code_report": CLAUDE_CODE_PATH,
-             "analytics_cost": ANALYTICS_COST_PATH, "analytics_usage": ANALYTICS_USAGE_PATH}
+             "analytics_cost": ANALYTICS_COST_PATH, "analytics_usage": ANALYTICS_USAGE_PATH,
+             "spend_limits": SPEND_LIMITS_PATH, "spend_limits_effective": EFFECTIVE_PATH}
 #: headers only some endpoints take: the analytics API is a beta
 ENDPOINT_HEADERS = {"analytics_cost": {"anthropic-beta": ANALYTICS_BETA},
-                    "analytics_usage": {"anthropic-beta": ANALYTICS_BETA}}
+                    "analytics_usage": {"anthropic-beta": ANALYTICS_BETA},
+                    "spend_limits": {"anthropic-beta": SPEND_LIMITS_BETA}}
 #: cost rows a page may hold per row asked for: the fan-out by cost_type and token_type does not
 #: count toward ``limit`` (five token types and three other components at most)
 ANALYTICS_FANOUT_ROWS = 8
+#: the mark a cursor-only page gets once checked (a key no JSON object from the API can hold)
+CURSOR_ONLY = "\x00cursor_only"
 
 COST_GROUP_BY = ("workspace_id", "description")
 USAGE_GROUP_BY = ("model", "workspace_id", "api_key_id", "service_tier", "context_window")
@@ -287,6 +297,35 @@ class AnalyticsReport:
 
     rows: tuple[Any, ...]
     refreshed_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SpendLimit:
+    """One of the organisation's spend limits: ``amount`` (None: no numeric cap here) in the billing
+    ``currency``'s major unit (dollars for USD), exact; ``scope_id`` the scope's id (None for the
+    organisation and the usage tier)."""
+
+    id: str
+    scope_type: str
+    scope_id: str | None
+    period: str
+    amount: Decimal | None
+    currency: str
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MemberSpend:
+    """One member's effective limit for one period and their spend so far in it (Enterprise)."""
+
+    user_id: str
+    email: str | None
+    period: str
+    amount: Decimal | None
+    spent: Decimal
+    currency: str
+    spend_limit_id: str
+    source_type: str
 
 
 # --------------------------------------------------------------------------- helpers
@@ -612,6 +651,14 @@ class AdminApiClient:
                            max_items=limit)
         return AnalyticsReport(tuple(rows), min(refreshed) if refreshed else None)
 
+    def spend_limits(self) -> list[SpendLimit]:
+        """Every spend limit of the organisation (the API's default page size: it documents no maximum)."""
+        return self._pages("spend_limits", [], _parse_spend_limits, max_items=self.max_rows_per_response)
+
+    def member_spend(self) -> list[MemberSpend]:
+        """Each member's effective limits and period-to-date spend; a 400 for a Console organisation."""
+        return self._pages("spend_limits_effective", [], _parse_member_spend, max_items=self.max_rows_per_response)
+
     @staticmethod
     def _analytics_params(starting_at: datetime, ending_at: datetime, width: str | None, groups: tuple[str, ...],
                           limit: int, dims: int) -> list[tuple[str, str]]:
@@ -847,6 +894,12 @@ def _check_page_envelope(body: Any) -> str | None:
         return "top level is not an object"
     if not isinstance(body.get("data"), list):
         return "no data list"
+    if CURSOR_ONLY in body:
+        return "a reserved key in the body"
+    if "has_more" not in body and (body.get("next_page") is None or isinstance(body.get("next_page"), str)):
+        # the spend-limit endpoints page by the cursor alone: more while next_page is set
+        body[CURSOR_ONLY] = True
+        body["has_more"] = bool(body.get("next_page"))
     if not isinstance(body.get("has_more"), bool):
         return "no has_more flag"
     if body["has_more"] and not isinstance(body.get("next_page"), str):
@@ -1010,6 +1063,62 @@ def _parse_analytics_usage(body: dict[str, Any], refreshed: list[datetime]) -> l
     return rows
 
 
+def _currency(value: Any) -> str:
+    if not isinstance(value, str) or not (value.isascii() and value.isalpha() and len(value) == 3):
+        raise ValueError(f"not a currency code: {_short(value)}")
+    return value.upper()
+
+
+def _minor(value: Any, *, whole: bool = False) -> Decimal:
+    """A decimal string in minor units (cents) -> major units, exact and bounded; ``whole`` wants an integer."""
+    if not isinstance(value, str):
+        raise ValueError(f"amount is not a decimal string: {_short(value)}")
+    amount = _cents_to_usd(value)
+    if amount < 0 or (whole and amount * 100 != (amount * 100).to_integral_value()):
+        raise ValueError(f"not a non-negative {'integer ' if whole else ''}amount: {_short(value)}")
+    return amount
+
+
+def _scope(value: Any) -> tuple[str, str | None]:
+    if not isinstance(value, dict) or value.get("type") not in SPEND_LIMIT_SCOPES:
+        raise ValueError(f"unknown scope: {_short(value)}")
+    kind = value["type"]
+    return kind, _opt_str(value[SPEND_LIMIT_SCOPE_IDS[kind]]) if kind in SPEND_LIMIT_SCOPE_IDS else None
+
+
+def _period(value: Any) -> str:
+    if value not in SPEND_LIMIT_PERIODS:
+        raise ValueError(f"unknown period: {_short(value)}")
+    return str(value)
+
+
+def _parse_spend_limits(body: dict[str, Any]) -> list[SpendLimit]:
+    rows = []
+    for item in body["data"]:
+        kind, scope_id = _scope(item["scope"])
+        amount = item.get("amount")
+        rows.append(SpendLimit(
+            id=str(_opt_str(item["id"])), scope_type=kind, scope_id=scope_id, period=_period(item["period"]),
+            amount=None if amount is None else _minor(amount, whole=True), currency=_currency(item["currency"]),
+            enabled=item["is_enabled"] is True))
+    return rows
+
+
+def _parse_member_spend(body: dict[str, Any]) -> list[MemberSpend]:
+    rows = []
+    for item in body["data"]:
+        actor = item["actor"]
+        if not isinstance(actor, dict) or actor.get("type") != "user_actor":
+            continue  # a scoped API key acting for the organisation: not a member
+        amount = item.get("amount")
+        rows.append(MemberSpend(
+            user_id=str(_opt_str(actor["user_id"])), email=_opt_str(actor.get("email_address")),
+            period=_period(item["period"]), amount=None if amount is None else _minor(amount, whole=True),
+            spent=_minor(item["period_to_date_spend"]), currency=_currency(item["currency"]),
+            spend_limit_id=str(_opt_str(item["spend_limit_id"])), source_type=_scope(item["source"])[0]))
+    return rows
+
+
 def day_start(day: date) -> datetime:
     """Midnight UTC at the start of ``day``."""
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
@@ -1024,7 +1133,7 @@ def days_between(start: date, end: date) -> Iterator[date]:
 
 
 __all__ = [
-    "Actor", "AnalyticsCostRow", "AnalyticsReport", "AnalyticsUsageRow", "AdminApiBadResponse", "AdminApiClient", "AdminApiDeadlineExceeded", "AdminApiError", "AdminApiHTTPError",
+    "MemberSpend", "SpendLimit", "Actor", "AnalyticsCostRow", "AnalyticsReport", "AnalyticsUsageRow", "AdminApiBadResponse", "AdminApiClient", "AdminApiDeadlineExceeded", "AdminApiError", "AdminApiHTTPError",
     "AdminApiRateLimited", "AdminApiRefused", "AdminApiTransportError", "ClaudeCodeRow", "CostRow", "UsageRow",
     "build_query", "day_start", "days_between", "BUCKET_LIMITS", "COST_GROUP_BY", "USAGE_GROUP_BY",
     "MAX_AMOUNT_CENTS", "MAX_AMOUNT_USD", "MAX_PAGES_PER_QUERY", "MAX_RESPONSE_BYTES", "MAX_ROWS_PER_QUERY",

@@ -14,6 +14,7 @@ values and marks the snapshot down.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -35,6 +36,8 @@ from exporter.billing.client import (
     AnalyticsUsageRow,
     ClaudeCodeRow,
     CostRow,
+    MemberSpend,
+    SpendLimit,
     UsageRow,
     day_start,
     days_between,
@@ -105,6 +108,66 @@ def earliest_period_start(periods: Iterable[PeriodConfig], now: datetime) -> dat
     return min(starts) if starts else None
 
 
+# --------------------------------------------------------------------------- spend limits
+
+
+def limit_period_start(period: str, now: datetime) -> datetime:
+    """The start of a spend limit's current period: the UTC day, ISO week (Monday) or calendar month."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "daily":
+        return day
+    if period == "weekly":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+@dataclass(frozen=True)
+class LimitView:
+    """One spend limit and its spend so far in its current period (None: not known here), in the
+    limit's currency (major units)."""
+
+    limit: SpendLimit
+    spent: Decimal | None
+
+    def to_json(self) -> dict[str, Any]:
+        x = self.limit
+        return {"id": x.id, "scope_type": x.scope_type, "scope_id": x.scope_id, "period": x.period,
+                "amount": None if x.amount is None else str(x.amount), "currency": x.currency,
+                "enabled": x.enabled, "spent": None if self.spent is None else str(self.spent)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> LimitView:
+        amount, spent = d.get("amount"), d.get("spent")
+        return cls(SpendLimit(str(d["id"]), str(d["scope_type"]), d.get("scope_id"), str(d["period"]),
+                              None if amount is None else Decimal(amount), str(d["currency"]), bool(d["enabled"])),
+                   None if spent is None else Decimal(spent))
+
+
+def limit_views(limits: Iterable[SpendLimit], members: Iterable[MemberSpend], snap: BillingSnapshot,
+                now: datetime) -> tuple[LimitView, ...]:
+    """Each limit with its period-to-date spend: a member's own figure from the effective report for a
+    user limit; the billed cost of its scope since the period began for the organisation, the usage
+    tier and a workspace (the bill is in USD: other currencies are left unknown); None otherwise."""
+    members = list(members)
+    out = []
+    for x in limits:
+        spent: Decimal | None = None
+        if x.scope_type == "user":
+            spent = next((m.spent for m in members if m.user_id == x.scope_id and m.period == x.period
+                          and m.currency == x.currency), None)
+        elif x.scope_type in ("organization", "usage_tier", "workspace") and x.currency == "USD":
+            start = limit_period_start(x.period, now)
+            rows: Iterable[tuple[datetime, str | None, Decimal]]
+            if snap.api == "analytics":
+                rows = ((r.start, r.workspace_id, r.amount_usd) for r in snap.analytics_cost)
+            else:
+                rows = ((day_start(d), r.workspace_id, r.amount_usd) for d, rs in snap.cost_rows.items() for r in rs)
+            spent = sum((usd for at, ws, usd in rows if at >= start
+                         and (x.scope_type != "workspace" or ws == x.scope_id)), Decimal(0))
+        out.append(LimitView(x, spent))
+    return tuple(out)
+
+
 # --------------------------------------------------------------------------- snapshot
 
 
@@ -133,6 +196,9 @@ class BillingSnapshot:
     api: str = "legacy"
     analytics_cost: tuple[AnalyticsCostRow, ...] = ()
     fallbacks: int = 0
+    #: the organisation's spend limits with their period-to-date spend, and (Enterprise) each member's
+    spend_limits: tuple[LimitView, ...] = ()
+    member_spend: tuple[MemberSpend, ...] = ()
     _memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def daily_cost(self) -> Mapping[tuple[date, str | None, str | None, str | None, str | None, str | None],
@@ -274,6 +340,7 @@ class BillingPoller:
         settle_after: timedelta = timedelta(hours=6),
         api: str = "legacy",
         actors: bool = False,
+        spend_limits: bool = False,
     ) -> None:
         if api not in ADMIN_APIS:
             raise ValueError(f"api must be one of {', '.join(ADMIN_APIS)}")
@@ -295,6 +362,10 @@ class BillingPoller:
         self._analytics_cost: dict[date, tuple[AnalyticsCostRow, ...]] = {}
         self._analytics_usage: dict[date, tuple[AnalyticsUsageRow, ...]] = {}
         self._in_use = "analytics" if api == "analytics" else "legacy"
+        self.spend_limits = spend_limits
+        self._limits: tuple[SpendLimit, ...] = ()
+        self._members: tuple[MemberSpend, ...] = ()
+        self._limits_off: dict[str, datetime] = {}  # endpoint -> not asked again before
         ensure_schema(store)
         self._cost: dict[date, tuple[CostRow, ...]] = {}
         self._usage: dict[date, tuple[UsageRow, ...]] = {}
@@ -351,7 +422,7 @@ class BillingPoller:
                         if self._in_use != "analytics":
                             log.info("billing.analytics_api_in_use", previous=self._in_use)
                         self._in_use = "analytics"
-                        self._publish(self._analytics_snapshot(afetched.complete_hour))
+                        self._publish(self._analytics_snapshot(afetched.complete_hour), now)
                         log.info("billing.poll_ok", api="analytics", days_fetched=len(afetched.days),
                                  days_held=len(self._analytics_cost), complete_hour=afetched.complete_hour.isoformat(),
                                  elapsed_ms=round((time.monotonic() - started) * 1000))
@@ -375,15 +446,68 @@ class BillingPoller:
                 complete_through=self._complete_through(now),
                 up=True,
                 last_success=self._wall(),
-            ))
+            ), now)
             log.info("billing.poll_ok", api="legacy", cost_days_fetched=len(fetched.cost_days),
                      usage_days_fetched=len(fetched.usage_days), days_held=len(self._cost),
                      elapsed_ms=round((time.monotonic() - started) * 1000))
             return self._snapshot
 
-    def _publish(self, snap: BillingSnapshot) -> None:
+    def _publish(self, snap: BillingSnapshot, now: datetime) -> None:
+        """Publish a successful poll's snapshot, with the spend limits read in the same cycle."""
+        if self.spend_limits:
+            self._poll_limits(now)
+        views = limit_views(self._limits, self._members, snap, now)
+        self._store_limits(views)
         self._snapshot = replace(snap, requests=self._requests(), refusals=self._refusals(),
-                                 fallbacks=self._fallbacks).warm()
+                                 fallbacks=self._fallbacks, spend_limits=views,
+                                 member_spend=self._members).warm()
+
+    def _poll_limits(self, now: datetime) -> None:
+        """Read the spend limits (and, for an Enterprise organisation, each member's spend against them).
+
+        They are extras: a failure keeps the last ones and never marks the bill down; an endpoint
+        that refuses (an early-access preview, or the effective report on a Console organisation)
+        is asked again an hour later, said once.
+        """
+        assert self.client is not None
+        for what in ("spend_limits", "member_spend"):
+            until = self._limits_off.get(what)
+            if until is not None and now < until:
+                continue
+            try:
+                if what == "spend_limits":
+                    self._limits = tuple(self.client.spend_limits())
+                else:
+                    self._members = tuple(self.client.member_spend())
+            except AdminApiHTTPError as exc:
+                if exc.status not in FALLBACK_STATUSES:
+                    log.warning("billing.spend_limits_failed", endpoint=what, error=str(exc))
+                    continue
+                if what not in self._limits_off:
+                    log.info("billing.spend_limits_unavailable", endpoint=what, code=exc.status,
+                             error_type=exc.error_type, error=exc.api_message,
+                             hint="the effective report is for Enterprise organisations; a Console organisation's "
+                                  "limits are measured against its billed cost" if what == "member_spend" else
+                                  "listing spend limits may need the preview enabled for the organisation")
+                self._limits_off[what] = now + ANALYTICS_RETRY
+                if what == "spend_limits":
+                    self._limits = ()
+                else:
+                    self._members = ()
+            except AdminApiError as exc:
+                log.warning("billing.spend_limits_failed", endpoint=what, error=str(exc))
+            else:
+                self._limits_off.pop(what, None)
+
+    def _store_limits(self, views: tuple[LimitView, ...]) -> None:
+        """Keep the limits and their spend for ``check`` (a command that reads the state, never the API)."""
+        try:
+            self._db.execute("INSERT OR REPLACE INTO billed_state (name, value) VALUES (?, ?)",
+                             ("spend_limits", json.dumps([v.to_json() for v in views])))
+            if self._db.in_transaction:
+                self._db.commit()
+        except sqlite3.Error as exc:
+            log.warning("billing.spend_limits_not_stored", error=str(exc))
 
     def _wants_analytics(self, now: datetime) -> bool:
         if self.api == "legacy":
@@ -653,13 +777,15 @@ class BillingPoller:
         for endpoint, days in (("analytics_cost", refused_acost), ("analytics_usage", refused_ausage)):
             if days:
                 self._stored_refusals[(endpoint, STORED_REASON)] += len(days)
+        views = _stored_limits(state.get("spend_limits"))
+        self._limits = tuple(v.limit for v in views)
         if state.get("api") == "analytics" and self.api != "legacy":
             self._in_use = "analytics"
             if self._analytics_cost:
                 log.info("billing.restored", api="analytics", days_held=len(self._analytics_cost), last_success=last)
             return replace(self._analytics_snapshot(_stored_time(state.get("complete_hour")), up=False,
                                                     last_success=last),
-                           requests=self._requests(), refusals=self._refusals()).warm()
+                           requests=self._requests(), refusals=self._refusals(), spend_limits=views).warm()
         if self._cost:
             log.info("billing.restored", days_held=len(self._cost), last_success=last)
         return BillingSnapshot(
@@ -670,7 +796,16 @@ class BillingPoller:
             last_success=last,
             requests=self._requests(),
             refusals=self._refusals(),
+            spend_limits=views,
         ).warm()
+
+
+def _stored_limits(value: str | None) -> tuple[LimitView, ...]:
+    """The spend limits the last poll stored; none when unreadable (the next poll reads them again)."""
+    try:
+        return tuple(LimitView.from_json(d) for d in json.loads(value)) if value else ()
+    except (ValueError, TypeError, KeyError, ArithmeticError):
+        return ()
 
 
 def _stored_time(value: str | None) -> datetime | None:

@@ -20,7 +20,8 @@ from datetime import UTC, date, datetime, timedelta
 __all__ = [
     "ANALYTICS_BETA", "ANALYTICS_COST_GROUPS", "ANALYTICS_FANOUT", "ANALYTICS_MAX_GROUPS", "ANALYTICS_MAX_LIMIT",
     "ANALYTICS_DEFAULT_LIMIT", "ANALYTICS_PRODUCTS", "ANALYTICS_MAX_SPAN", "ANALYTICS_EARLIEST", "ANALYTICS_USAGE_GROUPS", "AnalyticsQuery",
-    "check_analytics_query", "API_VERSION", "BUCKET_LIMITS", "CLAUDE_CODE_DEFAULT_LIMIT", "CLAUDE_CODE_MAX_LIMIT", "COST_GROUPS",
+    "check_analytics_query", "API_VERSION", "SPEND_LIMITS_BETA", "SPEND_LIMIT_PERIODS", "SPEND_LIMIT_SCOPES",
+    "SPEND_LIMIT_SCOPE_IDS", "SPEND_LIMITS_DEFAULT_LIMIT", "BUCKET_LIMITS", "CLAUDE_CODE_DEFAULT_LIMIT", "CLAUDE_CODE_MAX_LIMIT", "COST_GROUPS",
     "DEFAULT_LIMIT", "USAGE_GROUPS", "WIDTHS", "PageTokens", "ReportQuery", "WireError", "check_claude_code_query", "check_report_query",
     "error_body", "floor", "iso", "parse_rfc3339",
 ]
@@ -62,18 +63,33 @@ ANALYTICS_MAX_SPAN = {"1d": timedelta(days=31), "1h": timedelta(days=31), "1m": 
 ANALYTICS_EARLIEST = datetime(2026, 1, 1, tzinfo=UTC)
 
 
+# ---- spend limits (beta)
+#: the ``anthropic-beta`` value the list of limits requires (the effective report takes none)
+SPEND_LIMITS_BETA = "spend-limit-reads-2026-09-26"
+SPEND_LIMIT_PERIODS = ("daily", "weekly", "monthly")
+SPEND_LIMIT_SCOPES = ("organization", "organization_service", "rbac_group", "seat_tier", "usage_tier", "user",
+                      "workspace")
+#: the id field each scope type carries (organization and usage_tier carry none)
+SPEND_LIMIT_SCOPE_IDS = {"organization_service": "service", "rbac_group": "rbac_group_id", "seat_tier": "seat_tier",
+                         "user": "user_id", "workspace": "workspace_id"}
+#: limits (or members, on the effective report) per page when the query sends no ``limit``
+SPEND_LIMITS_DEFAULT_LIMIT = 20
+
+
 class WireError(Exception):
     """An error the API answers with its error body: ``{"type":"error","error":{type, message}}``."""
 
-    def __init__(self, status: int, error_type: str, message: str) -> None:
+    def __init__(self, status: int, error_type: str, message: str, error_code: str | None = None) -> None:
         super().__init__(message)
-        self.status, self.error_type, self.message = status, error_type, message
+        self.status, self.error_type, self.message, self.error_code = status, error_type, message, error_code
 
 
-def error_body(error_type: str, message: str) -> bytes:
-    """The API's error body, with a fresh ``request_id``."""
-    return json.dumps({"type": "error", "error": {"type": error_type, "message": message},
-                       "request_id": f"req_{secrets.token_hex(12)}"}).encode()
+def error_body(error_type: str, message: str, error_code: str | None = None) -> bytes:
+    """The API's error body, with a fresh ``request_id`` (and ``details.error_code`` when given)."""
+    error: dict[str, object] = {"type": error_type, "message": message}
+    if error_code is not None:
+        error["details"] = {"error_code": error_code}
+    return json.dumps({"type": "error", "error": error, "request_id": f"req_{secrets.token_hex(12)}"}).encode()
 
 
 def _bad(message: str) -> WireError:

@@ -232,6 +232,9 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
 
 
 ADMIN_APIS = ("auto", "analytics", "legacy")
+PERIOD_LENGTHS = ("monthly", "weekly", "daily")
+ACTOR_LABELS = ("none", "top", "hashed")
+MAX_ACTOR_TOP_N = 200  # labels per family: past this a per-actor series is no longer a dashboard
 MATCH_KEYS = ("workspaces", "api_keys", "actors", "products", "sources", "entrypoints", "models")
 MAX_NESTING = 64  # no config nests past a handful of levels; the YAML parser takes seconds to fail at 3,000
 
@@ -302,6 +305,9 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
     overrides = _parse_overrides(c, pricing.get("overrides"), "pricing.overrides")
 
     pools = _parse_pools(c, top.get("pools"), "pools", source_names)
+    for i, pool in enumerate(pools):
+        if pool.spend_limit is not None and admin is None:
+            c.err(f"pools[{i}].spend_limit", "a spend limit comes from the Admin API: configure admin_api")
     if admin is not None and admin.api == "legacy":
         for i, pool in enumerate(pools):
             for k in ("actors", "products"):
@@ -335,7 +341,7 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
 
 def _parse_admin(c: _Checker, value: Any, path: str, fast: bool = False) -> AdminApiConfig:
     m = c.mapping(value, path, ("key_env", "key_file", "base_url", "poll_interval", "claude_code_report",
-                                "settle_after", "api"))
+                                "settle_after", "api", "actor_labels", "actor_top_n"))
     key_env = c.string(m.get("key_env"), f"{path}.key_env", default=DEFAULT_KEY_ENV)
     key_file = c.path(m.get("key_file"), f"{path}.key_file")
     if "key_env" in m and "key_file" in m:
@@ -351,8 +357,13 @@ def _parse_admin(c: _Checker, value: Any, path: str, fast: bool = False) -> Admi
     api = c.string(m.get("api"), f"{path}.api", default="auto")
     if api not in ADMIN_APIS:
         c.err(f"{path}.api", f"must be one of {', '.join(ADMIN_APIS)}, not {api!r}")
+    actor_labels = c.string(m.get("actor_labels"), f"{path}.actor_labels", default="none")
+    if actor_labels not in ACTOR_LABELS:
+        c.err(f"{path}.actor_labels", f"must be one of {', '.join(ACTOR_LABELS)}, not {actor_labels!r}")
+    top_n = c.integer(m.get("actor_top_n"), f"{path}.actor_top_n", 1, MAX_ACTOR_TOP_N) or 20
     return AdminApiConfig(key_env=key_env, key_file=key_file, base_url=base_url, poll_interval=poll,
-                          claude_code_report=ccr, settle_after=settle, api=api)
+                          claude_code_report=ccr, settle_after=settle, api=api, actor_labels=actor_labels,
+                          actor_top_n=top_n)
 
 
 def _parse_sources(c: _Checker, value: Any, path: str) -> tuple[SourceConfig, ...]:
@@ -460,7 +471,8 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
     seen: set[str] = set()
     for i, item in enumerate(value):
         p = f"{path}[{i}]"
-        m = c.mapping(item, p, ("name", "plan", "credit_usd", "seats", "team", "period", "match", "breaker"))
+        m = c.mapping(item, p, ("name", "plan", "credit_usd", "seats", "team", "period", "match", "breaker",
+                                "spend_limit"))
         if not isinstance(item, dict):
             continue
         name = c.name(m.get("name"), f"{p}.name")
@@ -471,10 +483,15 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
         if plan and plan not in PLAN_CREDITS:
             c.err(f"{p}.plan", f"must be one of {', '.join(k for k in PLAN_CREDITS if k != 'team')}, not {plan!r}")
         credit = c.decimal(m.get("credit_usd"), f"{p}.credit_usd", minimum=MIN_CREDIT_USD, maximum=MAX_CREDIT_USD)
-        if plan and "credit_usd" in m:
+        spend_limit = c.string(m.get("spend_limit"), f"{p}.spend_limit") or None
+        if spend_limit is not None and not re.match(r"^spl_[A-Za-z0-9_-]{1,100}$", spend_limit):
+            c.err(f"{p}.spend_limit", f"must be a spend limit id (spl_...), not {spend_limit!r}")
+        if spend_limit is not None and ("credit_usd" in m or plan or "period" in m):
+            c.err(p, "a pool on a spend_limit takes its credit and period from it: drop credit_usd, plan and period")
+        elif plan and "credit_usd" in m:
             c.err(p, "give plan or credit_usd, not both")
-        elif not plan and "credit_usd" not in m:
-            c.err(p, "needs plan or credit_usd")
+        elif not plan and "credit_usd" not in m and spend_limit is None:
+            c.err(p, "needs plan, credit_usd or spend_limit")
         seats, plan_credit = _parse_seats(c, m.get("seats"), f"{p}.seats", plan, "seats" in m)
         if plan == "team" and isinstance(m.get("seats"), int):
             c.deprecations.append(f"{p}.plan: 'team' is read as team_premium ($100 a seat); Team Standard seats "
@@ -485,7 +502,12 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
             credit = plan_credit
         team = c.string(m.get("team"), f"{p}.team")
 
-        pm = c.mapping(m.get("period"), f"{p}.period", ("reset_day", "timezone", "reset_time"))
+        pm = c.mapping(m.get("period"), f"{p}.period", ("length", "reset_day", "timezone", "reset_time"))
+        length = c.string(pm.get("length"), f"{p}.period.length", default="monthly")
+        if length not in PERIOD_LENGTHS:
+            c.err(f"{p}.period.length", f"must be one of {', '.join(PERIOD_LENGTHS)}, not {length!r}")
+        if length != "monthly" and "reset_day" in pm:
+            c.err(f"{p}.period.reset_day", f"a {length} period has no reset day (weekly ones reset on Mondays)")
         reset_day = c.integer(pm.get("reset_day"), f"{p}.period.reset_day", 1, 31) or 1
         tz = c.string(pm.get("timezone"), f"{p}.period.timezone", default="UTC")
         try:
@@ -501,7 +523,8 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
         for j, src in enumerate(match.sources):
             if src not in source_names:
                 c.err(f"{p}.match.sources[{j}]", f"no source named {src!r}")
-        if not (match.workspaces or match.api_keys or match.actors or match.products or match.sources):
+        if spend_limit is None and not (match.workspaces or match.api_keys or match.actors or match.products
+                                        or match.sources):
             c.err(f"{p}.match", "names no workspaces, api_keys, actors, products or sources, so the pool would "
                                 "take no spend")
 
@@ -509,7 +532,7 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
         open_below = c.decimal(bm.get("open_below"), f"{p}.breaker.open_below", maximum=Decimal(1))
         out.append(PoolConfig(
             name=name, credit_usd=credit if credit is not None else Decimal(0), plan=plan, seats=seats, team=team,
-            period=PeriodConfig(reset_day=reset_day, timezone=tz, reset_time=reset_time), match=match,
-            open_below=open_below if open_below is not None else Decimal("0.05"),
+            period=PeriodConfig(reset_day=reset_day, timezone=tz, reset_time=reset_time, length=length), match=match,
+            open_below=open_below if open_below is not None else Decimal("0.05"), spend_limit=spend_limit,
         ))
     return tuple(out)

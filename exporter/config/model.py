@@ -86,6 +86,10 @@ class AdminApiConfig:
     #: which billed endpoints: the Usage and Cost Analytics API, the legacy cost and usage
     #: reports, or the analytics API falling back to the legacy one where it is refused
     api: str = "auto"
+    #: per-actor series (users, service accounts): none, the top N by spend then "other", or a short
+    #: stable hash in place of the email
+    actor_labels: str = "none"
+    actor_top_n: int = 20
 
     def read_key(self) -> str | None:
         """The admin key, or None. Read at use, never stored in the config's repr."""
@@ -135,9 +139,10 @@ class PoolMatch:
 
 @dataclass(frozen=True)
 class PeriodConfig:
-    reset_day: int = 1
+    reset_day: int = 1  # monthly: the day of the month it resets on
     timezone: str = "UTC"
     reset_time: str = "00:00"
+    length: str = "monthly"  # monthly, weekly (resets on Mondays) or daily
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,8 @@ class PoolConfig:
     period: PeriodConfig = field(default_factory=PeriodConfig)
     match: PoolMatch = field(default_factory=PoolMatch)
     open_below: Decimal = Decimal("0.05")
+    #: an Anthropic spend limit (``spl_...``) whose amount, period and period-to-date spend the pool takes
+    spend_limit: str | None = None
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ ZERO = Decimal(0)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
 
-BilledBasis = Literal["analytics", "cost_report", "usage_report", "none"]
-EstimateBasis = Literal["logs", "usage_report"]
+BilledBasis = Literal["analytics", "cost_report", "usage_report", "spend_limit", "none"]
+EstimateBasis = Literal["logs", "usage_report", "none"]
 
 
 # --------------------------------------------------------------------------- periods
@@ -72,11 +72,24 @@ def _add_months(year: int, month: int, delta: int) -> tuple[int, int]:
     return index // 12, index % 12 + 1
 
 
+def _local_reset(day: date, period: PeriodConfig, tz: ZoneInfo) -> datetime:
+    hh, mm = (int(part) for part in period.reset_time.split(":"))
+    return datetime(day.year, day.month, day.day, hh, mm, tzinfo=tz).astimezone(UTC)
+
+
 def period_bounds(period: PeriodConfig, now: datetime) -> tuple[datetime, datetime]:
     """The period containing ``now`` as ``[start, end)`` in aware UTC datetimes."""
     now = _require_aware(now, "now")
     tz = ZoneInfo(period.timezone)
     local = now.astimezone(tz)
+    if period.length in ("daily", "weekly"):
+        step = 1 if period.length == "daily" else 7
+        first = local.date() - timedelta(days=local.weekday() if step == 7 else 0)
+        start = _local_reset(first, period, tz)
+        if now < start:
+            first -= timedelta(days=step)
+            start = _local_reset(first, period, tz)
+        return start, _local_reset(first + timedelta(days=step), period, tz)
     this = _reset_instant(local.year, local.month, period, tz)
     if now >= this:
         y, m = _add_months(local.year, local.month, 1)
@@ -231,6 +244,9 @@ class PoolInputs:
     analytics: bool = False
     billed_by_hour: Mapping[datetime, Decimal] = field(default_factory=dict)
     billed_complete_hour: datetime | None = None
+    #: a pool on an Anthropic spend limit: (its amount in USD, its period-to-date spend, its period:
+    #: daily, weekly or monthly, UTC); the pool's credit, period and spend are these
+    spend_limit: tuple[Decimal, Decimal, str] | None = None
 
 
 WINDOWS = ("today", "yesterday", "period")
@@ -298,6 +314,27 @@ def _sum(values: Iterable[Decimal]) -> Decimal:
     return sum(values, ZERO)
 
 
+def _on_spend_limit(pool: PoolConfig, limit: tuple[Decimal, Decimal, str], now: datetime) -> PoolState:
+    """A pool whose credit, period and spend are Anthropic's own: a spend limit and its spend so far."""
+    amount, spent, length = limit
+    start, end = period_bounds(PeriodConfig(length=length), now)
+    remaining = amount - spent
+    ratio = remaining / amount if amount > 0 else None
+    elapsed = _hours(max(now - start, HOUR))
+    burn = spent / elapsed  # the period's average: the limit's report has no hours
+    exhaustion = now if remaining <= 0 else (now + timedelta(hours=float(remaining / burn)) if burn > 0 else None)
+    return PoolState(
+        pool=pool.name, team=pool.team, plan=pool.plan, now=now, credit=amount, open_below=pool.open_below,
+        period_start=start, period_end=end, billed_basis="spend_limit", estimate_basis="none",
+        billed=MappingProxyType({"period": spent}), estimated=MappingProxyType(dict.fromkeys(WINDOWS, ZERO)),
+        drift=MappingProxyType(dict.fromkeys(DRIFT_WINDOWS)), calibration=None, billed_through=None,
+        billed_until=now, spend_billed=spent, spend_estimated=ZERO, spend=spent, remaining=remaining,
+        remaining_ratio=ratio, burn_rate_per_hour=burn, exhaustion=exhaustion,
+        projected_spend=spent + burn * _hours(max(end - now, timedelta(0))),
+        breaker_open_by_threshold=ratio < pool.open_below if ratio is not None else remaining <= 0,
+    )
+
+
 def drift_ratio(estimated: Decimal, billed: Decimal) -> Decimal | None:
     """estimated / billed; None when there is no bill to compare with."""
     return None if billed == 0 else estimated / billed
@@ -322,6 +359,8 @@ def compute_pool(
     now = _require_aware(now, "now")
     if burn_window <= timedelta(0):
         raise ValueError("burn_window must be positive")
+    if inputs.spend_limit is not None:
+        return _on_spend_limit(pool, inputs.spend_limit, now)
     matcher = PoolMatcher.for_pool(pool)
     start, end = period_bounds(pool.period, now)
     today = now.date()

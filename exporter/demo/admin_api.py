@@ -50,6 +50,11 @@ from exporter.billing.wire import (
     WIDTHS,
     PageTokens,
     WireError,
+    SPEND_LIMIT_PERIODS,
+    SPEND_LIMIT_SCOPE_IDS,
+    SPEND_LIMIT_SCOPES,
+    SPEND_LIMITS_BETA,
+    SPEND_LIMITS_DEFAULT_LIMIT,
     check_analytics_query,
     check_claude_code_query,
     check_report_query,
@@ -59,12 +64,15 @@ from exporter.billing.wire import (
 )
 
 __all__ = [
-    "CONTROL_PREFIX", "FAULT_KINDS", "PATHS", "Fault", "RequestRecord", "SimulatedAdminApi", "SpendEntry",
+    "CONTROL_PREFIX", "FAULT_KINDS", "PATHS", "Fault", "RequestRecord", "SimulatedAdminApi", "SpendEntry", "SpendLimit",
+    "period_start",
 ]
 
 HOST = "127.0.0.1"
 #: path -> endpoint name (the name the client counts requests by)
 PATHS = {
+    "/v1/organizations/spend_limits": "spend_limits",
+    "/v1/organizations/spend_limits/effective": "spend_limits_effective",
     "/v1/organizations/analytics/cost": "analytics_cost",
     "/v1/organizations/analytics/usage": "analytics_usage",
     "/v1/organizations/cost_report": "cost_report",
@@ -138,6 +146,41 @@ class SpendEntry:
         if self.cost_type == "web_search":
             return "Web Search"
         return f"{self.model} Usage - {self.token_type}"
+
+
+@dataclass(frozen=True, slots=True)
+class SpendLimit:
+    """One spend limit: a cap in minor units of ``currency`` on a scope's spend per period."""
+
+    id: str
+    scope_type: str
+    scope_id: str | None
+    period: str
+    amount: int | None  # minor units; None: no numeric cap at this scope
+    currency: str = "USD"
+    enabled: bool = True
+    created_at: datetime = datetime(2026, 10, 1, tzinfo=UTC)
+
+    def scope(self) -> Json:
+        scope: Json = {"type": self.scope_type}
+        if self.scope_type in SPEND_LIMIT_SCOPE_IDS:
+            scope[SPEND_LIMIT_SCOPE_IDS[self.scope_type]] = self.scope_id
+        return scope
+
+    def to_json(self) -> Json:
+        return {"type": "spend_limit", "id": self.id, "amount": None if self.amount is None else str(self.amount),
+                "currency": self.currency, "is_enabled": self.enabled, "period": self.period,
+                "scope": self.scope(), "created_at": iso(self.created_at), "updated_at": iso(self.created_at)}
+
+
+def period_start(period: str, now: datetime) -> datetime:
+    """The start of the UTC day, ISO week (Monday) or calendar month holding ``now``."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "daily":
+        return day
+    if period == "weekly":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
 
 
 @dataclass(slots=True)
@@ -236,6 +279,9 @@ class SimulatedAdminApi:
         #: how far the analytics data lags ``now`` (its ``data_refreshed_at``)
         self.analytics_lag = timedelta(minutes=5)
         self._analytics_refusal: tuple[int, str, str] | None = None
+        #: "console" (organisation and workspace limits; no effective report) or "enterprise"
+        self.org_kind = "console"
+        self._limits: dict[str, SpendLimit] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -377,6 +423,69 @@ class SimulatedAdminApi:
             hi = bisect.bisect_left(self._order, (min(end, now),))
             return [self._spend[i] for _, i in self._order[lo:hi]]
 
+    def add_spend_limit(self, limit_id: str, scope_type: str, amount: int | None, *, scope_id: str | None = None,
+                        period: str = "monthly", currency: str = "USD", enabled: bool = True) -> None:
+        """Configure a spend limit (``amount`` in minor units of ``currency``)."""
+        if scope_type not in SPEND_LIMIT_SCOPES or period not in SPEND_LIMIT_PERIODS:
+            raise ValueError(f"bad scope type {scope_type!r} or period {period!r}")
+        with self._lock:
+            self._limits[limit_id] = SpendLimit(limit_id, scope_type, scope_id, period, amount, currency, enabled)
+
+    def spent_cents(self, period: str, *, workspace_id: str | None = None, user_id: str | None = None,
+                    everything: bool = False) -> Decimal:
+        """Cents accrued so far in the current ``period`` by a workspace, a user or the organisation."""
+        now = self.now
+        return sum((x.amount_cents for x in self._accrued(period_start(period, now), now, now)
+                    if everything or (user_id is not None and x.actor == user_id)
+                    or (workspace_id is not None and x.workspace_id == workspace_id)), Decimal(0))
+
+    def _limit_page(self, query: list[tuple[str, str]], items: list[Json]) -> Json:
+        text = next((v for k, v in query if k == "limit"), str(SPEND_LIMITS_DEFAULT_LIMIT))
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 1000:
+            raise WireError(400, "invalid_request_error", "limit: must be a positive integer")
+        first, end, nxt = self._paged(query, len(items), int(text))
+        return {"data": items[first:end], "next_page": nxt}
+
+    def spend_limits(self, query: list[tuple[str, str]]) -> Json:
+        """``GET /v1/organizations/spend_limits``: newest first on Console, by scope type on Enterprise."""
+        if any(k == "scope_type" for k, _ in query):
+            raise WireError(400, "invalid_request_error", "scope_type: send arrays as scope_type[]=...")
+        types = [v for k, v in query if k == "scope_type[]"]
+        with self._lock:
+            limits = list(self._limits.values())
+        limits = [x for x in limits if not types or x.scope_type in types]
+        return self._limit_page(query, [x.to_json() for x in limits])
+
+    def spend_limits_effective(self, query: list[tuple[str, str]]) -> Json:
+        """``GET /v1/organizations/spend_limits/effective``: each member's effective limit and spend (Enterprise)."""
+        if self.org_kind != "enterprise":
+            raise WireError(400, "invalid_request_error", "This endpoint is supported for Claude Enterprise "
+                            "organizations only", "organization_type_not_supported")
+        with self._lock:
+            limits = list(self._limits.values())
+            members: list[tuple[str, str | None]] = sorted({
+                (x.actor, x.actor_email) for x in self._spend.values() if x.actor is not None
+                and x.actor.startswith("user_")})
+        members += [(x.scope_id, None) for x in limits if x.scope_type == "user" and x.scope_id is not None
+                    and x.scope_id not in {m[0] for m in members}]
+        rows: list[Json] = []
+        for user_id, email in members:
+            for period in SPEND_LIMIT_PERIODS:
+                own = [x for x in limits if x.period == period and x.scope_type == "user" and x.scope_id == user_id]
+                org = [x for x in limits if x.period == period and x.scope_type == "organization"]
+                if not (own or org):
+                    continue
+                source = (own or org)[0]
+                spent = self.spent_cents(period, user_id=user_id)
+                rows.append({"actor": {"type": "user_actor", "user_id": user_id, "email_address": email, "name": None,
+                                       "deleted": False},
+                             "amount": None if source.amount is None else str(source.amount),
+                             "currency": source.currency, "period": period,
+                             "period_to_date_spend": f"{spent.quantize(Decimal('0.001')).normalize():f}",
+                             "scope": {"type": "user", "user_id": user_id}, "source": source.scope(),
+                             "spend_limit_id": source.id})
+        return self._limit_page(query, rows)
+
     def refuse_analytics(self, status: int | None = 400) -> None:
         """Answer every analytics call with the refusal an organisation without the API gets (None: stop).
 
@@ -468,6 +577,10 @@ class SimulatedAdminApi:
             return self.claude_code_report(query)
         if endpoint in ("analytics_cost", "analytics_usage"):
             return self.analytics(endpoint, query)
+        if endpoint == "spend_limits":
+            return self.spend_limits(query)
+        if endpoint == "spend_limits_effective":
+            return self.spend_limits_effective(query)
         raise WireError(404, "not_found_error", f"no report {endpoint!r}")
 
     def _paged(self, query: list[tuple[str, str]], n: int, limit: int) -> tuple[int, int, str | None]:
@@ -728,6 +841,10 @@ class _Handler(BaseHTTPRequestHandler):
                 api.load_dataset(body)
             elif action == "refuse_analytics":
                 api.refuse_analytics(body.get("status"))
+            elif action == "spend_limit":
+                api.add_spend_limit(body.pop("id"), body.pop("scope_type"), body.pop("amount"), **body)
+            elif action == "org_kind":
+                api.org_kind = str(body["kind"])
             else:
                 return self._send(404, error_body("not_found_error", "no such control endpoint"))
         except (KeyError, TypeError, ValueError, AttributeError, WireError) as exc:
@@ -806,15 +923,14 @@ class _Handler(BaseHTTPRequestHandler):
             return 400, error_body("invalid_request_error", "anthropic-version: header is required")
         if version != API_VERSION:
             return 400, error_body("invalid_request_error", f"anthropic-version: {version!r} is not a valid version")
-        if endpoint.startswith("analytics_"):
-            betas = [b.strip() for b in (self.headers.get("anthropic-beta") or "").split(",")]
-            if ANALYTICS_BETA not in betas:
-                return 400, error_body("invalid_request_error",
-                                       f"anthropic-beta: this endpoint is in beta; send {ANALYTICS_BETA}")
+        beta = ANALYTICS_BETA if endpoint.startswith("analytics_") else (
+            SPEND_LIMITS_BETA if endpoint == "spend_limits" else None)
+        if beta is not None and beta not in [b.strip() for b in (self.headers.get("anthropic-beta") or "").split(",")]:
+            return 400, error_body("invalid_request_error", f"anthropic-beta: this endpoint is in beta; send {beta}")
         try:
             report = self.api.report(endpoint, query)
         except WireError as exc:
-            return exc.status, error_body(exc.error_type, exc.message)
+            return exc.status, error_body(exc.error_type, exc.message, exc.error_code)
         return 200, json.dumps(report).encode()
 
     def _send(self, status: int, body: bytes, extra: dict[str, str] | None = None) -> None:

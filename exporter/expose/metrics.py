@@ -17,8 +17,9 @@ table (anything else ``other``), reasons and windows named here.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -158,6 +159,31 @@ BILLED_LIST_COST = _g(
     "The same billed cost at list price, before discounts (the analytics API's list_amount; no series from the "
     "legacy cost report). list minus billed is the discount; estimated vs list is counting and pricing. "
     f"{BILLED_CACHED}", "window", "workspace_id", "model", "product")
+BILLED_ACTOR_COST = _g(
+    "claude_billed_actor_cost_usd",
+    "Billed cost in USD per actor the analytics API attributes it to (a user's email, a service account or API "
+    "key id), window as claude_billed_cost_usd. Only with admin_api.actor_labels: top keeps the actor_top_n "
+    f"largest of the period and sums the rest as 'other'; hashed shows a short stable hash. {BILLED_CACHED}",
+    "window", "actor_type", "actor")
+SPEND_LIMIT_USD = _g(
+    "claude_spend_limit_usd",
+    "An Anthropic spend limit in force (Admin API), USD, by scope_type (organization, workspace, user, seat_tier, "
+    "rbac_group, organization_service, usage_tier), scope (the workspace id, seat tier, ...; users only under "
+    f"admin_api.actor_labels) and period (daily, weekly, monthly; UTC). {BILLED_CACHED}",
+    "scope_type", "scope", "period")
+SPEND_LIMIT_SPEND_USD = _g(
+    "claude_spend_limit_spend_usd",
+    "Spend so far in the limit's current period, USD: the member's own figure from the effective report for a user "
+    "limit, the billed cost of the scope since the period began for the organisation and a workspace. "
+    f"{BILLED_CACHED}", "scope_type", "scope", "period")
+SPEND_LIMIT = _g(
+    "claude_spend_limit",
+    "A spend limit in an organisation billed in another currency than USD, in that currency (never mixed with "
+    f"the _usd series). {BILLED_CACHED}", "scope_type", "scope", "period", "currency")
+SPEND_LIMIT_SPEND = _g(
+    "claude_spend_limit_spend",
+    f"Spend so far against a spend limit billed in another currency than USD, in that currency. {BILLED_CACHED}",
+    "scope_type", "scope", "period", "currency")
 ADMIN_API_MODE = _g(
     "claude_admin_api_mode",
     "Which Admin API the billed series come from: 1 for the one the last poll read (analytics: the Usage and "
@@ -214,7 +240,7 @@ class ExporterCollector(Collector):
         yield from _breakers(snap)
         if snap.billing is not None:
             yield from billed_families(snap.billing, datetime.fromtimestamp(snap.built_at, UTC).date(), snap.model_label,
-                               snap.claude_code_report)
+                                       snap.claude_code_report, snap.actor_labels, snap.actor_top_n)
 
 
 def make_registry(collector: Collector) -> CollectorRegistry:
@@ -329,6 +355,67 @@ def _label(value: str | None) -> str:
     return value if value else NONE_LABEL
 
 
+def actor_namer(weights: Mapping[str, Decimal], rule: str, top_n: int) -> Callable[[str], str | None]:
+    """The label of an actor (its email or tagged id) under admin_api.actor_labels: None (not shown) for
+    none; for top, itself among the ``top_n`` heaviest and "other" beyond; for hashed, a short stable hash."""
+    if rule == "hashed":
+        return lambda who: "h_" + hashlib.sha256(who.encode()).hexdigest()[:12]
+    if rule == "top":
+        keep = {w for w, _ in sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:top_n]}
+        return lambda who: who if who in keep else "other"
+    return lambda who: None
+
+
+def _actor_cost(snap: BillingSnapshot, today: date, rule: str, top_n: int) -> Iterator[Metric]:
+    fam = BILLED_ACTOR_COST.family()
+    if rule != "none":
+        windows = _windows(today)
+        by_actor: dict[tuple[str, str, date], Decimal] = defaultdict(Decimal)
+        for r in snap.analytics_cost:
+            if r.actor is not None:
+                by_actor[(r.actor.kind, r.actor.email or r.actor.id or "unknown", r.start.date())] += r.amount_usd
+        period_first = windows[2][1]
+        name = actor_namer({k[1]: v for k, v in by_actor.items() if k[2] >= period_first}, rule, top_n)
+        for window, first, last in windows:
+            sums: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+            for (kind, who, day), usd in by_actor.items():
+                if first <= day <= last:
+                    sums[(kind.removesuffix("_actor"), name(who) or "other")] += usd
+            for (kind, label), usd in sorted(sums.items()):
+                fam.add_metric([window, kind, label], float(usd))
+    yield fam
+
+
+def _spend_limits(snap: BillingSnapshot, rule: str, top_n: int) -> Iterator[Metric]:
+    fams = {spec.name: spec.family() for spec in (SPEND_LIMIT_USD, SPEND_LIMIT_SPEND_USD, SPEND_LIMIT,
+                                                   SPEND_LIMIT_SPEND)}
+    emails = {m.user_id: m.email for m in snap.member_spend if m.email}
+    name = actor_namer({emails.get(v.limit.scope_id or "", v.limit.scope_id or ""): v.spent or Decimal(0)
+                        for v in snap.spend_limits if v.limit.scope_type == "user"}, rule, top_n)
+    sums: dict[tuple[str, str, str, str], list[Decimal | None]] = {}
+    for v in snap.spend_limits:
+        x = v.limit
+        if not x.enabled:
+            continue
+        if x.scope_type == "user":
+            scope = name(emails.get(x.scope_id or "", x.scope_id or ""))
+            if scope is None:
+                continue
+        else:
+            scope = x.scope_id or x.scope_type
+        acc = sums.setdefault((x.scope_type, scope, x.period, x.currency), [Decimal(0), Decimal(0)])
+        acc[0] = None if acc[0] is None or x.amount is None else acc[0] + x.amount
+        acc[1] = None if acc[1] is None or v.spent is None else acc[1] + v.spent
+    for (scope_type, scope, period, currency), (amount, spent) in sorted(sums.items()):
+        usd = currency == "USD"
+        labels = [scope_type, scope, period] + ([] if usd else [currency])
+        if amount is not None:
+            fams["claude_spend_limit_usd" if usd else "claude_spend_limit"].add_metric(labels, float(amount))
+        if spent is not None:
+            fams["claude_spend_limit_spend_usd" if usd else "claude_spend_limit_spend"].add_metric(labels, float(spent))
+    yield from fams.values()
+
+
 def _product(value: str | None) -> str:
     """A closed label: the documented product surfaces, anything new ``other``."""
     if not value:
@@ -343,7 +430,8 @@ def _windows(today: date) -> tuple[tuple[str, date, date], ...]:
 
 
 def billed_families(snap: BillingSnapshot, today: date, model_label: Callable[[str], str] = str,
-                    include_claude_code: bool = False) -> Iterator[Metric]:
+                    include_claude_code: bool = False, actor_labels: str = "none",
+                    actor_top_n: int = 20) -> Iterator[Metric]:
     """The Admin API's own families (``claude_source_up`` is the sources' family)."""
     def model_of(model: str | None) -> str:
         return model_label(model) if model else NONE_LABEL
@@ -383,6 +471,9 @@ def billed_families(snap: BillingSnapshot, today: date, model_label: Callable[[s
     if snap.complete_through is not None:
         complete.add_metric([], snap.complete_through.timestamp())
     yield complete
+
+    yield from _actor_cost(snap, today, actor_labels, actor_top_n)
+    yield from _spend_limits(snap, actor_labels, actor_top_n)
 
     mode = ADMIN_API_MODE.family()
     for api in ("analytics", "legacy"):
