@@ -232,7 +232,8 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
 
 
 ADMIN_APIS = ("auto", "analytics", "legacy")
-PERIOD_LENGTHS = ("monthly", "weekly", "daily")
+PERIOD_EVERY = ("month", "week", "day")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 ACTOR_LABELS = ("none", "top", "hashed")
 MAX_ACTOR_TOP_N = 200  # labels per family: past this a per-actor series is no longer a dashboard
 MATCH_KEYS = ("workspaces", "api_keys", "actors", "products", "sources", "entrypoints", "models")
@@ -502,12 +503,17 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
             credit = plan_credit
         team = c.string(m.get("team"), f"{p}.team")
 
-        pm = c.mapping(m.get("period"), f"{p}.period", ("length", "reset_day", "timezone", "reset_time"))
-        length = c.string(pm.get("length"), f"{p}.period.length", default="monthly")
-        if length not in PERIOD_LENGTHS:
-            c.err(f"{p}.period.length", f"must be one of {', '.join(PERIOD_LENGTHS)}, not {length!r}")
-        if length != "monthly" and "reset_day" in pm:
-            c.err(f"{p}.period.reset_day", f"a {length} period has no reset day (weekly ones reset on Mondays)")
+        pm = c.mapping(m.get("period"), f"{p}.period", ("every", "weekday", "reset_day", "timezone", "reset_time"))
+        every = c.string(pm.get("every"), f"{p}.period.every", default="month")
+        if every not in PERIOD_EVERY:
+            c.err(f"{p}.period.every", f"must be one of {', '.join(PERIOD_EVERY)}, not {every!r}")
+        weekday = c.string(pm.get("weekday"), f"{p}.period.weekday", default="monday").lower()
+        if weekday not in WEEKDAYS:
+            c.err(f"{p}.period.weekday", f"must be a day of the week (monday ... sunday), not {weekday!r}")
+        if every != "week" and "weekday" in pm:
+            c.err(f"{p}.period.weekday", "only a period of every: week has a weekday")
+        if every != "month" and "reset_day" in pm:
+            c.err(f"{p}.period.reset_day", "only a period of every: month has a reset_day (a week has a weekday)")
         reset_day = c.integer(pm.get("reset_day"), f"{p}.period.reset_day", 1, 31) or 1
         tz = c.string(pm.get("timezone"), f"{p}.period.timezone", default="UTC")
         try:
@@ -532,7 +538,8 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
         open_below = c.decimal(bm.get("open_below"), f"{p}.breaker.open_below", maximum=Decimal(1))
         out.append(PoolConfig(
             name=name, credit_usd=credit if credit is not None else Decimal(0), plan=plan, seats=seats, team=team,
-            period=PeriodConfig(reset_day=reset_day, timezone=tz, reset_time=reset_time, length=length), match=match,
+            period=PeriodConfig(reset_day=reset_day, timezone=tz, reset_time=reset_time, every=every,
+                                weekday=WEEKDAYS.index(weekday) if weekday in WEEKDAYS else 0), match=match,
             open_below=open_below if open_below is not None else Decimal("0.05"), spend_limit=spend_limit,
         ))
     return tuple(out)

@@ -139,10 +139,11 @@ class PoolMatch:
 
 @dataclass(frozen=True)
 class PeriodConfig:
-    reset_day: int = 1  # monthly: the day of the month it resets on
+    reset_day: int = 1  # every month: the day of the month it resets on
     timezone: str = "UTC"
     reset_time: str = "00:00"
-    length: str = "monthly"  # monthly, weekly (resets on Mondays) or daily
+    every: str = "month"  # month, week or day
+    weekday: int = 0  # every week: the day it resets on, 0 = Monday
 
 
 @dataclass(frozen=True)

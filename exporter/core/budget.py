@@ -82,9 +82,9 @@ def period_bounds(period: PeriodConfig, now: datetime) -> tuple[datetime, dateti
     now = _require_aware(now, "now")
     tz = ZoneInfo(period.timezone)
     local = now.astimezone(tz)
-    if period.length in ("daily", "weekly"):
-        step = 1 if period.length == "daily" else 7
-        first = local.date() - timedelta(days=local.weekday() if step == 7 else 0)
+    if period.every in ("day", "week"):
+        step = 1 if period.every == "day" else 7
+        first = local.date() - timedelta(days=(local.weekday() - period.weekday) % 7 if step == 7 else 0)
         start = _local_reset(first, period, tz)
         if now < start:
             first -= timedelta(days=step)
@@ -314,10 +314,13 @@ def _sum(values: Iterable[Decimal]) -> Decimal:
     return sum(values, ZERO)
 
 
+LIMIT_EVERY = {"daily": "day", "weekly": "week", "monthly": "month"}  # a spend limit's period as a pool's
+
+
 def _on_spend_limit(pool: PoolConfig, limit: tuple[Decimal, Decimal, str], now: datetime) -> PoolState:
     """A pool whose credit, period and spend are Anthropic's own: a spend limit and its spend so far."""
     amount, spent, length = limit
-    start, end = period_bounds(PeriodConfig(length=length), now)
+    start, end = period_bounds(PeriodConfig(every=LIMIT_EVERY[length]), now)
     remaining = amount - spent
     ratio = remaining / amount if amount > 0 else None
     elapsed = _hours(max(now - start, HOUR))
