@@ -406,7 +406,8 @@ def check_state(config: Config, pool: str) -> int:
     from exporter.app import pool_from_state
     from exporter.state import StateError
 
-    if config.pool(pool) is None:
+    if config.pool(pool) is None and not (config.admin_api is not None and config.admin_api.pools_from_spend_limits
+                                          and pool.startswith("limit-")):
         names = ", ".join(p.name for p in config.pools) or "none configured"
         return _verdict(UNKNOWN, f"unknown: no pool named {pool!r} (pools: {names})")
     if not (config.state_dir / "state.sqlite3").exists():

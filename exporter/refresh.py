@@ -11,6 +11,7 @@ current snapshot at once.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import defaultdict
@@ -270,10 +271,37 @@ def _spend_limit_of(pool: PoolConfig, snap: Snapshot) -> tuple[Decimal, Decimal,
     return None
 
 
+#: pools made from spend limits, at most: a limit per workspace is a closed set, but not a small one
+MAX_LIMIT_POOLS = 50
+LIMIT_POOL_SCOPES = ("organization", "workspace")
+
+
+def limit_pools(config: Config, billing: BillingSnapshot | None) -> tuple[PoolConfig, ...]:
+    """With ``admin_api.pools_from_spend_limits``: a pool per organisation and workspace limit in USD that
+    no configured pool names, ``limit-<workspace or organization>-<period>``, breaking under 5%."""
+    api = config.admin_api
+    if api is None or not api.pools_from_spend_limits or billing is None:
+        return ()
+    named = {p.spend_limit for p in config.pools} | {p.name for p in config.pools}
+    out: list[PoolConfig] = []
+    for v in billing.spend_limits:
+        x = v.limit
+        if x.scope_type not in LIMIT_POOL_SCOPES or not x.enabled or x.currency != "USD" or x.amount is None:
+            continue
+        name = re.sub(r"[^A-Za-z0-9._-]", "_", f"limit-{x.scope_id or x.scope_type}-{x.period}")[:63]
+        if x.id in named or name in named:
+            continue
+        named.add(name)
+        out.append(PoolConfig(name=name, credit_usd=x.amount, spend_limit=x.id))
+        if len(out) == MAX_LIMIT_POOLS:
+            break
+    return tuple(out)
+
+
 def build_pool_states(config: Config, pricer: Pricer, snap: Snapshot, now: datetime) -> tuple[PoolState, ...]:
     """Every pool's state; a pool on a spend limit the Admin API has not reported is left out."""
     out = []
-    for p in config.pools:
+    for p in (*config.pools, *limit_pools(config, snap.billing)):
         inputs = pool_inputs(PoolMatcher.for_pool(p), snap, pricer)
         if p.spend_limit is not None:
             limit = _spend_limit_of(p, snap)
@@ -403,7 +431,7 @@ class Refresher:
                 ready=True,
                 state_writable=self.state.writable,
                 state_write_errors=self.state.write_errors,
-                pool_names=tuple(p.name for p in self.config.pools),
+                pool_names=tuple(p.name for p in (*self.config.pools, *limit_pools(self.config, self._billing))),
                 model_label=self.pricer.model_label,
                 claude_code_report=bool(api and api.claude_code_report),
                 actor_labels=api.actor_labels if api else "none",
@@ -428,6 +456,7 @@ class Refresher:
     def _with_breakers(self, snap: Snapshot, now: float) -> Snapshot:
         at = datetime.fromtimestamp(now, UTC)
         board = self.board
+        board.add_pools(snap.pool_names)
         decisions = {s.pool: board.decide(s.pool, s, at) for s in snap.pools}
         token = self.webhook_token
         problem = token.problem() if token is not None else None

@@ -268,6 +268,16 @@ def test_a_console_organisations_limits_are_measured_against_its_bill(fake) -> N
     # the week from Monday 16 November, workspace wrkspc_1: 99.999 + 40.004 + 7 cents
     assert sample(m, "claude_spend_limit_usd", scope_type="workspace", scope="wrkspc_1", period="weekly") == 20
     assert total(m, "claude_spend_limit_spend_usd", scope_type="workspace") == Decimal("1.47003")
+    # with pools_from_spend_limits each organisation and workspace limit is a pool of its own
+    from exporter.config import AdminApiConfig
+    config = Config(admin_api=AdminApiConfig(pools_from_spend_limits=True),
+                    pools=(PoolConfig(name="tier", credit_usd=Decimal(0), spend_limit="spl_tier"),))
+    made = {s.pool: s for s in build_pool_states(config, load_pricer(), Snapshot(built_at=NOW.timestamp(),
+                                                                                  billing=snap), NOW)}
+    assert sorted(made) == ["limit-organization-monthly", "limit-wrkspc_1-weekly", "tier"]  # spl_tier is named
+    ws = made["limit-wrkspc_1-weekly"]
+    assert (ws.credit, ws.spend, ws.period_start) == (Decimal(20), Decimal("1.47003"), at(16, 0))
+    assert not ws.breaker_open_by_threshold
     # a Console organisation has no effective report: asked once, not again within the hour
     assert fake.count("spend_limits_effective", 400) == 1
     fake.advance(timedelta(minutes=5))

@@ -342,7 +342,8 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
 
 def _parse_admin(c: _Checker, value: Any, path: str, fast: bool = False) -> AdminApiConfig:
     m = c.mapping(value, path, ("key_env", "key_file", "base_url", "poll_interval", "claude_code_report",
-                                "settle_after", "api", "actor_labels", "actor_top_n"))
+                                "settle_after", "api", "actor_labels", "actor_top_n",
+                                "pools_from_spend_limits"))
     key_env = c.string(m.get("key_env"), f"{path}.key_env", default=DEFAULT_KEY_ENV)
     key_file = c.path(m.get("key_file"), f"{path}.key_file")
     if "key_env" in m and "key_file" in m:
@@ -364,7 +365,9 @@ def _parse_admin(c: _Checker, value: Any, path: str, fast: bool = False) -> Admi
     top_n = c.integer(m.get("actor_top_n"), f"{path}.actor_top_n", 1, MAX_ACTOR_TOP_N) or 20
     return AdminApiConfig(key_env=key_env, key_file=key_file, base_url=base_url, poll_interval=poll,
                           claude_code_report=ccr, settle_after=settle, api=api, actor_labels=actor_labels,
-                          actor_top_n=top_n)
+                          actor_top_n=top_n,
+                          pools_from_spend_limits=c.boolean(m.get("pools_from_spend_limits"),
+                                                            f"{path}.pools_from_spend_limits", False))
 
 
 def _parse_sources(c: _Checker, value: Any, path: str) -> tuple[SourceConfig, ...]:

@@ -90,6 +90,8 @@ class AdminApiConfig:
     #: stable hash in place of the email
     actor_labels: str = "none"
     actor_top_n: int = 20
+    #: each organisation and workspace spend limit (USD) becomes a pool of its own
+    pools_from_spend_limits: bool = False
 
     def read_key(self) -> str | None:
         """The admin key, or None. Read at use, never stored in the config's repr."""

@@ -245,6 +245,12 @@ class BreakerBoard:
         """The pools this board keeps alerts for; None: any."""
         return self._pools
 
+    def add_pools(self, names: Iterable[str]) -> None:
+        """Pools that appeared while serving (made from the organisation's spend limits)."""
+        with self._lock:
+            if self._pools is not None:
+                self._pools = self._pools | frozenset(names)
+
     def apply_webhook(self, payload: Any, now: datetime) -> int:
         """Apply one Alertmanager webhook body; returns how many breaker alerts it carried.
 
