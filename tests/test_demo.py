@@ -10,6 +10,7 @@ it speaks the wire format the real one does.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -213,3 +214,39 @@ def test_simulated_api_speaks_the_wire_format_to_the_real_client():
             AdminApiClient(api.url, "sk-ant-admin01-wrong", max_retries=0).cost_report(start, today)
     finally:
         api.stop()
+
+
+def test_the_pipeline_asks_again_after_an_unknown_breaker_and_resumes_when_it_closes(tmp_path: Path):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from exporter.config import default_config
+    from exporter.demo.org import Demo, DemoOrg
+
+    answers = [(503, "unknown"), (503, "unknown"), (503, "open"), (503, "open"), (200, "closed")]
+
+    class Breaker(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            code, state = answers.pop(0) if len(answers) > 1 else answers[0]
+            body = json.dumps({"pool": "agent-sdk", "state": state, "reason": "test"}).encode()
+            self.send_response(code)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Breaker)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    api = SimulatedAdminApi(key="sk-ant-admin01-demo-test")
+    try:
+        demo = Demo(config=default_config({}), api=api, org=DemoOrg(tmp_path, api, speed=1.0), workdir=tmp_path,
+                    breaker_url=f"http://127.0.0.1:{server.server_address[1]}")
+        seen = []
+        for _ in range(5):
+            demo._check_breakers()
+            seen.append("agent-sdk" in demo.org.paused)
+        # unknown twice: keeps working and asks again; open: pauses; still asked while paused; closed: resumes
+        assert seen == [False, False, True, True, False]
+    finally:
+        server.shutdown()

@@ -410,6 +410,7 @@ class Demo:
     breaker_url: str | None
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _seen: dict[str, str] = field(default_factory=dict)  # pool -> the breaker's last answer
 
     def start(self) -> Demo:
         self._thread = threading.Thread(target=self._run, name="demo-organisation", daemon=True)
@@ -429,22 +430,28 @@ class Demo:
             last = now
 
     def _check_breakers(self) -> None:
-        """The pipeline asks the exporter before each batch, as ``check --pool`` would."""
+        """The pipeline asks the exporter before each batch, as ``check --pool`` would: open pauses its
+        work, closed resumes it, and an unknown answer (the exporter still starting) means ask again."""
         if self.breaker_url is None:
             return
         for w in self.org.workloads:
-            if not w.breaker_aware or w.pool in self.org.paused:
+            if not w.breaker_aware:
                 continue
-            try:
-                with urllib.request.urlopen(f"{self.breaker_url}/breaker/{w.pool}", timeout=2):
-                    pass
-            except urllib.error.HTTPError as exc:
-                if exc.code == 503:
-                    self.org.paused.add(w.pool)
-                    log.info(f"demo: the simulated {w.pool} pipeline found its breaker open and paused its work",
-                             pool=w.pool)
-            except OSError:
-                pass  # exporter not listening yet: carry on, as `check` exit 2 would leave it to the caller
+            state = _breaker_state(f"{self.breaker_url}/breaker/{w.pool}")
+            seen = self._seen.get(w.pool)
+            self._seen[w.pool] = state
+            paused = w.pool in self.org.paused
+            if state == "open" and not paused:
+                self.org.paused.add(w.pool)
+                log.info(f"demo: the simulated {w.pool} pipeline found its breaker open and paused its work",
+                         pool=w.pool, breaker=state)
+            elif state == "closed" and paused:
+                self.org.paused.discard(w.pool)
+                log.info(f"demo: the {w.pool} pipeline found its breaker closed again and resumed", pool=w.pool,
+                         breaker=state)
+            elif state != seen and state not in ("open", "closed"):
+                log.info(f"demo: the {w.pool} pipeline got no verdict from the breaker ({state}); it asks again "
+                         "before its next batch", pool=w.pool, breaker=state)
 
     def stop(self) -> None:
         self._stop.set()
@@ -452,6 +459,22 @@ class Demo:
             self._thread.join(timeout=5)
         self.api.stop()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _breaker_state(url: str) -> str:
+    """"open", "closed", "unknown" (the exporter has no verdict yet) or "unreachable"."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            body = r.read()
+    except urllib.error.HTTPError as exc:
+        body = exc.read()
+    except OSError:
+        return "unreachable"  # not listening yet: carry on, as `check` exit 2 leaves it to the caller
+    try:
+        state = json.loads(body).get("state")
+    except (ValueError, AttributeError):
+        return "unknown"
+    return state if state in ("open", "closed") else "unknown"
 
 
 def demo_speed(env: dict[str, str] | None = None) -> float:
