@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from exporter import logsetup
-from exporter.config import Config
+from exporter.config import AdminApiConfig, Config
 from exporter.logs.ingestor import Ingestor
 from exporter.prices import load_pricer
 from exporter.state import StateDB, StateError
@@ -43,32 +43,58 @@ log = structlog.get_logger()
 METRICS_STEP = 15  # seconds: /metrics is rendered again at least this often (windows, expiring alerts)
 
 
-def make_billing_poller(config: Config, clock: Callable[[], float]) -> BillingPoller | None:
-    """The Admin API poller when a key is configured and found; None means logs only."""
+def make_billing_poller(config: Config, clock: Callable[[], float],
+                        org: AdminApiConfig | None = None) -> BillingPoller | None:
+    """The Admin API poller of one organisation (the first by default) when its key is found; None
+    means no billed figures from it (logs only, when it is the only one)."""
     from exporter.billing.client import AdminApiClient
     from exporter.billing.poller import BillingPoller, earliest_period_start
 
-    api = config.admin_api
+    api = org if org is not None else config.admin_api
     if api is None:
         return None
     key = api.read_key()
     if not key:
         where = f"file {api.key_file}" if api.key_file else f"${api.key_env}"
-        log.warning("admin_api_disabled", reason=f"no admin key in {where}", hint="billed spend needs an admin key")
+        log.warning("admin_api_disabled", org=api.name, reason=f"no admin key in {where}",
+                    hint="billed spend needs an admin key")
         return None
     logsetup.register_secret(key)
     client = AdminApiClient(api.base_url, key)
-    # its own connection: the poller runs in its own thread
+    pools = [p for p in config.pools if not p.match.orgs or api.name in p.match.orgs]
+    # its own connection: the poller runs in its own thread; several organisations each keep their
+    # billed days in a file of their own, so that one's days never replace another's
+    conn = billing_connection(config, api.name)
     return BillingPoller(
-        client, StateDB(config.state_dir).conn,
+        client, conn,
         clock=lambda: datetime.fromtimestamp(clock(), UTC), wall=clock,
         since=lambda now: earliest_period_start([p.period for p in config.pools], now),
         claude_code_report=api.claude_code_report,
         settle_after=timedelta(seconds=api.settle_after),
         api=api.api,
-        actors=any(p.match.actors for p in config.pools),
+        actors=any(p.match.actors for p in pools),
         spend_limits=True,
+        org=api.name,
     )
+
+
+def billing_connection(config: Config, org: str, *, readonly: bool = False) -> sqlite3.Connection:
+    """Where an organisation's billed days are kept: the state database for a single one, else a
+    file of its own beside it (``billing-<name>.sqlite3``)."""
+    if not config.several_orgs:
+        return StateDB(config.state_dir, readonly=readonly).conn
+    path = config.state_dir / f"billing-{org}.sqlite3"
+    if readonly:
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, timeout=30)
+    conn.execute("PRAGMA journal_mode=WAL")
+    return conn
+
+
+def make_billing_pollers(config: Config, clock: Callable[[], float]) -> tuple[BillingPoller, ...]:
+    """A poller per organisation whose key is found."""
+    return tuple(p for p in (make_billing_poller(config, clock, org) for org in config.orgs) if p is not None)
 
 
 # --------------------------------------------------------------------------- serve
@@ -181,7 +207,7 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
     refresher = Refresher(config, clock=clock, pricer=pricer, board=board, webhook_token=token,
                           webhook_answers=answers)
     # after the refresher: it opens the state first, and moves a corrupt database aside
-    refresher.attach_billing(make_billing_poller(config, clock))
+    refresher.attach_billing(*make_billing_pollers(config, clock))
     registry = make_registry(ExporterCollector(refresher.snapshot))
     service = Service(config=config, refresher=refresher, registry=registry, board=board, token=token,
                       answers=answers, clock=clock)
@@ -225,8 +251,18 @@ def build_report(config: Config, *, exiting: bool, progress: Callable[[int, int]
         if progress:
             progress(-1, -1)
         poll_billed(config, since)
-    billed = {}
-    if state.has_table("billed_cost"):  # only an Admin API poller writes it: logs-only needs no HTTP client
+    billed: dict[date, Any] = {}
+    if config.several_orgs:  # each organisation's days in a file of its own: summed per day
+        from exporter.billing.store import stored_billed_by_day
+
+        for org in config.orgs:
+            try:
+                conn = billing_connection(config, org.name, readonly=True)
+                for day, usd in stored_billed_by_day(conn).items():
+                    billed[day] = billed.get(day, 0) + usd
+            except sqlite3.Error:
+                continue  # never polled: nothing billed to show
+    elif state.has_table("billed_cost"):  # only an Admin API poller writes it: logs-only needs no HTTP client
         from exporter.billing.store import stored_billed_by_day
 
         billed = stored_billed_by_day(state.conn)
@@ -237,15 +273,29 @@ def build_report(config: Config, *, exiting: bool, progress: Callable[[int, int]
 # --------------------------------------------------------------------------- check
 
 
-def load_billing(state: StateDB, api: str = "auto") -> Any:
-    """The billed days (and spend limits) a poller stored in this state, as a snapshot; None when there are none."""
+def load_billing(conn: sqlite3.Connection, api: str = "auto", org: str = "default") -> Any:
+    """The billed days (and spend limits) a poller stored, as a snapshot; None when there are none."""
     from exporter.billing.poller import BillingPoller
 
     try:
-        snap = BillingPoller(None, state.conn, api=api).snapshot  # restore only, never polls
+        snap = BillingPoller(None, conn, api=api, org=org).snapshot  # restore only, never polls
     except sqlite3.Error:
         return None
     return snap if (snap.cost_rows or snap.usage_rows or snap.spend_limits) else None
+
+
+def load_billings(config: Config, state: StateDB) -> tuple[Any, ...]:
+    """Every organisation's stored billing snapshot (those with any)."""
+    out = []
+    for org in config.orgs:
+        try:
+            conn = state.conn if not config.several_orgs else billing_connection(config, org.name, readonly=True)
+        except sqlite3.Error:
+            continue
+        snap = load_billing(conn, org.api, org.name)
+        if snap is not None:
+            out.append(snap)
+    return tuple(out)
 
 
 def pool_from_state(config: Config, pool: str, *, clock: Callable[[], float] = time.time) -> BreakerDecision:
@@ -259,12 +309,17 @@ def pool_from_state(config: Config, pool: str, *, clock: Callable[[], float] = t
         pricer = load_pricer(config.price_overrides)
         now = clock()
         ing = Ingestor(config.sources, state, pricer, clock=lambda: now)
-        api = config.admin_api.api if config.admin_api is not None else "auto"
-        snap = Snapshot(built_at=now, billing=load_billing(state, api), ready=True,
+        billings = load_billings(config, state)
+        snap = Snapshot(built_at=now, billing=billings[0] if billings else None, billings=billings, ready=True,
                         **build_estimated(ing, pricer, hourly_since=int(now) - HOURLY_DAYS * 86400))
     finally:
         state.close()
     at = datetime.fromtimestamp(now, UTC)
+    configured = config.pool(pool)
+    if configured is not None and configured.window is not None:  # a subscription window: its latest report
+        from exporter.core.windows import window_pool_states
+
+        return BreakerBoard().decide(pool, window_pool_states([configured], ing.rate_limits.reports(), at)[0], at)
     st = next((s for s in build_pool_states(config, pricer, snap, at) if s.pool == pool), None)
     if st is None:
         raise StateError(f"pool {pool!r} is on a spend limit the state does not hold yet: run serve with the "

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--since", type=date.fromisoformat, metavar="YYYY-MM-DD", help="first UTC day")
     report.add_argument("--until", type=date.fromisoformat, metavar="YYYY-MM-DD", help="last UTC day")
     report.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
+    report.add_argument("--blocks", action="store_true",
+                        help="5-hour blocks (as ccusage computes them) instead of days")
 
     check = sub.add_parser("check", help="exit 0 if the pool's breaker is closed, 1 if open, 2 if unknown")
     _add_config(check)
@@ -67,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--user", help="basic auth user for an exporter behind a web config "
                                       "(password from $CLAUDE_BUDGET_EXPORTER_PASSWORD)")
     check.add_argument("--ca-file", metavar="FILE", help="CA certificate to trust for an https:// exporter")
+
+    from exporter.statusline import add_arguments as statusline_arguments
+
+    statusline_arguments(sub.add_parser(
+        "statusline", help="for Claude Code's statusLine setting: record its rate limits, print one status line"))
 
     validate = sub.add_parser("validate-config", help="check a config file; exit 2 listing every problem")
     validate.add_argument("config_file", nargs="?", metavar="FILE")
@@ -104,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    if args.command == "statusline":  # usually answered by exporter.entry before this module is imported
+        from exporter.statusline import run
+
+        return run(args)
     logsetup.configure(args.log_level, args.log_format)
     try:
         config = _load(args)
@@ -257,13 +268,18 @@ def report(config: Config, args: argparse.Namespace, *, exiting: bool = False) -
     except (StateError, sqlite3.DatabaseError) as exc:
         _say(f"claude-budget-exporter: {exc}")
         return EXIT_FAIL
-    data = rep.build_report(got.aggregates, since=args.since, until=args.until, billed_by_day=got.billed_by_day)
+    if args.blocks:
+        data = rep.build_blocks(got.aggregates, now=time.time(), since=args.since, until=args.until)
+    else:
+        data = rep.build_report(got.aggregates, since=args.since, until=args.until, billed_by_day=got.billed_by_day)
     if not got.first_read:  # closing would checkpoint what was just deferred
         got.state.close()
     lock.release()
     try:
         if args.json:
             rep.write_json(data, sys.stdout)
+        elif args.blocks:
+            rep.write_blocks_table(data, sys.stdout)
         else:
             rep.write_table(data, sys.stdout)
         sys.stdout.flush()
@@ -294,22 +310,21 @@ def _poll_billed(config: Config, since: date | None) -> None:
     """With an admin key, bring the stored billed days up to date (one poll) before reporting."""
     if config.admin_api is None:
         return  # logs only: nothing to poll, and no need to load the HTTP client
-    from exporter.app import make_billing_poller
+    from exporter.app import make_billing_pollers
 
-    poller = make_billing_poller(config, time.time)  # registers the key with the scrubber
-    if poller is None:
-        return
-    try:
-        snap = poller.poll(since=since)
-    except Exception as exc:  # noqa: BLE001 - a bug in the poll: the report of the stored bill still stands
-        _say(f"claude-budget-exporter: Admin API poll failed ({type(exc).__name__}: {exc}); "
-             "billed figures are the last stored ones")
-    else:
-        if not snap.up:
-            _say(f"claude-budget-exporter: Admin API: {snap.error}; billed figures are the last stored ones")
-    finally:
-        if poller.client is not None:
-            poller.client.close()
+    for poller in make_billing_pollers(config, time.time):  # registers each key with the scrubber
+        org = "" if not config.several_orgs else f" ({poller.org})"
+        try:
+            snap = poller.poll(since=since)
+        except Exception as exc:  # noqa: BLE001 - a bug in the poll: the report of the stored bill still stands
+            _say(f"claude-budget-exporter: Admin API{org} poll failed ({type(exc).__name__}: {exc}); "
+                 "billed figures are the last stored ones")
+        else:
+            if not snap.up:
+                _say(f"claude-budget-exporter: Admin API{org}: {snap.error}; billed figures are the last stored ones")
+        finally:
+            if poller.client is not None:
+                poller.client.close()
 
 
 def _progress_bar() -> Callable[[int, int], None]:

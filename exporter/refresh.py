@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -28,11 +28,14 @@ from exporter.billing.poller import BillingPoller, BillingSnapshot
 from exporter.config import Config, PoolConfig
 from exporter.core.breaker import BreakerBoard, BreakerDecision
 from exporter.core.budget import PoolInputs, PoolMatcher, PoolState, compute_pool
+from exporter.core.windows import WindowPoolState, WindowReport, window_pool_states
+from exporter.core.blocks import Block, HourlyFigures
 from exporter.core.pricing import Pricer
 from exporter.core.records import TOKEN_TYPES
 from exporter.logs.ingestor import PICO, Ingestor, RefreshStats
 from exporter.prices import load_pricer
-from exporter.state import AGG_COST_PICO, AGG_INPUT, AGG_REPORTED_PICO, AGG_UNPRICED, StateDB
+from exporter.state import (AGG_CACHE_READ, AGG_CACHE_WRITE_1H, AGG_CACHE_WRITE_5M, AGG_COST_PICO, AGG_INPUT,
+                            AGG_OUTPUT, AGG_REPORTED_PICO, AGG_REQUESTS, AGG_UNPRICED, StateDB)
 
 if TYPE_CHECKING:
     from exporter.config.web import WebhookToken
@@ -93,8 +96,12 @@ class Snapshot:
     log_lines: Mapping[tuple[str, str], int] = field(default_factory=dict)
     # per UTC hour estimated USD, keyed (hour epoch, source, raw model, entrypoint): what pools match on
     estimated_hourly: Mapping[tuple[int, str, str, str], Decimal] = field(default_factory=dict)
-    billing: BillingSnapshot | None = None  # when the Admin API is configured
+    billing: BillingSnapshot | None = None  # when the Admin API is configured: the first organisation's
+    billings: tuple[BillingSnapshot, ...] = ()  # every organisation's (several under admin_api: a list)
     pools: tuple[PoolState, ...] = ()
+    window_pools: tuple[WindowPoolState, ...] = ()  # pools on a subscription window (rate_limits sources)
+    rate_limits: tuple[WindowReport, ...] = ()  # the latest report of each window of the rate_limits sources
+    blocks: Mapping[str, Block] = field(default_factory=dict)  # source -> its current 5-hour block, if any
     decisions: Mapping[str, BreakerDecision] = field(default_factory=dict)  # pool -> its breaker, as of built_at
     pool_names: tuple[str, ...] = ()  # every configured pool, computed or not yet
     webhook: WebhookView = field(default_factory=WebhookView)
@@ -109,6 +116,9 @@ class Snapshot:
     state_write_errors: int = 0  # failed commits since start
 
 
+#: an aggregate row's columns in the order of exporter.core.blocks' figures
+BLOCK_COLUMNS = (AGG_REQUESTS, AGG_INPUT, AGG_OUTPUT, AGG_CACHE_READ, AGG_CACHE_WRITE_5M, AGG_CACHE_WRITE_1H,
+                 AGG_COST_PICO)
 HOURLY_DAYS = 70  # hourly estimates kept in the snapshot: enough for any monthly period and its trailing burn
 
 
@@ -193,20 +203,32 @@ def _hour(epoch: int) -> datetime:
     return datetime.fromtimestamp(epoch, UTC)
 
 
+def _billings(snap: Snapshot) -> tuple[BillingSnapshot, ...]:
+    """Every organisation's billing snapshot."""
+    return snap.billings or ((snap.billing,) if snap.billing is not None else ())
+
+
 def pool_inputs(matcher: PoolMatcher, snap: Snapshot, pricer: Pricer) -> PoolInputs:
-    """One pool's share of the snapshot: billed per day, usage-report and log estimates per hour."""
+    """One pool's share of the snapshot: billed per day (and hour), usage-report and log estimates per
+    hour, over the organisations it matches (every one when it names none)."""
     estimated: dict[datetime, Decimal] = defaultdict(Decimal)
     if matcher.takes_estimated:
         for (hour, source, model, entrypoint), usd in snap.estimated_hourly.items():
             if matcher.matches_estimated(source, model, entrypoint):
                 estimated[_hour(hour)] += usd
+    orgs = matcher.match.orgs
+    parts = [_billed_inputs(matcher, b, pricer) for b in _billings(snap) if not orgs or b.org in orgs]
+    return _merged(parts, dict(estimated))
+
+
+def _billed_inputs(matcher: PoolMatcher, b: BillingSnapshot, pricer: Pricer) -> PoolInputs:
+    """One organisation's bill for a pool (no log estimates)."""
     billed: dict[date, Decimal] = {}
     usage: dict[datetime, Decimal] = defaultdict(Decimal)
     complete: date | None = None
-    b = snap.billing
-    if b is not None and b.api == "analytics" and matcher.takes_billed:
-        return _analytics_inputs(matcher, b, estimated)
-    if b is not None and matcher.takes_legacy_billed:
+    if b.api == "analytics" and matcher.takes_billed:
+        return _analytics_inputs(matcher, b)
+    if matcher.takes_legacy_billed:
         if b.complete_through is not None:
             complete = b.complete_through.astimezone(UTC).date() - timedelta(days=1)
         if matcher.billed_basis == "cost_report":
@@ -226,11 +248,39 @@ def pool_inputs(matcher: PoolMatcher, snap: Snapshot, pricer: Pricer) -> PoolInp
         if matcher.billed_basis == "usage_report":
             for at, usd in usage.items():
                 billed[at.date()] = billed.get(at.date(), Decimal(0)) + usd
-    return PoolInputs(billed_by_day=billed, billed_complete_through=complete,
-                      usage_priced_by_hour=dict(usage), estimated_by_hour=dict(estimated))
+    return PoolInputs(billed_by_day=billed, billed_complete_through=complete, usage_priced_by_hour=dict(usage))
 
 
-def _analytics_inputs(matcher: PoolMatcher, b: BillingSnapshot, estimated: dict[datetime, Decimal]) -> PoolInputs:
+def _add(into: dict[Any, Decimal], more: Mapping[Any, Decimal]) -> None:
+    for k, v in more.items():
+        into[k] = into.get(k, Decimal(0)) + v
+
+
+def _merged(parts: list[PoolInputs], estimated: dict[datetime, Decimal]) -> PoolInputs:
+    """Several organisations' bills as one: summed; complete only as far as every one is. The cutoff
+    is on the hour while every organisation bills by the hour, else on the day."""
+    if len(parts) <= 1:
+        return replace(parts[0], estimated_by_hour=estimated) if parts else PoolInputs(estimated_by_hour=estimated)
+    days: dict[date, Decimal] = {}
+    hours: dict[datetime, Decimal] = {}
+    usage: dict[datetime, Decimal] = {}
+    for part in parts:
+        _add(days, part.billed_by_day)
+        _add(hours, part.billed_by_hour)
+        _add(usage, part.usage_priced_by_hour)
+    if all(part.analytics for part in parts):
+        complete_hour = min((p.billed_complete_hour for p in parts if p.billed_complete_hour is not None),
+                            default=None)
+        return PoolInputs(billed_by_day=days, usage_priced_by_hour=usage, estimated_by_hour=estimated,
+                          analytics=True, billed_by_hour=hours, billed_complete_hour=complete_hour)
+    ends = [p.billed_complete_hour.date() - timedelta(days=1) if p.analytics and p.billed_complete_hour is not None
+            else p.billed_complete_through for p in parts if p.billed_by_day or p.analytics]
+    complete = min((e for e in ends if e is not None), default=None) if all(e is not None for e in ends) else None
+    return PoolInputs(billed_by_day=days, billed_complete_through=complete, usage_priced_by_hour=usage,
+                      estimated_by_hour=estimated)
+
+
+def _analytics_inputs(matcher: PoolMatcher, b: BillingSnapshot) -> PoolInputs:
     """A pool's share of the analytics API's bill: every matched row by day, and by the hour for the
     days after the last complete one (the hybrid's cutoff is on the hour). A pool without log sources
     is estimated from the rows' list price (the usage report's tokens at list price, priced by
@@ -248,8 +298,8 @@ def _analytics_inputs(matcher: PoolMatcher, b: BillingSnapshot, estimated: dict[
         listed[r.start] += r.list_usd
         if recent is not None and r.start >= recent and r.end - r.start <= timedelta(hours=1):
             hours[r.start] += r.amount_usd
-    return PoolInputs(billed_by_day=days, usage_priced_by_hour=dict(listed), estimated_by_hour=dict(estimated),
-                      analytics=True, billed_by_hour=dict(hours), billed_complete_hour=complete)
+    return PoolInputs(billed_by_day=days, usage_priced_by_hour=dict(listed), analytics=True,
+                      billed_by_hour=dict(hours), billed_complete_hour=complete)
 
 
 _limit_missing_said: set[str] = set()
@@ -257,8 +307,7 @@ _limit_missing_said: set[str] = set()
 
 def _spend_limit_of(pool: PoolConfig, snap: Snapshot) -> tuple[Decimal, Decimal, str] | None:
     """(amount USD, spent USD, period) of the pool's spend limit; None (said once) while it is not known."""
-    b = snap.billing
-    view = next((v for v in (b.spend_limits if b is not None else ()) if v.limit.id == pool.spend_limit), None)
+    view = next((v for b in _billings(snap) for v in b.spend_limits if v.limit.id == pool.spend_limit), None)
     if view is not None and view.limit.amount is not None and view.spent is not None and view.limit.currency == "USD":
         return view.limit.amount, view.spent, view.limit.period
     key = f"{pool.name}:{pool.spend_limit}"
@@ -276,16 +325,18 @@ MAX_LIMIT_POOLS = 50
 LIMIT_POOL_SCOPES = ("organization", "workspace")
 
 
-def limit_pools(config: Config, billing: BillingSnapshot | None) -> tuple[PoolConfig, ...]:
+def limit_pools(config: Config, billings: Iterable[BillingSnapshot]) -> tuple[PoolConfig, ...]:
     """With ``admin_api.pools_from_spend_limits``: a pool per organisation and workspace limit in USD that
-    no configured pool names, ``limit-<workspace or organization>-<period>``, breaking under 5%."""
-    api = config.admin_api
-    if api is None or not api.pools_from_spend_limits or billing is None:
-        return ()
+    no configured pool names, ``limit-<workspace or organization>-<period>`` (``limit-<org>-...`` with
+    several organisations), breaking under 5%."""
+    wanted = {o.name for o in config.orgs if o.pools_from_spend_limits}
     named = {p.spend_limit for p in config.pools} | {p.name for p in config.pools}
     out: list[PoolConfig] = []
-    for v in billing.spend_limits:
+    views = [(b.org, v) for b in billings if b.org in wanted for v in b.spend_limits]
+    for org, v in views:
         x = v.limit
+        if config.several_orgs and x.scope_type == "organization":
+            x = replace(x, scope_id=org)
         if x.scope_type not in LIMIT_POOL_SCOPES or not x.enabled or x.currency != "USD" or x.amount is None:
             continue
         name = re.sub(r"[^A-Za-z0-9._-]", "_", f"limit-{x.scope_id or x.scope_type}-{x.period}")[:63]
@@ -301,7 +352,9 @@ def limit_pools(config: Config, billing: BillingSnapshot | None) -> tuple[PoolCo
 def build_pool_states(config: Config, pricer: Pricer, snap: Snapshot, now: datetime) -> tuple[PoolState, ...]:
     """Every pool's state; a pool on a spend limit the Admin API has not reported is left out."""
     out = []
-    for p in (*config.pools, *limit_pools(config, snap.billing)):
+    for p in (*config.pools, *limit_pools(config, _billings(snap))):
+        if p.window is not None:
+            continue  # a subscription window: window_pool_states
         inputs = pool_inputs(PoolMatcher.for_pool(p), snap, pricer)
         if p.spend_limit is not None:
             limit = _spend_limit_of(p, snap)
@@ -338,7 +391,7 @@ class Refresher:
         self.state, self.ingestor = StateDB.open_or_rebuild(
             state_dir or config.state_dir,
             lambda db: Ingestor(config.sources, db, self.pricer, clock=clock, watch=True))
-        self.billing_poller = billing_poller
+        self.billing_pollers: tuple[BillingPoller, ...] = (billing_poller,) if billing_poller is not None else ()
         self.board = board if board is not None else BreakerBoard([p.name for p in config.pools])
         self.webhook_token = webhook_token
         self.webhook_answers = webhook_answers if webhook_answers is not None else WebhookCounts()
@@ -347,20 +400,33 @@ class Refresher:
         self._estimated: dict[str, Any] = {}
         self._view: EstimatedView | None = None
         self._sources: tuple[SourceView, ...] = ()
-        # what the poller stored before a restart is served until its first poll
-        self._billing: BillingSnapshot | None = billing_poller.snapshot if billing_poller is not None else None
+        self._rate_limits: tuple[WindowReport, ...] = self.ingestor.rate_limits.reports()
+        self._hours = HourlyFigures()  # per source, the last days by the hour: the current 5-hour blocks
+        self._blocks: dict[str, Block] = {}
+        # what the pollers stored before a restart is served until their first poll
+        self._billings: tuple[BillingSnapshot, ...] = tuple(p.snapshot for p in self.billing_pollers)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_log_refresh: float | None = None
 
-    def attach_billing(self, billing_poller: BillingPoller | None) -> None:
-        """Add the Admin API poller after the state was opened (and, if corrupt, rebuilt) here.
+    def attach_billing(self, *pollers: BillingPoller | None) -> None:
+        """Add the Admin API pollers (one per organisation) after the state was opened (and, if
+        corrupt, rebuilt) here.
 
-        The poller opens its own connection; it must do so after this refresher's, so that
-        a database moved aside is not one the poller still holds.
+        A poller opens its own connection; it must do so after this refresher's, so that a
+        database moved aside is not one a poller still holds.
         """
-        self.billing_poller = billing_poller
-        self._billing = billing_poller.snapshot if billing_poller is not None else None
+        self.billing_pollers = tuple(p for p in pollers if p is not None)
+        self._billings = tuple(p.snapshot for p in self.billing_pollers)
+
+    @property
+    def billing_poller(self) -> BillingPoller | None:
+        """The first organisation's poller."""
+        return self.billing_pollers[0] if self.billing_pollers else None
+
+    @property
+    def _billing(self) -> BillingSnapshot | None:
+        return self._billings[0] if self._billings else None
 
     # ------------------------------------------------------------------ reading
 
@@ -386,9 +452,14 @@ class Refresher:
                 if self._view is None:
                     self._view = EstimatedView(self.pricer)
                     self._view.apply(ing.aggregates, ing.aggregates, since)
+                    self._hours = HourlyFigures()
+                    self._hours.apply(ing.aggregates, BLOCK_COLUMNS, now)
                 else:
                     self._view.apply(ing.last_deltas, ing.aggregates, since)
+                    self._hours.apply(ing.last_deltas, BLOCK_COLUMNS, now)
+                self._blocks = self._hours.current(now)
                 self._estimated = self._view.fields(ing.line_counts)
+                self._rate_limits = ing.rate_limits.reports()
             except Exception as exc:  # noqa: BLE001 - keep the last good values
                 self._view = None  # rebuilt from the aggregates next time
                 error = f"{type(exc).__name__}: {exc}"
@@ -405,39 +476,48 @@ class Refresher:
         return stats
 
     def poll_billing(self) -> None:
-        if self.billing_poller is None:
+        """One poll of every organisation, in turn; each keeps its last good values on failure."""
+        if not self.billing_pollers:
             return
-        try:
-            self._billing = self.billing_poller.poll()
-        except Exception as exc:  # noqa: BLE001 - the poller keeps its last good values itself
-            log.error("billing_poll_failed", error=f"{type(exc).__name__}: {exc}")
-            self._billing = self.billing_poller.snapshot
+        snaps = []
+        for poller in self.billing_pollers:
+            try:
+                snaps.append(poller.poll())
+            except Exception as exc:  # noqa: BLE001 - the poller keeps its last good values itself
+                log.error("billing_poll_failed", org=poller.org, error=f"{type(exc).__name__}: {exc}")
+                snaps.append(poller.snapshot)
+        self._billings = tuple(snaps)
         self._publish(None)
 
     def _publish(self, refresh_seconds: float | None) -> None:
         with self._lock:
             now = self.clock()
             sources = self._sources
-            if self.billing_poller is not None:
-                b = self._billing
-                sources = (*sources, SourceView(ADMIN_SOURCE, "admin_api", bool(b and b.up),
-                                                getattr(b, "last_success", None)))
+            several = self.config.several_orgs
+            for b in self._billings:
+                sources = (*sources, SourceView(f"{ADMIN_SOURCE}:{b.org}" if several else ADMIN_SOURCE, "admin_api",
+                                                b.up, b.last_success))
             api = self.config.admin_api
             snap = Snapshot(
                 built_at=now,
                 sources=sources,
                 billing=self._billing,
+                billings=self._billings,
                 refresh_seconds=self._snapshot.refresh_seconds if refresh_seconds is None else refresh_seconds,
                 ready=True,
                 state_writable=self.state.writable,
                 state_write_errors=self.state.write_errors,
-                pool_names=tuple(p.name for p in (*self.config.pools, *limit_pools(self.config, self._billing))),
+                pool_names=tuple(p.name for p in (*self.config.pools, *limit_pools(self.config, self._billings))),
                 model_label=self.pricer.model_label,
                 claude_code_report=bool(api and api.claude_code_report),
                 actor_labels=api.actor_labels if api else "none",
                 actor_top_n=api.actor_top_n if api else 20,
                 **self._estimated,
+                rate_limits=self._rate_limits,
+                blocks=MappingProxyType(self._blocks),
             )
+            snap = replace(snap, window_pools=window_pool_states(self.config.pools, self._rate_limits,
+                                                                 datetime.fromtimestamp(now, UTC)))
             try:
                 snap = replace(snap, pools=build_pool_states(self.config, self.pricer, snap,
                                                              datetime.fromtimestamp(now, UTC)))
@@ -457,7 +537,8 @@ class Refresher:
         at = datetime.fromtimestamp(now, UTC)
         board = self.board
         board.add_pools(snap.pool_names)
-        decisions = {s.pool: board.decide(s.pool, s, at) for s in snap.pools}
+        states: tuple[PoolState | WindowPoolState, ...] = (*snap.pools, *snap.window_pools)
+        decisions = {s.pool: board.decide(s.pool, s, at) for s in states}
         token = self.webhook_token
         problem = token.problem() if token is not None else None
         webhook = WebhookView(
@@ -481,7 +562,7 @@ class Refresher:
         if on_filled is not None:
             on_filled()
         self._spawn("log-refresher", self._log_loop)
-        if self.billing_poller is not None:
+        if self.billing_pollers:
             self._spawn("billing-poller", self._billing_loop)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:

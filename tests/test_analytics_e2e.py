@@ -127,3 +127,53 @@ pools:
         assert KEY not in (e.log_path.read_text() + check.stdout + check.stderr)
     finally:
         fake.stop()
+
+
+def test_several_organisations_each_billed_apart_with_an_org_label(tmp_path: Path, exporter_factory) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    hour = now.replace(minute=0, second=0)
+    keys = {"prod": KEY, "research": KEY.replace("analytics", "research")}
+    fakes = {org: FakeAdminApi(key=key, now=now).start() for org, key in keys.items()}
+    try:
+        for n, (org, fake) in enumerate(fakes.items(), start=1):
+            for d in (2, 1):
+                fake.add_spend(hour - timedelta(days=d), f"{100 * n}.5", api_key_id=f"apikey_{org}",
+                               product="claude_code", token_type="output_tokens", tokens=10)
+        cfg = tmp_path / "config.yaml"
+        orgs = "\n".join(f"""  - name: {org}
+    key_env: KEY_{org.upper()}
+    base_url: {fake.url}
+    poll_interval: 1s""" for org, fake in fakes.items())
+        cfg.write_text(f"""
+refresh_interval: 200ms
+sources: []
+admin_api:
+{orgs}
+pools:
+  - name: all-code
+    credit_usd: 100
+    match: {{products: [claude_code]}}
+  - name: research
+    credit_usd: 100
+    match: {{orgs: [research], products: [claude_code]}}
+""")
+        env = clean_env(KEY_PROD=keys["prod"], KEY_RESEARCH=keys["research"], **{FAST_POLL_ENV: "1"})
+        state = tmp_path / "state"
+        e = exporter_factory(["--config", str(cfg), "--state-dir", str(state)], env).start()
+        s = e.wait_for(lambda s: sample(s, "claude_source_up", source="admin_api:prod") == 1
+                       and sample(s, "claude_source_up", source="admin_api:research") == 1
+                       and sample(s, "claude_pool_spend_usd", pool="research") is not None, what="both polls")
+        month = now.replace(day=1, hour=0, minute=0, second=0)
+        want = {org: sum((x.amount_cents for x in fake.spend() if x.at >= month), Decimal(0)) / 100
+                for org, fake in fakes.items()}
+        for org in fakes:
+            got = sum((Decimal(repr(v)) for (n, lab), v in s.items() if n == "claude_billed_cost_usd"
+                       and dict(lab)["window"] == "period" and dict(lab).get("org") == org), Decimal(0))
+            assert got == want[org], org
+        assert _money(s, "claude_pool_spend_usd", pool="research") == want["research"]
+        assert _money(s, "claude_pool_spend_usd", pool="all-code") == want["research"] + want["prod"]
+        assert sorted((state).glob("billing-*.sqlite3")) == [state / "billing-prod.sqlite3",
+                                                              state / "billing-research.sqlite3"]
+    finally:
+        for fake in fakes.values():
+            fake.stop()

@@ -224,3 +224,27 @@ def test_a_config_nested_too_deeply_is_exit_2_with_its_reason(tmp_path: Path, te
     r = run_cli("validate-config", str(p))
     assert r.returncode == 2, r.stderr
     assert "nested too deeply" in r.stderr and str(p) in r.stderr and "Traceback" not in r.stderr
+
+
+def test_several_organisations_and_the_analytics_keys() -> None:
+    c = parse_config({"admin_api": [{"name": "prod", "key_env": "A"}, {"name": "lab", "key_file": "/k", "api": "legacy"}],
+                      "pools": [{"name": "p", "credit_usd": 5, "match": {"orgs": ["lab"], "workspaces": ["default"]}},
+                                {"name": "w", "credit_usd": 5, "period": {"every": "week", "weekday": "friday"},
+                                 "match": {"products": ["claude_code"], "actors": ["a@example.com"]}}]})
+    assert [o.name for o in c.orgs] == ["prod", "lab"] and c.admin_api is c.orgs[0] and c.several_orgs
+    assert c.orgs[1].api == "legacy" and c.pool("w").period.weekday == 4
+    with pytest.raises(ConfigError) as e:
+        parse_config({"admin_api": [{"name": "a"}, {"name": "a", "api": "newest"}],
+                      "pools": [{"name": "p", "credit_usd": 5, "match": {"orgs": ["b"], "workspaces": ["x"]}},
+                                {"name": "q", "spend_limit": "not-a-limit"},
+                                {"name": "r", "credit_usd": 5, "period": {"every": "fortnight", "reset_day": 3},
+                                 "match": {"sources": []}}]})
+    problems = "\n".join(e.value.problems)
+    for want in ("admin_api[1].name: duplicate organisation name 'a'", "admin_api[1].api: must be one of",
+                 "pools[0].match.orgs[0]: no organisation named 'b'", "pools[1].spend_limit: must be a spend limit id",
+                 "pools[2].period.every: must be one of month, week, day", "pools[2].period.reset_day"):
+        assert want in problems, problems
+    with pytest.raises(ConfigError) as e:
+        parse_config({"admin_api": {"api": "legacy"},
+                      "pools": [{"name": "p", "credit_usd": 5, "match": {"products": ["claude_code"]}}]})
+    assert "pools[0].match.products: only the Usage and Cost Analytics API" in "\n".join(e.value.problems)

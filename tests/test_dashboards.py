@@ -79,6 +79,10 @@ def emitted_metrics(tmp_path_factory: pytest.TempPathFactory) -> frozenset[str]:
     token_log.parent.mkdir()
     token_log.write_text(json.dumps({"ts": recent.isoformat(), "model": HAIKU, "input_tokens": 5000,
                                      "output_tokens": 700}) + "\n")
+    records = tmp / "statusline.jsonl"  # what `claude-budget-exporter statusline` appends
+    records.write_text(json.dumps({"type": "statusline", "timestamp": recent.isoformat(), "rate_limits": {
+        "five_hour": {"used_percentage": 42, "resets_at": int(now.timestamp()) + 3600},
+        "seven_day": {"used_percentage": 12, "resets_at": int(now.timestamp()) + 86400}}}) + "\n")
     reset_day = yesterday.day  # the period began yesterday: complete billed days in it
     config = tmp / "config.yaml"
     config.write_text(yaml.safe_dump({
@@ -91,6 +95,7 @@ def emitted_metrics(tmp_path_factory: pytest.TempPathFactory) -> frozenset[str]:
             {"name": "token-metrics", "kind": "jsonl", "paths": [str(token_log)],
              "fields": {"timestamp": "ts", "model": "model", "input_tokens": "input_tokens",
                         "output_tokens": "output_tokens"}},
+            {"name": "claude-max", "kind": "rate_limits", "paths": [str(records)]},
         ],
         "pools": [
             {"name": "agent-sdk", "credit_usd": 200, "team": "platform",
@@ -99,6 +104,7 @@ def emitted_metrics(tmp_path_factory: pytest.TempPathFactory) -> frozenset[str]:
             {"name": "interactive", "plan": "max5x", "team": "research",
              "period": {"reset_day": reset_day, "timezone": "UTC"},
              "match": {"workspaces": ["default"], "sources": ["claude-code", "token-metrics"]}},
+            {"name": "five-hour", "team": "research", "window": {"source": "claude-max", "name": "five_hour"}},
         ],
     }), encoding="utf-8")
     exporter = Exporter(["--config", str(config), "--state-dir", str(tmp / "state")],
@@ -108,8 +114,9 @@ def emitted_metrics(tmp_path_factory: pytest.TempPathFactory) -> frozenset[str]:
         samples = exporter.wait_for(
             lambda s: sample(s, "claude_source_up", source="admin_api") == 1
             and sample(s, "claude_spend_drift_ratio", pool="agent-sdk", window="yesterday") is not None
-            and any(name == "claude_unpriced_tokens_total" for name, _ in s),
-            what="billed, estimated and unpriced spend")
+            and any(name == "claude_unpriced_tokens_total" for name, _ in s)
+            and sample(s, "claude_pool_window_info", pool="five-hour", source="claude-max", window="five_hour") == 1,
+            what="billed, estimated and unpriced spend, and a window pool")
     finally:
         exporter.stop()
         fake.stop()

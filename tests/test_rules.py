@@ -97,7 +97,7 @@ def test_kubernetes_rules_load_in_prometheus(tmp_path: Path) -> None:
     }), encoding="utf-8")
     out = run(tool("promtool"), "check", "config", str(tmp_path / "prometheus.yml"))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert "SUCCESS: 26 rules found" in out.stdout, out.stdout
+    assert "SUCCESS: 27 rules found" in out.stdout, out.stdout
 
 
 def test_a_broken_expectation_fails(tmp_path: Path) -> None:

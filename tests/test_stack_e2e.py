@@ -140,9 +140,20 @@ class Machine:
                       "entrypoints": [entrypoint]},
             "breaker": {"open_below": 0.05},
         } for name, (team, entrypoint, _) in POOLS.items()]
+        # each machine's account reports its subscription windows through the statusline command's records
+        records = self.root / "statusline.jsonl"
+        if not records.exists():
+            soon = int(datetime.now(UTC).timestamp())
+            records.write_text(json.dumps({"type": "statusline", "timestamp": datetime.now(UTC).isoformat(),
+                                           "rate_limits": {"five_hour": {"used_percentage": 42, "resets_at": soon + 3600},
+                                                           "seven_day": {"used_percentage": 12,
+                                                                         "resets_at": soon + 86400}}}) + "\n")
+        pools.append({"name": f"five-hour-{self.name}", "team": "platform",
+                      "window": {"source": "claude-max", "name": "five_hour"}})
         cfg: dict[str, Any] = {
             "refresh_interval": "200ms",
-            "sources": [{"name": "claude-code", "kind": "claude_code", "paths": [str(self.root / "projects")]}],
+            "sources": [{"name": "claude-code", "kind": "claude_code", "paths": [str(self.root / "projects")]},
+                        {"name": "claude-max", "kind": "rate_limits", "paths": [str(records)]}],
             "pools": pools,
         }
         if self.with_key:

@@ -199,6 +199,7 @@ class BillingSnapshot:
     #: the organisation's spend limits with their period-to-date spend, and (Enterprise) each member's
     spend_limits: tuple[LimitView, ...] = ()
     member_spend: tuple[MemberSpend, ...] = ()
+    org: str = "default"  # the organisation (admin_api name) these figures are of
     _memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def daily_cost(self) -> Mapping[tuple[date, str | None, str | None, str | None, str | None, str | None],
@@ -341,6 +342,7 @@ class BillingPoller:
         api: str = "legacy",
         actors: bool = False,
         spend_limits: bool = False,
+        org: str = "default",
     ) -> None:
         if api not in ADMIN_APIS:
             raise ValueError(f"api must be one of {', '.join(ADMIN_APIS)}")
@@ -363,6 +365,7 @@ class BillingPoller:
         self._analytics_usage: dict[date, tuple[AnalyticsUsageRow, ...]] = {}
         self._in_use = "analytics" if api == "analytics" else "legacy"
         self.spend_limits = spend_limits
+        self.org = org
         self._limits: tuple[SpendLimit, ...] = ()
         self._members: tuple[MemberSpend, ...] = ()
         self._limits_off: dict[str, datetime] = {}  # endpoint -> not asked again before
@@ -374,7 +377,7 @@ class BillingPoller:
         self._refetch: dict[str, set[date]] = {"cost": set(), "usage": set(), ANALYTICS_COST: set(),
                                                ANALYTICS_USAGE: set()}
         self._stored_refusals: Counter[tuple[str, str]] = Counter()
-        self._snapshot = self._restore()
+        self._snapshot = replace(self._restore(), org=org).warm()
 
     # ------------------------------------------------------------------ public
 
@@ -460,7 +463,7 @@ class BillingPoller:
         self._store_limits(views)
         self._snapshot = replace(snap, requests=self._requests(), refusals=self._refusals(),
                                  fallbacks=self._fallbacks, spend_limits=views,
-                                 member_spend=self._members).warm()
+                                 member_spend=self._members, org=self.org).warm()
 
     def _poll_limits(self, now: datetime) -> None:
         """Read the spend limits (and, for an Enterprise organisation, each member's spend against them).

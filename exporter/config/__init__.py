@@ -18,6 +18,7 @@ from exporter.config.model import (
     PLAN_CREDITS,
     PRICE_KEYS,
     SOURCE_KINDS,
+    USAGE_KINDS,
     AdminApiConfig,
     BreakerWebhookConfig,
     Config,
@@ -27,10 +28,12 @@ from exporter.config.model import (
     PoolMatch,
     PriceOverride,
     SourceConfig,
+    WindowRef,
 )
 
 __all__ = [
     "MIN_POLL_INTERVAL", "PLAN_CREDITS", "PRICE_KEYS", "SOURCE_KINDS", "AdminApiConfig", "BreakerWebhookConfig",
     "Config", "ConfigError", "PeriodConfig", "PoolConfig", "PoolMatch", "PriceOverride", "SourceConfig",
-    "default_claude_dirs", "default_config", "load_config", "parse_config", "parse_duration", "parse_listen",
+    "USAGE_KINDS", "WindowRef", "default_claude_dirs", "default_config", "load_config", "parse_config",
+    "parse_duration", "parse_listen",
 ]

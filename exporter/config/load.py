@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from exporter.config.model import (
     DEFAULT_STATE_DIR, DURATION_RE, FAST_POLL_ENV, JSONL_FIELDS, MAX_CHARS_PER_TOKEN, MAX_CREDIT_USD,
     MAX_POLL_INTERVAL, MAX_PRICE_USD, MAX_REFRESH_INTERVAL, MAX_SETTLE_AFTER, MIN_CHARS_PER_TOKEN, MIN_CREDIT_USD,
     MIN_POLL_INTERVAL, NAME_RE, PLAN_CREDITS, PRICE_KEYS, PeriodConfig, PoolConfig, PoolMatch, PriceOverride,
-    SEAT_PLANS, SEAT_TIERS, SOURCE_KINDS, SourceConfig, _DURATION_UNITS,
+    SEAT_PLANS, SEAT_TIERS, SOURCE_KINDS, SourceConfig, WindowRef, _DURATION_UNITS,
 )
 
 def parse_duration(text: str) -> float:
@@ -233,10 +234,13 @@ def load_config(path: str | os.PathLike[str] | None, env: Mapping[str, str] | No
 
 ADMIN_APIS = ("auto", "analytics", "legacy")
 PERIOD_EVERY = ("month", "week", "day")
+POOL_WINDOWS = ("five_hour", "seven_day", "seven_day_opus", "seven_day_sonnet")  # as exporter.core.windows
+ROLLING_HOURS = {"5h": 5, "24h": 24, "7d": 7 * 24, "30d": 30 * 24}  # period.rolling: the window in hours
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 ACTOR_LABELS = ("none", "top", "hashed")
 MAX_ACTOR_TOP_N = 200  # labels per family: past this a per-actor series is no longer a dashboard
-MATCH_KEYS = ("workspaces", "api_keys", "actors", "products", "sources", "entrypoints", "models")
+MATCH_KEYS = ("workspaces", "api_keys", "actors", "products", "orgs", "sources", "entrypoints", "models")
+MAX_ORGS = 20  # organisations one exporter polls: each is an org label value and a poller
 MAX_NESTING = 64  # no config nests past a handful of levels; the YAML parser takes seconds to fail at 3,000
 
 
@@ -294,7 +298,26 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
                          maximum=MAX_REFRESH_INTERVAL)
 
     fast = env.get(FAST_POLL_ENV) == "1"
-    admin = _parse_admin(c, top.get("admin_api"), "admin_api", fast) if "admin_api" in top else None
+    orgs: tuple[AdminApiConfig, ...] = ()
+    if isinstance(top.get("admin_api"), list):
+        parsed = []
+        for i, item in enumerate(top["admin_api"][:MAX_ORGS + 1]):
+            name = c.name(item.get("name") if isinstance(item, dict) else None, f"admin_api[{i}].name")
+            body = {k: v for k, v in item.items() if k != "name"} if isinstance(item, dict) else item
+            parsed.append(replace(_parse_admin(c, body, f"admin_api[{i}]", fast), name=name))
+        if len(top["admin_api"]) > MAX_ORGS:
+            c.err("admin_api", f"at most {MAX_ORGS} organisations")
+        if not parsed:
+            c.err("admin_api", "an empty list: give one organisation or more, or leave admin_api out")
+        names = [o.name for o in parsed]
+        for i, name in enumerate(names):
+            if names.index(name) != i:
+                c.err(f"admin_api[{i}].name", f"duplicate organisation name {name!r}")
+        orgs = tuple(parsed)
+        admin = orgs[0] if orgs else None
+    else:
+        admin = _parse_admin(c, top.get("admin_api"), "admin_api", fast) if "admin_api" in top else None
+        orgs = (admin,) if admin is not None else ()
 
     if "sources" in top:
         sources = _parse_sources(c, top.get("sources"), "sources")
@@ -306,10 +329,15 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
     overrides = _parse_overrides(c, pricing.get("overrides"), "pricing.overrides")
 
     pools = _parse_pools(c, top.get("pools"), "pools", source_names)
+    _check_source_kinds(c, pools, sources)
+    org_names = {o.name for o in orgs}
     for i, pool in enumerate(pools):
+        for j, org in enumerate(pool.match.orgs):
+            if org not in org_names:
+                c.err(f"pools[{i}].match.orgs[{j}]", f"no organisation named {org!r} under admin_api")
         if pool.spend_limit is not None and admin is None:
             c.err(f"pools[{i}].spend_limit", "a spend limit comes from the Admin API: configure admin_api")
-    if admin is not None and admin.api == "legacy":
+    if orgs and all(o.api == "legacy" for o in orgs):
         for i, pool in enumerate(pools):
             for k in ("actors", "products"):
                 if getattr(pool.match, k):
@@ -330,6 +358,7 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
         listen=listen,
         state_dir=state_dir,
         admin_api=admin,
+        orgs=orgs,
         sources=sources,
         price_overrides=overrides,
         pools=pools,
@@ -465,6 +494,41 @@ def _parse_seats(c: _Checker, value: Any, path: str, plan: str, given: bool) -> 
     return seats, PLAN_CREDITS[plan] * ((seats or 1) if plan in SEAT_PLANS else 1)
 
 
+def _parse_window_pool(c: _Checker, m: dict[str, Any], p: str, name: str, source_names: set[str]) -> PoolConfig:
+    """A pool on a subscription window: ``window: {source: NAME, name: five_hour}``, a team and a breaker."""
+    for k in ("plan", "credit_usd", "seats", "period", "match", "spend_limit"):
+        if k in m:
+            c.err(f"{p}.{k}", "a pool on a window has no credit, period or match: its headroom is what the window "
+                              "has left")
+    wm = c.mapping(m.get("window"), f"{p}.window", ("source", "name"))
+    source = c.string(wm.get("source"), f"{p}.window.source", required=True)
+    if source and source not in source_names:
+        c.err(f"{p}.window.source", f"no source named {source!r}")
+    window = c.string(wm.get("name"), f"{p}.window.name", required=True)
+    if window and window not in POOL_WINDOWS:
+        c.err(f"{p}.window.name", f"must be one of {', '.join(POOL_WINDOWS)}, not {window!r}")
+    bm = c.mapping(m.get("breaker"), f"{p}.breaker", ("open_below",))
+    open_below = c.decimal(bm.get("open_below"), f"{p}.breaker.open_below", maximum=Decimal(1))
+    return PoolConfig(name=name, credit_usd=Decimal(0), team=c.string(m.get("team"), f"{p}.team"),
+                      open_below=open_below if open_below is not None else Decimal("0.05"),
+                      window=WindowRef(source=source, name=window))
+
+
+def _check_source_kinds(c: _Checker, pools: tuple[PoolConfig, ...], sources: tuple[SourceConfig, ...]) -> None:
+    """A window pool reads a rate_limits source; a pool's spend comes from the other kinds."""
+    kinds = {s.name: s.kind for s in sources}
+    for i, pool in enumerate(pools):
+        if pool.window is not None:
+            if kinds.get(pool.window.source, "rate_limits") != "rate_limits":
+                c.err(f"pools[{i}].window.source", f"{pool.window.source!r} is a {kinds[pool.window.source]} "
+                                                   "source: a window is reported by a rate_limits source")
+            continue
+        for j, src in enumerate(pool.match.sources):
+            if kinds.get(src) == "rate_limits":
+                c.err(f"pools[{i}].match.sources[{j}]", f"{src!r} reports subscription windows, not spend: "
+                                                        "give it to a pool as window.source")
+
+
 def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> tuple[PoolConfig, ...]:
     if value is None:
         return ()
@@ -476,13 +540,16 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
     for i, item in enumerate(value):
         p = f"{path}[{i}]"
         m = c.mapping(item, p, ("name", "plan", "credit_usd", "seats", "team", "period", "match", "breaker",
-                                "spend_limit"))
+                                "spend_limit", "window"))
         if not isinstance(item, dict):
             continue
         name = c.name(m.get("name"), f"{p}.name")
         if name in seen:
             c.err(f"{p}.name", f"duplicate pool name {name!r}")
         seen.add(name)
+        if "window" in m:
+            out.append(_parse_window_pool(c, m, p, name, source_names))
+            continue
         plan = c.string(m.get("plan"), f"{p}.plan")
         if plan and plan not in PLAN_CREDITS:
             c.err(f"{p}.plan", f"must be one of {', '.join(k for k in PLAN_CREDITS if k != 'team')}, not {plan!r}")
@@ -506,7 +573,15 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
             credit = plan_credit
         team = c.string(m.get("team"), f"{p}.team")
 
-        pm = c.mapping(m.get("period"), f"{p}.period", ("every", "weekday", "reset_day", "timezone", "reset_time"))
+        pm = c.mapping(m.get("period"), f"{p}.period", ("every", "weekday", "reset_day", "timezone", "reset_time",
+                                                         "rolling"))
+        rolling = c.string(pm.get("rolling"), f"{p}.period.rolling")
+        if rolling and rolling not in ROLLING_HOURS:
+            c.err(f"{p}.period.rolling", f"must be one of {', '.join(ROLLING_HOURS)}, not {rolling!r}")
+        if "rolling" in pm:
+            for k in ("every", "weekday", "reset_day", "reset_time", "timezone"):
+                if k in pm:
+                    c.err(f"{p}.period.{k}", "a rolling period has no reset: give rolling or a calendar period")
         every = c.string(pm.get("every"), f"{p}.period.every", default="month")
         if every not in PERIOD_EVERY:
             c.err(f"{p}.period.every", f"must be one of {', '.join(PERIOD_EVERY)}, not {every!r}")
@@ -542,7 +617,8 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
         out.append(PoolConfig(
             name=name, credit_usd=credit if credit is not None else Decimal(0), plan=plan, seats=seats, team=team,
             period=PeriodConfig(reset_day=reset_day, timezone=tz, reset_time=reset_time, every=every,
-                                weekday=WEEKDAYS.index(weekday) if weekday in WEEKDAYS else 0), match=match,
+                                weekday=WEEKDAYS.index(weekday) if weekday in WEEKDAYS else 0,
+                                rolling_hours=ROLLING_HOURS.get(rolling, 0)), match=match,
             open_below=open_below if open_below is not None else Decimal("0.05"), spend_limit=spend_limit,
         ))
     return tuple(out)

@@ -31,7 +31,8 @@ MAX_POLL_INTERVAL = 86400.0
 MAX_SETTLE_AFTER = 2 * 86400.0
 # Tests and the demo poll a local fake Admin API faster than Anthropic allows for the real one.
 FAST_POLL_ENV = "CLAUDE_BUDGET_EXPORTER_FAST_POLL"
-SOURCE_KINDS = ("claude_code", "cli_json", "jsonl")
+SOURCE_KINDS = ("claude_code", "cli_json", "jsonl", "rate_limits")
+USAGE_KINDS = ("claude_code", "cli_json", "jsonl")  # the kinds whose lines are requests with a cost
 # The Agent SDK's monthly credit per user or seat, in USD, as Anthropic states it from
 # 2026-06-15 (no rollover): an assumption dated 2026-11 that ``credit_usd`` overrides.
 PLAN_CREDITS = {
@@ -77,6 +78,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class AdminApiConfig:
+    #: the organisation's name: the ``org`` label of its billed series ("default" for a single one)
+    name: str = "default"
     key_env: str = DEFAULT_KEY_ENV
     key_file: Path | None = None
     base_url: str = DEFAULT_BASE_URL
@@ -133,6 +136,7 @@ class PoolMatch:
     workspaces: tuple[str, ...] = ()
     api_keys: tuple[str, ...] = ()
     actors: tuple[str, ...] = ()  # analytics billing: user email or user_/svac_ id
+    orgs: tuple[str, ...] = ()  # several organisations: whose bills count (none named: all)
     products: tuple[str, ...] = ()  # analytics billing: claude_code, messages_api, ...
     sources: tuple[str, ...] = ()
     entrypoints: tuple[str, ...] = ()
@@ -146,6 +150,16 @@ class PeriodConfig:
     reset_time: str = "00:00"
     every: str = "month"  # month, week or day
     weekday: int = 0  # every week: the day it resets on, 0 = Monday
+    #: a rolling window of this many hours (5h, 24h, 7d, 30d) instead of a calendar period; 0: calendar
+    rolling_hours: int = 0
+
+
+@dataclass(frozen=True)
+class WindowRef:
+    """A pool on a subscription window: the ``rate_limits`` source reporting it, and which window."""
+
+    source: str
+    name: str  # five_hour, seven_day, seven_day_opus or seven_day_sonnet
 
 
 @dataclass(frozen=True)
@@ -160,6 +174,8 @@ class PoolConfig:
     open_below: Decimal = Decimal("0.05")
     #: an Anthropic spend limit (``spl_...``) whose amount, period and period-to-date spend the pool takes
     spend_limit: str | None = None
+    #: a subscription window: the pool's headroom is 1 - its used fraction; no credit, period or match
+    window: WindowRef | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +209,19 @@ class Config:
     web_config_file: Path | None = None
     origin: str = "built-in default"
     deprecations: tuple[str, ...] = ()  # "path: what to write instead", said in the log at start
+    #: every organisation polled, ``admin_api`` first (several when ``admin_api`` is a list)
+    orgs: tuple[AdminApiConfig, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.orgs and self.admin_api is not None:
+            object.__setattr__(self, "orgs", (self.admin_api,))
+        elif self.orgs and self.admin_api is None:
+            object.__setattr__(self, "admin_api", self.orgs[0])
+
+    @property
+    def several_orgs(self) -> bool:
+        """``admin_api`` is a list of named organisations (each billed apart, in a state file of its own)."""
+        return len(self.orgs) > 1 or (len(self.orgs) == 1 and self.orgs[0].name != "default")
 
     def source(self, name: str) -> SourceConfig | None:
         return next((s for s in self.sources if s.name == name), None)

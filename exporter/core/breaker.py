@@ -31,6 +31,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from exporter.core.budget import PoolState
+from exporter.core.windows import WindowPoolState
 
 BreakerSource = Literal["threshold", "alertmanager", "none"]
 
@@ -180,6 +181,8 @@ class BreakerDecision:
     remaining_ratio: Decimal | None = None
     open_below: Decimal | None = None
     alerts: tuple[BreakerAlert, ...] = field(default_factory=tuple)
+    #: a pool on a subscription window: its source, window, used fraction, reset and report times
+    window: Mapping[str, Any] | None = None
 
     @property
     def state(self) -> Literal["open", "closed"]:
@@ -204,7 +207,7 @@ class BreakerDecision:
             "alerts": [a.to_json() for a in self.alerts[:MAX_LISTED_ALERTS]],
             "alert_count": len(self.alerts),
             "alerts_not_listed": max(0, len(self.alerts) - MAX_LISTED_ALERTS),
-        }
+        } | ({"window": dict(self.window)} if self.window is not None else {})
 
 
 def _round(value: Decimal | None, step: Decimal) -> float | int | None:
@@ -337,7 +340,7 @@ class BreakerBoard:
             self._prune(now)
             return {pool: len(alerts) for pool, alerts in self._by_pool.items()}
 
-    def decide(self, pool: str, state: PoolState | None, now: datetime) -> BreakerDecision:
+    def decide(self, pool: str, state: PoolState | WindowPoolState | None, now: datetime) -> BreakerDecision:
         """Open if the pool is under its threshold or Alertmanager holds it open.
 
         The threshold wins the ``source`` when both hold (it is the exporter's own figure);
@@ -350,6 +353,8 @@ class BreakerBoard:
             for a in alerts[:MAX_REASON_ALERTS])
         if len(alerts) > MAX_REASON_ALERTS:
             alert_text += f"; and {len(alerts) - MAX_REASON_ALERTS} more breaker alerts"
+        if isinstance(state, WindowPoolState):
+            return _decide_window(pool, state, alerts, alert_text)
         figures: dict[str, Any] = {}
         if state is not None:
             figures = dict(remaining=state.remaining, credit=state.credit,
@@ -376,3 +381,42 @@ class BreakerBoard:
             reason = (f"remaining {_usd(state.remaining)} of {_usd(state.credit)} credit "
                       f"({_pct(state.remaining_ratio)}), threshold {_pct(state.open_below)}")
         return BreakerDecision(pool=pool, open=False, reason=reason, source="none", **figures)
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if moment is not None else "an unknown time"
+
+
+def _decide_window(pool: str, state: WindowPoolState, alerts: tuple[BreakerAlert, ...],
+                   alert_text: str) -> BreakerDecision:
+    """A window pool: open under its threshold, while the Agent SDK says rejected, or while Alertmanager holds it."""
+    what = f"the {state.window} window of {state.source}"
+    window = {
+        "source": state.source, "name": state.window,
+        "used_ratio": _round(state.used, _RATIO),
+        "resets_at": _iso(state.resets_at), "reported_at": _iso(state.reported_at),
+        "reset": state.reset, "stale": state.stale, "status": state.status,
+    }
+    figures: dict[str, Any] = dict(remaining_ratio=state.headroom, open_below=state.open_below, window=window)
+    if state.reported_at is None:
+        reason = f"no report of {what} yet"
+    elif state.reset:
+        reason = (f"{what} reset at {_when(state.resets_at)}; taken as unused until a new report"
+                  + (" (stale: no report for longer than the window)" if state.stale else ""))
+    elif state.status == "rejected":
+        reason = f"the Agent SDK reports {what} rejected; it resets at {_when(state.resets_at)}"
+    elif state.used is None or state.headroom is None:
+        reason = f"{what} is {state.status or 'reported'} (no used share given); it resets at {_when(state.resets_at)}"
+    else:
+        reason = (f"{what} is {_pct(state.used)} used, {_pct(state.headroom)} left"
+                  + (f", below the open_below threshold of {_pct(state.open_below)}"
+                     if state.breaker_open_by_threshold else f", threshold {_pct(state.open_below)}")
+                  + f"; it resets at {_when(state.resets_at)}")
+    if state.breaker_open_by_threshold:
+        if alert_text:
+            reason += f"; also {alert_text}"
+        return BreakerDecision(pool=pool, open=True, reason=reason, source="threshold", alerts=alerts, **figures)
+    if alerts:
+        return BreakerDecision(pool=pool, open=True, reason=alert_text, source="alertmanager", alerts=alerts,
+                               **figures)
+    return BreakerDecision(pool=pool, open=False, reason=reason, source="none", **figures)

@@ -32,6 +32,7 @@ Rules worth knowing (each is tested):
 from __future__ import annotations
 
 import calendar
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -78,8 +79,15 @@ def _local_reset(day: date, period: PeriodConfig, tz: ZoneInfo) -> datetime:
 
 
 def period_bounds(period: PeriodConfig, now: datetime) -> tuple[datetime, datetime]:
-    """The period containing ``now`` as ``[start, end)`` in aware UTC datetimes."""
+    """The period containing ``now`` as ``[start, end)`` in aware UTC datetimes.
+
+    A rolling period of N hours is the current UTC hour and the N - 1 before it: its start moves
+    on, and its oldest hour drops out, each time the clock passes an hour.
+    """
     now = _require_aware(now, "now")
+    if period.rolling_hours:
+        current = now.replace(minute=0, second=0, microsecond=0)
+        return current - (period.rolling_hours - 1) * HOUR, current + HOUR
     tz = ZoneInfo(period.timezone)
     local = now.astimezone(tz)
     if period.every in ("day", "week"):
@@ -96,6 +104,9 @@ def period_bounds(period: PeriodConfig, now: datetime) -> tuple[datetime, dateti
         return this, _reset_instant(y, m, period, tz)
     y, m = _add_months(local.year, local.month, -1)
     return _reset_instant(y, m, period, tz), this
+
+
+ROLLING_DRIFT_DAYS = 7  # a rolling pool's drift: the complete billed days of the last week
 
 
 def day_in_period(day: date, start: datetime, end: datetime) -> bool:
@@ -284,6 +295,7 @@ class PoolState:
     exhaustion: datetime | None  # when remaining reaches 0 at the burn rate; now if already <= 0
     projected_spend: Decimal  # spend at period end at the burn rate
     breaker_open_by_threshold: bool
+    rolling: bool = False  # a rolling window of hours: projected_spend is what the burn fills it with
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -351,6 +363,131 @@ def _drift_over(days: Iterable[date], billed: Mapping[date, Decimal],
     return drift_ratio(_sum(est_days[d] for d in both), _sum(billed[d] for d in both))
 
 
+@dataclass(frozen=True)
+class _Series:
+    """A pool's money by UTC hour and day, as its matcher and the bill's reach make it."""
+
+    billed_basis: BilledBasis
+    estimate_basis: EstimateBasis
+    est_hours: dict[datetime, Decimal]
+    est_days: dict[date, Decimal]
+    billed_days: dict[date, Decimal]
+    cutoff: date | None  # the last complete billed day, never today or later
+    complete_hour: datetime | None  # analytics: billed hours up to here count after the cutoff day
+
+
+def _series(pool: PoolConfig, inputs: PoolInputs, now: datetime) -> _Series:
+    matcher = PoolMatcher.for_pool(pool)
+    yesterday = now.date() - DAY
+    billed_basis: BilledBasis = "analytics" if inputs.analytics and matcher.takes_billed else matcher.billed_basis
+    estimate_basis = matcher.estimate_basis
+    usage_hours = _utc_hours(inputs.usage_priced_by_hour, "usage_priced_by_hour")
+    est_hours = (_utc_hours(inputs.estimated_by_hour, "estimated_by_hour") if estimate_basis == "logs"
+                 else usage_hours)
+
+    billed_days: dict[date, Decimal]
+    if billed_basis in ("cost_report", "analytics"):
+        billed_days = dict(inputs.billed_by_day)
+    elif billed_basis == "usage_report":
+        billed_days = _by_day(usage_hours)
+    else:
+        billed_days = {}
+
+    cutoff: date | None = None
+    complete_hour: datetime | None = None
+    if billed_basis == "analytics" and inputs.billed_complete_hour is not None:
+        complete_hour = min(_require_aware(inputs.billed_complete_hour, "billed_complete_hour"), now)
+        cutoff = min(complete_hour.date() - DAY, yesterday)
+    elif billed_basis != "none" and inputs.billed_complete_through is not None:
+        cutoff = min(inputs.billed_complete_through, yesterday)
+    return _Series(billed_basis, estimate_basis, est_hours, _by_day(est_hours), billed_days, cutoff, complete_hour)
+
+
+def _burn(est_hours: Mapping[datetime, Decimal], now: datetime, burn_window: timedelta,
+          calibration: Decimal | None) -> Decimal:
+    """Calibrated estimate over whole hours from floor(now - window) to now, per elapsed hour."""
+    burn_from = (now - burn_window).replace(minute=0, second=0, microsecond=0)
+    amount = _sum(a for h, a in est_hours.items() if burn_from <= h <= now)
+    if calibration is not None:
+        amount = amount / calibration
+    return amount / _hours(now - burn_from)
+
+
+def _rolling_pool(pool: PoolConfig, inputs: PoolInputs, now: datetime, burn_window: timedelta) -> PoolState:
+    """A pool whose credit covers the last N hours (``period.rolling``).
+
+    Its spend is the calibrated estimate of the window's hours: the bill comes by UTC day (the
+    analytics API's by hour, hours late) and cannot say which part of a day lies in a window of
+    hours, so a rolling pool shows no billed windows; the drift of the complete billed days of the
+    last week calibrates its estimate. Its forecast lets each hour drop out when the window passes
+    it: the pool runs dry only if the spend still in the window plus the burn from now reaches the
+    credit before enough old spend leaves (in the long run: burn x N hours over the credit).
+    """
+    hours = pool.period.rolling_hours
+    start, end = period_bounds(pool.period, now)
+    today, yesterday = now.date(), now.date() - DAY
+    series = _series(pool, inputs, now)
+    est_hours, est_days, billed_days, cutoff = series.est_hours, series.est_days, series.billed_days, series.cutoff
+    drift: dict[str, Decimal | None] = {"yesterday": None, "period": None}
+    if series.billed_basis != "none" and cutoff is not None:
+        drift["yesterday"] = _drift_over([yesterday] if yesterday <= cutoff else [], billed_days, est_days)
+        first = (now - ROLLING_DRIFT_DAYS * DAY).date()
+        drift["period"] = _drift_over(sorted(d for d in billed_days if first <= d <= cutoff), billed_days, est_days)
+    calibration = drift["period"] if drift["period"] is not None and drift["period"] > 0 else None
+    window = [start + i * HOUR for i in range(hours)]
+    raw = [est_hours.get(h, ZERO) for h in window]
+    buckets = [a / calibration if calibration is not None else a for a in raw]
+    spend = _sum(buckets)
+    credit = pool.credit_usd
+    remaining = credit - spend
+    remaining_ratio = remaining / credit if credit > 0 else None
+    burn = _burn(est_hours, now, burn_window, calibration)
+    return PoolState(
+        pool=pool.name, team=pool.team, plan=pool.plan, now=now, credit=credit, open_below=pool.open_below,
+        period_start=start, period_end=end, billed_basis=series.billed_basis, estimate_basis=series.estimate_basis,
+        billed=None,
+        estimated=MappingProxyType({"today": est_days.get(today, ZERO), "yesterday": est_days.get(yesterday, ZERO),
+                                    "period": _sum(raw)}),
+        drift=MappingProxyType(drift), calibration=calibration, billed_through=None, billed_until=None,
+        spend_billed=ZERO, spend_estimated=spend, spend=spend, remaining=remaining, remaining_ratio=remaining_ratio,
+        burn_rate_per_hour=burn, exhaustion=rolling_exhaustion(buckets, now, end, credit, burn),
+        projected_spend=burn * hours,
+        breaker_open_by_threshold=remaining_ratio < pool.open_below if remaining_ratio is not None else remaining <= 0,
+        rolling=True,
+    )
+
+
+def rolling_exhaustion(buckets: list[Decimal], now: datetime, end: datetime, credit: Decimal,
+                       burn: Decimal) -> datetime | None:
+    """When a rolling window's spend first reaches ``credit`` at ``burn`` USD an hour.
+
+    ``buckets`` are the window's hours, oldest first, the last one the hour holding ``now``, which
+    ends at ``end``. Hour by hour: the burn fills the newest hour, and at each hour's end the
+    oldest leaves the window. After every hour there now has left (N + 1 steps), the window holds
+    only the burn, N hours of it at most: if that is under the credit it never runs dry.
+    """
+    spend = _sum(buckets)
+    if spend >= credit:
+        return now
+    if burn <= 0:
+        return None
+    window = deque(buckets)
+    t, boundary = now, end
+    for _ in range(len(buckets) + 2):
+        room = credit - spend
+        gain = burn * _hours(boundary - t)
+        if gain >= room:
+            try:
+                return t + timedelta(hours=float(room / burn))
+            except OverflowError:
+                return None
+        window[-1] += gain
+        spend += gain - window.popleft()
+        window.append(ZERO)
+        t, boundary = boundary, boundary + HOUR
+    return None
+
+
 def compute_pool(
     pool: PoolConfig,
     inputs: PoolInputs,
@@ -364,34 +501,15 @@ def compute_pool(
         raise ValueError("burn_window must be positive")
     if inputs.spend_limit is not None:
         return _on_spend_limit(pool, inputs.spend_limit, now)
-    matcher = PoolMatcher.for_pool(pool)
+    if pool.period.rolling_hours:
+        return _rolling_pool(pool, inputs, now, burn_window)
     start, end = period_bounds(pool.period, now)
     today = now.date()
     yesterday = today - DAY
-
-    billed_basis: BilledBasis = "analytics" if inputs.analytics and matcher.takes_billed else matcher.billed_basis
-    estimate_basis = matcher.estimate_basis
-    usage_hours = _utc_hours(inputs.usage_priced_by_hour, "usage_priced_by_hour")
-    est_hours = (_utc_hours(inputs.estimated_by_hour, "estimated_by_hour") if estimate_basis == "logs"
-                 else usage_hours)
-    est_days = _by_day(est_hours)
-
-    billed_days: dict[date, Decimal]
-    if billed_basis in ("cost_report", "analytics"):
-        billed_days = dict(inputs.billed_by_day)
-    elif billed_basis == "usage_report":
-        billed_days = _by_day(usage_hours)
-    else:
-        billed_days = {}
-
-    # cutoff: the last complete billed day, never today or later
-    cutoff: date | None = None
-    complete_hour: datetime | None = None  # analytics: billed hours up to here count after the cutoff day
-    if billed_basis == "analytics" and inputs.billed_complete_hour is not None:
-        complete_hour = min(_require_aware(inputs.billed_complete_hour, "billed_complete_hour"), now)
-        cutoff = min(complete_hour.date() - DAY, yesterday)
-    elif billed_basis != "none" and inputs.billed_complete_through is not None:
-        cutoff = min(inputs.billed_complete_through, yesterday)
+    series = _series(pool, inputs, now)
+    billed_basis, estimate_basis = series.billed_basis, series.estimate_basis
+    est_hours, est_days, billed_days = series.est_hours, series.est_days, series.billed_days
+    cutoff, complete_hour = series.cutoff, series.complete_hour
 
     period_days = sorted(d for d in billed_days.keys() | est_days.keys() if day_in_period(d, start, end))
     complete_period_days = [d for d in period_days if cutoff is not None and d <= cutoff]
@@ -442,10 +560,7 @@ def compute_pool(
     remaining = credit - spend
     remaining_ratio = remaining / credit if credit > 0 else None
 
-    # burn: calibrated estimate over whole hours from floor(now - window) to now, per elapsed hour
-    burn_from = (now - burn_window).replace(minute=0, second=0, microsecond=0)
-    burn_amount = calibrated(_sum(a for h, a in est_hours.items() if burn_from <= h <= now))
-    burn = burn_amount / _hours(now - burn_from)
+    burn = _burn(est_hours, now, burn_window, calibration)
 
     exhaustion: datetime | None
     if remaining <= 0:

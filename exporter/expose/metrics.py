@@ -35,6 +35,8 @@ from exporter.billing.store import DEFAULT_WORKSPACE
 from exporter.core.breaker import DROP_REASONS, MAX_PER_POOL, MAX_TOTAL
 from exporter.core.budget import DRIFT_WINDOWS, WINDOWS
 from exporter.core.records import TOKEN_TYPES, Tokens
+from exporter.core.blocks import INPUT as BLOCK_INPUT
+from exporter.core.windows import STATUSES, judge
 from exporter.refresh import Snapshot
 
 __all__ = ["FAMILIES", "ExporterCollector", "MetricSpec", "make_registry"]
@@ -214,6 +216,41 @@ CLAUDE_CODE_COST = _g(
     "claude_code_report_estimated_cost_usd",
     "Estimated Claude Code cost in USD per model from the Admin API Claude Code usage report, "
     f"window today/yesterday (UTC days). {BILLED_CACHED}", "window", "model")
+# ---- subscription windows (rate_limits sources: Claude Code's statusline, the Agent SDK's rate_limit_event)
+WINDOW_NAMES = "window: five_hour, seven_day, seven_day_opus, seven_day_sonnet, overage."
+RATE_LIMIT_USED = _g(
+    "claude_rate_limit_used_ratio",
+    "Used fraction (0..1) of a subscription window as the source last reported it; 0 once its resets_at has "
+    f"passed, until a new report. {WINDOW_NAMES} {CACHED}", "source", "window")
+RATE_LIMIT_RESETS = _g("claude_rate_limit_resets_timestamp_seconds",
+                       f"Unix time the window resets, as last reported (in the past once it has reset). {CACHED}",
+                       "source", "window")
+RATE_LIMIT_STATUS = _g(
+    "claude_rate_limit_status",
+    "1 for the window's status as the Agent SDK last reported it (allowed, allowed_warning, rejected), 0 for the "
+    f"others; statusline records carry none. {CACHED}", "source", "window", "status")
+RATE_LIMIT_REPORTED = _g("claude_rate_limit_last_report_timestamp_seconds",
+                         f"Unix time of the window's last report (the record's own time, else when it was read). "
+                         f"{CACHED}", "source", "window")
+RATE_LIMIT_STALE = _g(
+    "claude_rate_limit_stale",
+    "1 when nobody has reported on the window for longer than its length (5 hours, 7 days; overage 30 days): "
+    f"its figures are that old, and it has reset since. {CACHED}", "source", "window")
+POOL_WINDOW = _pool("claude_pool_window_info",
+                    "A pool on a subscription window: the rate_limits source and the window it reads; always 1. "
+                    "Its claude_pool_remaining_ratio is 1 minus the window's used fraction.", "source", "window")
+# ---- the current 5-hour block of each log source (blocks as ccusage computes them; absent between blocks)
+BLOCK = ("The current 5-hour block of the source's requests: it began at the UTC hour of the first request after the "
+         "previous block ended and lasts 5 hours; no series between blocks.")
+BLOCK_START = _g("claude_block_start_timestamp_seconds", f"{BLOCK} Unix time it began. {CACHED}", "source")
+BLOCK_END = _g("claude_block_end_timestamp_seconds", f"{BLOCK} Unix time it ends. {CACHED}", "source")
+BLOCK_COST = _g("claude_block_cost_usd", f"{BLOCK} Its estimated USD so far, at list price. {CACHED}", "source")
+BLOCK_TOKENS = _g("claude_block_tokens", f"{BLOCK} Its tokens so far. {CACHED}", "source", "token_type")
+BLOCK_REQUESTS = _g("claude_block_requests", f"{BLOCK} Its requests so far. {CACHED}", "source")
+BLOCK_BURN = _g("claude_block_burn_rate_usd_per_hour",
+                f"{BLOCK} Its USD per hour since it began. {CACHED}", "source")
+BLOCK_PROJECTED = _g("claude_block_projected_cost_usd",
+                     f"{BLOCK} Its USD at its end at that burn rate. {CACHED}", "source")
 
 FAMILIES: tuple[MetricSpec, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricSpec))
 
@@ -238,9 +275,16 @@ class ExporterCollector(Collector):
         yield from _state(snap)
         yield from _pools(snap)
         yield from _breakers(snap)
-        if snap.billing is not None:
-            yield from billed_families(snap.billing, datetime.fromtimestamp(snap.built_at, UTC).date(), snap.model_label,
-                                       snap.claude_code_report, snap.actor_labels, snap.actor_top_n)
+        yield from _rate_limits(snap)
+        yield from _blocks(snap)
+        today = datetime.fromtimestamp(snap.built_at, UTC).date()
+        if len(snap.billings) > 1 or (snap.billings and snap.billings[0].org != "default"):
+            yield from _per_org([list(billed_families(b, today, snap.model_label, snap.claude_code_report,
+                                                      snap.actor_labels, snap.actor_top_n))
+                                 for b in snap.billings], [b.org for b in snap.billings])
+        elif snap.billing is not None:
+            yield from billed_families(snap.billing, today, snap.model_label, snap.claude_code_report,
+                                       snap.actor_labels, snap.actor_top_n)
 
 
 def make_registry(collector: Collector) -> CollectorRegistry:
@@ -332,6 +376,53 @@ def _pools(snap: Snapshot) -> Iterator[Metric]:
             v = s.drift.get(w)
             if v is not None:
                 drift.add_metric([p, w], float(v))
+    windows = POOL_WINDOW.family()
+    for ws in snap.window_pools:
+        p = ws.pool
+        if ws.headroom is not None:
+            ratio.add_metric([p], float(ws.headroom))
+        if ws.period_start is not None and ws.period_end is not None:
+            start.add_metric([p], ws.period_start.timestamp())
+            end.add_metric([p], ws.period_end.timestamp())
+        info.add_metric([p, ws.team, "window", "none", "none"], 1)
+        d = snap.decisions.get(p)
+        breaker.add_metric([p], 1 if (d.open if d else ws.breaker_open_by_threshold) else 0)
+        threshold.add_metric([p], float(ws.open_below))
+        windows.add_metric([p, ws.source, ws.window], 1)
+    yield from fams
+    yield windows
+
+
+def _blocks(snap: Snapshot) -> Iterator[Metric]:
+    start, end, cost, tokens, requests, burn, projected = fams = [s.family() for s in (
+        BLOCK_START, BLOCK_END, BLOCK_COST, BLOCK_TOKENS, BLOCK_REQUESTS, BLOCK_BURN, BLOCK_PROJECTED)]
+    for source, b in sorted(snap.blocks.items()):
+        start.add_metric([source], b.start)
+        end.add_metric([source], b.end)
+        cost.add_metric([source], float(b.cost_usd))
+        for token_type, n in zip(TOKEN_TYPES, b.figures[BLOCK_INPUT:BLOCK_INPUT + len(TOKEN_TYPES)], strict=True):
+            tokens.add_metric([source, token_type], n)
+        requests.add_metric([source], b.requests)
+        burn.add_metric([source], float(b.burn_rate_per_hour(snap.built_at)))
+        projected.add_metric([source], float(b.projected_usd(snap.built_at)))
+    yield from fams
+
+
+def _rate_limits(snap: Snapshot) -> Iterator[Metric]:
+    used, resets, status, reported, stale = fams = [s.family() for s in (
+        RATE_LIMIT_USED, RATE_LIMIT_RESETS, RATE_LIMIT_STATUS, RATE_LIMIT_REPORTED, RATE_LIMIT_STALE)]
+    for r in snap.rate_limits:
+        view = judge(r, snap.built_at)
+        labels = [r.source, r.window]
+        if view.used is not None:
+            used.add_metric(labels, float(view.used))
+        if r.resets_at is not None:
+            resets.add_metric(labels, r.resets_at)
+        if r.status is not None:
+            for st in STATUSES:
+                status.add_metric([*labels, st], 1 if st == r.status else 0)
+        reported.add_metric(labels, r.reported_at)
+        stale.add_metric(labels, 1 if view.stale else 0)
     yield from fams
 
 
@@ -427,6 +518,16 @@ def _windows(today: date) -> tuple[tuple[str, date, date], ...]:
     """(window, first day, last day inclusive): UTC days; period is the calendar month to date."""
     yesterday = today - timedelta(days=1)
     return (("today", today, today), ("yesterday", yesterday, yesterday), ("period", today.replace(day=1), today))
+
+
+def _per_org(per_org: list[list[Metric]], orgs: list[str]) -> Iterator[Metric]:
+    """Several organisations' billed families as one family each, every sample with its ``org``."""
+    for families in zip(*per_org, strict=True):
+        first = families[0]
+        merged = Metric(first.name, first.documentation, first.type)
+        for org, fam in zip(orgs, families, strict=True):
+            merged.samples.extend(x._replace(labels={**x.labels, "org": org}) for x in fam.samples)
+        yield merged
 
 
 def billed_families(snap: BillingSnapshot, today: date, model_label: Callable[[str], str] = str,

@@ -228,3 +228,77 @@ def _short(model: str) -> str:
     if len(parts) > 1 and parts[-1].isdigit() and len(parts[-1]) == 8:
         name = "-".join(parts[:-1])
     return name
+
+
+# --------------------------------------------------------------------------- report --blocks
+
+_BLOCK_COLUMNS = (AGG_REQUESTS, AGG_INPUT, AGG_OUTPUT, AGG_CACHE_READ, AGG_CACHE_WRITE_5M, AGG_CACHE_WRITE_1H,
+                  AGG_COST_PICO)
+
+
+def _rfc3339(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).isoformat().replace("+00:00", "Z")
+
+
+def build_blocks(aggregates: Mapping[AggKey, list[int]], *, now: float, since: date | None = None,
+                 until: date | None = None) -> dict[str, Any]:
+    """The ``report --blocks --json`` object: every source's requests together, as one account's 5-hour
+    blocks (see :mod:`exporter.core.blocks`), oldest first, without gap entries. ``since`` and ``until``
+    pick the blocks by the UTC day they start on."""
+    from exporter.core import blocks as bk
+
+    hours = bk.sum_hours((key[0], [v[c] for c in _BLOCK_COLUMNS]) for key, v in aggregates.items())
+    out = []
+    for b in bk.blocks(hours):
+        day = datetime.fromtimestamp(b.start, UTC).date()
+        if (since and day < since) or (until and day > until):
+            continue
+        f = b.figures
+        row: dict[str, Any] = {
+            "start": _rfc3339(b.start), "end": _rfc3339(b.end), "cost_usd": _usd(b.cost_usd),
+            "input_tokens": f[bk.INPUT], "output_tokens": f[bk.OUTPUT], "cache_read_tokens": f[bk.CACHE_READ],
+            "cache_write_tokens": f[bk.CACHE_WRITE_5M] + f[bk.CACHE_WRITE_1H], "requests": f[bk.REQUESTS],
+            "active": b.active(now),
+        }
+        if row["active"]:
+            row["burn_rate_usd_per_hour"] = _usd(b.burn_rate_per_hour(now))
+            row["projected_usd"] = _usd(b.projected_usd(now))
+        out.append(row)
+    return {"blocks": out}
+
+
+def write_blocks_table(report: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    """One row per block (UTC), a totals row, and the active block's burn rate and projection."""
+    color = _color(out)
+    head = ["Block (UTC)", "Requests", "Input", "Output", "Cache write", "Cache read", "Cost"]
+    rows = []
+    totals = [0, 0, 0, 0, 0]
+    cost = 0.0
+    for b in report["blocks"]:
+        start, end = b["start"], b["end"]
+        figures = [b["requests"], b["input_tokens"], b["output_tokens"], b["cache_write_tokens"],
+                   b["cache_read_tokens"]]
+        for i, n in enumerate(figures):
+            totals[i] += n
+        cost += b["cost_usd"]
+        rows.append([f"{start[:10]} {start[11:16]}-{end[11:16]}{' *' if b['active'] else ''}",
+                     *(f"{n:,}" for n in figures), _money(b["cost_usd"])])
+    total = ["Total", *(f"{n:,}" for n in totals), _money(cost)]
+    widths = [max(len(r[i]) for r in [head, *rows, total]) for i in range(len(head))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths,
+                                                                                              strict=True))).rstrip()
+
+    bold, dim = ("\x1b[1m", "\x1b[2m") if color else ("", "")
+    reset = "\x1b[0m" if color else ""
+    rule = "  ".join("-" * w for w in widths)
+    out.write(f"{bold}{line(head)}{reset}\n{dim}{rule}{reset}\n")
+    out.writelines(line(r) + "\n" for r in rows)
+    out.write(f"{dim}{rule}{reset}\n{bold}{line(total)}{reset}\n")
+    if not rows:
+        out.write("(no usage in the selected days)\n")
+    for b in report["blocks"]:
+        if b["active"]:
+            out.write(f"{dim}* active: {_money(b['burn_rate_usd_per_hour'])} an hour since it began, "
+                      f"{_money(b['projected_usd'])} by {b['end'][11:16]} UTC at that rate{reset}\n")

@@ -130,11 +130,20 @@ def _pool_card(s: Any, decision: Any, now: float) -> str:
     end = s.period_end
     if s.exhaustion is None:
         dry = "not at the current rate"
-    elif s.exhaustion >= end:
+    elif s.exhaustion >= end and not s.rolling:
         dry = f"after the reset ({_e(when(s.exhaustion))})"
     else:
         dry = f'<strong>{_e(when(s.exhaustion))}</strong> <span class="muted">{_e(until(s.exhaustion.timestamp() - now))}</span>'
     basis = f"billed from {s.billed_basis.replace('_', ' ')}, estimated from {s.estimate_basis.replace('_', ' ')}"
+    hours = int((end - s.period_start).total_seconds() // 3600)
+    if s.rolling:
+        period = (f"the last {hours} h (rolling) <span class=\"muted\">the oldest hour leaves "
+                  f"{_e(until(end.timestamp() - now))}</span>")
+        projection = f"at this rate the window holds {usd(s.projected_spend)}"
+    else:
+        projection = f"projected {usd(s.projected_spend)} by the reset"
+        period = (f"{_e(_day(s.period_start))} → {_e(_day(end))} "
+                  f'<span class="muted">resets {_e(until(end.timestamp() - now))}</span>')
     name = _e(s.pool)
     return f"""
 <section class="pool {level}" data-pool="{name}" data-breaker="{state}">
@@ -149,10 +158,9 @@ def _pool_card(s: Any, decision: Any, now: float) -> str:
   <dl>
     <dt>Spend this period</dt><dd><span class="num">{usd(s.spend)}</span><br><span class="muted">{split}</span></dd>
     <dt>Burn rate</dt><dd><span class="num">{usd(s.burn_rate_per_hour)}/h</span>
-      <span class="muted">projected {usd(s.projected_spend)} by the reset</span></dd>
+      <span class="muted">{projection}</span></dd>
     <dt>Runs dry</dt><dd>{dry}</dd>
-    <dt>Period</dt><dd>{_e(_day(s.period_start))} → {_e(_day(end))}
-      <span class="muted">resets {_e(until(end.timestamp() - now))}</span></dd>
+    <dt>Period</dt><dd>{period}</dd>
   </dl>
   <footer><span class="muted">{_e(basis)}</span> · <a href="/breaker/{_e(quote(s.pool, safe=''))}">/breaker/{name}</a></footer>
 </section>"""
@@ -205,8 +213,9 @@ def render(snap: Any, decided: Mapping[str, Any], *, now: float, origin: str = "
     """
     if not snap.ready:
         body = '<p class="notice">Starting: the first read of the logs is not done yet.</p>'
-    elif snap.pools:
-        body = '<div class="pools">' + "".join(_pool_card(s, decided.get(s.pool), now) for s in snap.pools) + "</div>"
+    elif snap.pools or getattr(snap, "window_pools", ()):
+        body = ('<div class="pools">' + "".join(_pool_card(s, decided.get(s.pool), now) for s in snap.pools)
+                + "".join(_window_card(w, decided.get(w.pool), now) for w in snap.window_pools) + "</div>")
     else:
         body = ('<p class="notice">No pools configured: add <code>pools:</code> to the config to track a credit, '
                 "its drift and its breaker.</p>")
@@ -215,7 +224,8 @@ def render(snap: Any, decided: Mapping[str, Any], *, now: float, origin: str = "
         banner = ('<p class="demo">Demo: a simulated organisation, with spend running faster than real time. '
                   "Nothing here is real and the real Admin API is never contacted.</p>")
     banner += "".join(f'<p class="notice warning">{_e(w)}</p>' for w in warnings)
-    breakers = " ".join(f'<a href="/breaker/{_e(quote(s.pool, safe=""))}">{_e(s.pool)}</a>' for s in snap.pools)
+    breakers = " ".join(f'<a href="/breaker/{_e(quote(s.pool, safe=""))}">{_e(s.pool)}</a>'
+                        for s in (*snap.pools, *getattr(snap, "window_pools", ())))
     as_of = when(datetime.fromtimestamp(snap.built_at, UTC))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -276,3 +286,41 @@ nav{{margin-top:1.4rem;font-size:.9rem}} nav a{{margin-right:.8rem}}
 <p class="muted">config: {_e(origin or "unknown")}</p>
 </main></body></html>
 """
+
+
+def _window_card(w: Any, decision: Any, now: float) -> str:
+    """A pool on a subscription window: what is left of it, its reset and its last report."""
+    is_open = bool(decision.open) if decision is not None else bool(w.breaker_open_by_threshold)
+    ratio = w.headroom
+    level = _level(ratio, w.open_below, is_open)
+    fill = min(Decimal(100), max(Decimal(0), (ratio or Decimal(0)) * 100))
+    state = "open" if is_open else "closed"
+    reason = decision.reason if decision is not None else ""
+    name = _e(w.pool)
+    tags = "".join(f'<span class="tag">{_e(t)}</span>' for t in (w.team and f"team {w.team}",
+                                                                  f"window {w.window}") if t)
+    if w.reported_at is None:
+        last = "never"
+    else:
+        last = ago(now - w.reported_at.timestamp()) + (" (stale)" if w.stale else "")
+    if w.resets_at is None:
+        resets = "–"
+    elif w.reset:
+        resets = f"reset {_e(ago(now - w.resets_at.timestamp()))}; waiting for a new report"
+    else:
+        resets = f"{_e(when(w.resets_at))} <span class=\"muted\">{_e(until(w.resets_at.timestamp() - now))}</span>"
+    return f"""
+<section class="pool {level}" data-pool="{name}" data-breaker="{state}" data-window="{_e(w.window)}">
+  <header><h2>{name}</h2>{tags}<span class="breaker {state}">breaker {state.upper() if is_open else state}</span></header>
+  <div class="remaining"><span class="big">{pct(ratio)}</span> of the window left
+    <span class="ratio">{pct(w.used)} used</span></div>
+  <div class="bar" role="meter" aria-label="window left of {name}" aria-valuemin="0" aria-valuemax="100"
+       aria-valuenow="{fill:.1f}"><div class="fill" style="width:{fill:.2f}%"></div>
+    <div class="mark" style="left:{Decimal(w.open_below) * 100:.2f}%" title="breaker opens below {pct(w.open_below)}"></div></div>
+  <p class="reason">{_e(reason)}</p>
+  <dl>
+    <dt>Resets</dt><dd>{resets}</dd>
+    <dt>Last report</dt><dd>{_e(last)}{f" · status {_e(w.status)}" if w.status else ""}</dd>
+  </dl>
+  <footer><span class="muted">reported by {_e(w.source)}</span> · <a href="/breaker/{_e(quote(w.pool, safe=''))}">/breaker/{name}</a></footer>
+</section>"""

@@ -32,6 +32,7 @@ from exporter.logs import coldread
 from exporter.logs import parse as readers
 from exporter.logs.dedup import PICO, AggKey, Batch, DimKey, RefreshStats, row_hour
 from exporter.logs.discover import FULL_SCAN_SECONDS, Finder, Listed
+from exporter.logs.ratelimits import RATE_LIMITS, RateLimitTail
 from exporter.state import FileState, StateDB
 
 __all__ = ["CHUNK_BYTES", "MAX_LINE_BYTES", "PICO", "RETENTION_SECONDS", "TAIL_BYTES", "Ingestor", "RefreshStats",
@@ -87,7 +88,9 @@ class Ingestor:
         self.max_line = max_line_bytes
         self.parallel_min_bytes = parallel_min_bytes
         self.workers = min(os.cpu_count() or 1, coldread.MAX_WORKERS) if workers is None else workers
-        self.parsers = {s.name: readers.parser_for(s) for s in self.sources}
+        self.parsers = {s.name: readers.parser_for(s) for s in self.sources if s.kind != RATE_LIMITS}
+        # the rate_limits sources: subscription window reports, not requests (listed with the rest)
+        self.rate_limits = RateLimitTail(self.sources, state.conn if state else None)
         self.files: dict[str, FileState] = state.files() if state else {}
         # dedup key -> the packed row kept for it: its total decides a later copy, its figures
         # are what a bigger copy replaces (no lookup in the database on the hot path)
@@ -142,6 +145,13 @@ class Ingestor:
                     path, _, error = problem.rpartition(": ")
                     log.warning("log_file_unreadable", source=name, path=path, error=error,
                                 hint="counted in claude_source_unreadable_files; the source's other files are read")
+        if self.rate_limits.sources:
+            windows = [x for x in listed if x[0].kind == RATE_LIMITS]
+            listed = [x for x in listed if x[0].kind != RATE_LIMITS]
+            failed: dict[str, str] = {}
+            self.rate_limits.read(windows, batch, failed)
+            for name, error in failed.items():
+                self.status[name].error = error
         seen_paths = {p for _, p, _ in listed}
         files = self.files
         self._follow_renames(listed)
@@ -468,7 +478,9 @@ class Ingestor:
             StateDB.add_line_counts(conn, batch.lines)
             StateDB.put_files(conn, file_updates)
             StateDB.drop_files(conn, gone)
+            self.rate_limits.store(conn)
         # only after the commit succeeded does memory move on
+        self.rate_limits.stored()
         self.last_deltas = deltas
         for k, v in deltas.items():
             agg = self.aggregates.get(k)
