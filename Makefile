@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: install system-deps run demo test test-fast lint bench clean
+.PHONY: install system-deps run demo test test-fast lint mixin bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,17 @@ test: install system-deps lint
 	$(PY) -m pytest $(ARGS)
 
 lint: install
-	$(PY) -m ruff check exporter tests bench
+	$(PY) -m ruff check exporter tests bench mixin
 	$(PY) -m mypy
 
 # the pure and in-process layer: no exporter, command, Prometheus or browser is started
 test-fast: install
 	TEST_LAYER=fast $(PY) -m pytest -m "not e2e and not subprocess" $(ARGS)
+
+# The monitoring mixin (mixin/*.libsonnet) -> deploy/prometheus/*_rules.yml, the Kubernetes
+# PrometheusRule and grafana/dashboards/*.json; tests/test_mixin.py fails when they differ.
+mixin: install
+	$(PY) mixin/build.py $(ARGS)
 
 bench: install
 	$(PY) bench/bench_ingest.py $(ARGS)

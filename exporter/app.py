@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from exporter.config.web import WebConfig, WebhookToken
     from exporter.core.breaker import BreakerBoard, BreakerDecision
     from exporter.expose.http import ExporterServer
+    from exporter.otlp.receiver import OtlpReceiver
+    from exporter.otlp.sink import Sink
     from exporter.refresh import Refresher, WebhookCounts
 
 __all__ = ["App", "Service", "build_app", "build_report", "make_billing_poller", "pool_from_state"]
@@ -44,9 +46,13 @@ METRICS_STEP = 15  # seconds: /metrics is rendered again at least this often (wi
 
 
 def make_billing_poller(config: Config, clock: Callable[[], float],
-                        org: AdminApiConfig | None = None) -> BillingPoller | None:
-    """The Admin API poller of one organisation (the first by default) when its key is found; None
-    means no billed figures from it (logs only, when it is the only one)."""
+                        org: AdminApiConfig | None = None, *, retry_for: float | None = None) -> BillingPoller | None:
+    """The Admin API poller of one organisation (the first by default); None when no Admin API is
+    configured. An organisation whose key cannot be read gets a poller without a client: its source
+    is down with the reason, and the billed days stored before are served.
+
+    ``retry_for``: seconds a failing request is retried for (a one-shot ``report``), instead of the
+    serving poller's few retries (its next poll comes soon)."""
     from exporter.billing.client import AdminApiClient
     from exporter.billing.poller import BillingPoller, earliest_period_start
 
@@ -54,19 +60,20 @@ def make_billing_poller(config: Config, clock: Callable[[], float],
     if api is None:
         return None
     key = api.read_key()
-    if not key:
-        where = f"file {api.key_file}" if api.key_file else f"${api.key_env}"
-        log.warning("admin_api_disabled", org=api.name, reason=f"no admin key in {where}",
-                    hint="billed spend needs an admin key")
-        return None
-    logsetup.register_secret(key)
-    client = AdminApiClient(api.base_url, key)
+    problem = None if key else (api.key_problem() or "no admin key")
+    if problem is not None:
+        log.warning("admin_api_key_missing", org=api.name, reason=problem,
+                    consequence=f"the source {admin_source_name(config, api.name)} is down and no bill is fetched",
+                    hint="fix admin_api.key_file or key_env and restart")
+    else:
+        logsetup.register_secret(key)
+    client = AdminApiClient(api.base_url, key, retry_for=retry_for) if key else None
     pools = [p for p in config.pools if not p.match.orgs or api.name in p.match.orgs]
     # its own connection: the poller runs in its own thread; several organisations each keep their
     # billed days in a file of their own, so that one's days never replace another's
     conn = billing_connection(config, api.name)
     return BillingPoller(
-        client, conn,
+        client, conn, unavailable=problem,
         clock=lambda: datetime.fromtimestamp(clock(), UTC), wall=clock,
         since=lambda now: earliest_period_start([p.period for p in config.pools], now),
         claude_code_report=api.claude_code_report,
@@ -92,9 +99,16 @@ def billing_connection(config: Config, org: str, *, readonly: bool = False) -> s
     return conn
 
 
-def make_billing_pollers(config: Config, clock: Callable[[], float]) -> tuple[BillingPoller, ...]:
-    """A poller per organisation whose key is found."""
-    return tuple(p for p in (make_billing_poller(config, clock, org) for org in config.orgs) if p is not None)
+def make_billing_pollers(config: Config, clock: Callable[[], float], *,
+                         retry_for: float | None = None) -> tuple[BillingPoller, ...]:
+    """A poller per configured organisation (one whose key cannot be read polls nothing and is down)."""
+    return tuple(p for p in (make_billing_poller(config, clock, org, retry_for=retry_for) for org in config.orgs)
+                 if p is not None)
+
+
+def admin_source_name(config: Config, org: str) -> str:
+    """The source an organisation's Admin API is: ``admin_api``, or ``admin_api:<name>`` for several."""
+    return f"admin_api:{org}" if config.several_orgs else "admin_api"
 
 
 # --------------------------------------------------------------------------- serve
@@ -176,6 +190,7 @@ class App:
     config: Config
     refresher: Refresher
     service: Service
+    sink: Sink | None = None  # the otlp sources' receiver: what they take, counted once
 
     def make_server(self, host: str, port: int, web: WebConfig | None = None) -> ExporterServer:
         """The HTTP server; ``web`` defaults to the config's web_config_file (ConfigError if it is bad)."""
@@ -186,10 +201,35 @@ class App:
             web = load_web_config(self.config.web_config_file)
         return ExporterServer(host, port, self.service, web)
 
+    def make_receivers(self, web: WebConfig | None = None) -> list[OtlpReceiver]:
+        """A listener per otlp source (with the web config's TLS and basic auth); raises
+        exporter.otlp.receiver.ListenError when an address cannot be bound."""
+        from exporter.config.web import load_web_config
+        from exporter.otlp.receiver import OtlpReceiver
+
+        if self.sink is None:
+            return []
+        if web is None:
+            web = load_web_config(self.config.web_config_file)
+        made: list[OtlpReceiver] = []
+        try:
+            for source in self.config.sources:
+                if source.otlp is not None:
+                    made.append(OtlpReceiver(source, self.sink, web))
+        except OSError:
+            for r in made:
+                r.shutdown()
+            raise
+        return made
+
     def start(self, on_filled: Callable[[], None] | None = None) -> None:
+        if self.sink is not None:
+            self.sink.start()
         self.refresher.start(on_filled)
 
     def stop(self) -> None:
+        if self.sink is not None:
+            self.sink.stop()  # what is queued is committed first
         self.refresher.stop()
 
 
@@ -208,10 +248,16 @@ def build_app(config: Config, *, clock: Callable[[], float] = time.time) -> App:
                           webhook_answers=answers)
     # after the refresher: it opens the state first, and moves a corrupt database aside
     refresher.attach_billing(*make_billing_pollers(config, clock))
+    sink = None
+    if any(s.otlp is not None for s in config.sources):
+        from exporter.otlp.sink import Sink
+
+        sink = Sink(config.sources, config.pools, refresher.ingestor, pricer, clock=clock)
+        refresher.otlp_view = sink.snapshot
     registry = make_registry(ExporterCollector(refresher.snapshot))
     service = Service(config=config, refresher=refresher, registry=registry, board=board, token=token,
                       answers=answers, clock=clock)
-    return App(config=config, refresher=refresher, service=service)
+    return App(config=config, refresher=refresher, service=service, sink=sink)
 
 
 # --------------------------------------------------------------------------- report

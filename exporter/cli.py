@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import calendar
 import fcntl
 import gc
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -23,6 +25,8 @@ from exporter.config import Config, ConfigError, load_config, parse_listen
 
 log = structlog.get_logger()
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+EXIT_NO_BILL = 3  # report: printed, but the Admin API's billed figures could not be fetched
+ADMIN_API_WAIT = "2m"  # report: how long a failing Admin API is retried before reporting without it
 SWITCH_INTERVAL = 0.001  # seconds; see serve
 
 
@@ -30,6 +34,32 @@ def _add_config(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", metavar="FILE",
                    help="YAML config file (default: the built-in config that tails Claude Code's folders)")
     p.add_argument("--state-dir", metavar="DIR", help="where the state database lives (overrides state_dir)")
+
+
+def _utc_day(text: str) -> date:
+    """A ``--since``/``--until`` day, refused in words a person reads (not Python's)."""
+    m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", text.strip())
+    if m is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: write it as YYYY-MM-DD, e.g. 2026-03-01")
+    year, month, day = (int(g) for g in m.groups())
+    if year < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: there is no year 0")
+    if not 1 <= month <= 12:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: there is no month {month} (months are 01..12)")
+    last = calendar.monthrange(year, month)[1]
+    if not 1 <= day <= last:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day: {calendar.month_name[month]} {year} has days "
+                                         f"01..{last}")
+    return date(year, month, day)
+
+
+def _duration(text: str) -> float:
+    from exporter.config import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,21 +75,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = sub.add_parser("serve", help="run the exporter (the main job)")
     _add_config(serve)
-    serve.add_argument("--listen", metavar="HOST:PORT", help="address to serve on (default 0.0.0.0:9833)")
-    serve.add_argument("--web-config-file", metavar="FILE",
+    # the exporter-toolkit's spellings (--web.listen-address, --web.config.file) are accepted beside ours
+    serve.add_argument("--listen", "--web.listen-address", dest="listen", metavar="HOST:PORT",
+                       help="address to serve on (default 0.0.0.0:9833)")
+    serve.add_argument("--web-config-file", "--web.config.file", dest="web_config_file", metavar="FILE",
                        help="TLS and basic auth (exporter-toolkit web.yml format) for every endpoint but /healthz; "
                             "overrides web_config_file")
     serve.add_argument("--demo", action="store_true",
                        help="run against a built-in simulated organisation (no key or logs needed; "
                             "never contacts the real Admin API)")
 
-    report = sub.add_parser("report", help="daily estimated and billed spend, and drift")
+    report = sub.add_parser(
+        "report", help="daily estimated and billed spend, and drift",
+        epilog="exit codes: 0 printed; 1 the state cannot be read; 2 bad arguments or config; 3 printed, but "
+               "billed figures could not be fetched from the Admin API (the table and the JSON's billed_error say "
+               "why; billed figures shown are the last stored ones)")
     _add_config(report)
-    report.add_argument("--since", type=date.fromisoformat, metavar="YYYY-MM-DD", help="first UTC day")
-    report.add_argument("--until", type=date.fromisoformat, metavar="YYYY-MM-DD", help="last UTC day")
+    report.add_argument("--since", type=_utc_day, metavar="YYYY-MM-DD", help="first UTC day")
+    report.add_argument("--until", type=_utc_day, metavar="YYYY-MM-DD", help="last UTC day (not before --since)")
     report.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     report.add_argument("--blocks", action="store_true",
                         help="5-hour blocks (as ccusage computes them) instead of days")
+    report.add_argument("--admin-api-wait", type=_duration, default=ADMIN_API_WAIT, metavar="DURATION",
+                        help=f"with an admin key: how long to keep retrying the Admin API (429 after its "
+                             f"retry-after, 5xx, timeouts) before reporting without fresh billed figures "
+                             f"(default {ADMIN_API_WAIT})")
 
     check = sub.add_parser("check", help="exit 0 if the pool's breaker is closed, 1 if open, 2 if unknown")
     _add_config(check)
@@ -78,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate-config", help="check a config file; exit 2 listing every problem")
     validate.add_argument("config_file", nargs="?", metavar="FILE")
     validate.add_argument("--config", "-c", metavar="FILE", dest="config")
-    validate.add_argument("--web-config-file", metavar="FILE", help="check this web config file too")
+    validate.add_argument("--web-config-file", "--web.config.file", dest="web_config_file", metavar="FILE",
+                          help="check this web config file too")
     return parser
 
 
@@ -97,6 +138,27 @@ def _load(args: argparse.Namespace) -> Config:
 
         config = replace(config, **overrides)
     return config
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What a valid config names that this machine cannot give: an admin key that cannot be read, a
+    log path that does not exist. ``path: what; what serve does about it``."""
+    from exporter.logs.discover import missing_paths
+
+    out = []
+    for i, org in enumerate(config.orgs):
+        problem = org.key_problem()
+        if problem is not None:
+            where = f"admin_api[{i}]" if config.several_orgs else "admin_api"
+            where += ".key_file" if org.key_file is not None else ".key_env"
+            out.append(f"{where}: {problem}; serve will show the Admin API as down and fetch no bill")
+    for i, source in enumerate(config.sources):
+        missing, alone = missing_paths(source)
+        for path in missing:
+            j = source.paths.index(path)
+            then = "the source will be down" if alone else "its other paths will be read"
+            out.append(f"sources[{i}].paths[{j}]: {path} does not exist; {then}")
+    return out
 
 
 def _print_problems(what: str, exc: ConfigError) -> None:
@@ -145,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
             _print_problems("config", ConfigError(token_problems, config.origin))
             return EXIT_USAGE
         print(f"{config.origin}: ok ({len(config.sources)} source(s), {len(config.pools)} pool(s))")
+        for warning in config_warnings(config):  # serve would start, but without what these name
+            print(f"warning: {warning}", file=sys.stderr)
         return EXIT_OK
     if args.command == "serve":
         return serve(config, demo=args.demo)
@@ -189,6 +253,10 @@ def serve(config: Config, *, demo: bool = False) -> int:
     from exporter.state import StateError
 
     if demo:
+        taken = _cannot_listen(*parse_listen(config.listen))
+        if taken is not None:  # before the simulated organisation is built: a second or two, and a temp folder
+            print(f"claude-budget-exporter: cannot listen on {config.listen}: {taken}", file=sys.stderr)
+            return EXIT_USAGE
         try:
             config = demo_mode.start_demo(config).config
         except demo_mode.DemoError as exc:
@@ -213,11 +281,18 @@ def serve(config: Config, *, demo: bool = False) -> int:
         return EXIT_FAIL
     try:
         server = app.make_server(host, port)
+        try:
+            receivers = app.make_receivers(server.web)  # the otlp sources' listeners
+        except OSError:
+            server.shutdown()
+            raise
     except ConfigError as exc:  # the web config file: TLS, basic auth, headers
         _print_problems("web config", exc)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"claude-budget-exporter: cannot listen on {config.listen}: {exc.strerror or exc}", file=sys.stderr)
+        otlp = getattr(exc, "listen", None)  # an otlp source's address (exporter.otlp.receiver.ListenError)
+        where = exc.strerror if otlp else f"{config.listen}: {exc.strerror or exc}"
+        print(f"claude-budget-exporter: cannot listen on {where}", file=sys.stderr)
         return EXIT_USAGE
     stop = threading.Event()
 
@@ -234,12 +309,35 @@ def serve(config: Config, *, demo: bool = False) -> int:
     log.info("listening", address=f"{host}:{server.port}", config=config.origin, state_dir=str(config.state_dir),
              version=__version__)
     app.start(on_filled=_freeze_heap)
+    for receiver in receivers:
+        receiver.start()
+        log.info("otlp_listening", **receiver.describe())
     while not stop.wait(1.0):
         pass
+    for receiver in receivers:
+        receiver.shutdown()
     server.shutdown()
     app.stop()
     lock.release()
     return EXIT_OK
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (a port taken, an address not of this
+    machine), found by binding it for a moment; None when it could (or the port is 0: any)."""
+    import socket
+
+    if port == 0:
+        return None
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                                                 flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds
+            probe.bind(address)
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None
 
 
 # ---------------------------------------------------------------------- report
@@ -258,20 +356,31 @@ def report(config: Config, args: argparse.Namespace, *, exiting: bool = False) -
     from exporter.expose import report as rep
     from exporter.state import StateError
 
+    if args.since is not None and args.until is not None and args.since > args.until:
+        _say(f"claude-budget-exporter: --since {args.since} is after --until {args.until}: no day lies between them")
+        return EXIT_USAGE
     lock = StateLock(config.state_dir)
     owner = lock.try_acquire()
     if not owner:
         _say("claude-budget-exporter: a running exporter owns this state; showing what it has read")
+    billed_problems: list[str] = []
+
+    def poll_billed(cfg: Config, since: date | None) -> None:
+        if not args.blocks:  # blocks show no bill: nothing to wait for
+            billed_problems.extend(_poll_billed(cfg, since, retry_for=args.admin_api_wait))
+
     try:
         got = build_report(config, exiting=exiting, progress=_progress_bar() if owner and sys.stderr.isatty() else None,
-                           since=args.since, lock_acquired=owner, poll_billed=_poll_billed)
+                           since=args.since, lock_acquired=owner, poll_billed=poll_billed)
     except (StateError, sqlite3.DatabaseError) as exc:
         _say(f"claude-budget-exporter: {exc}")
         return EXIT_FAIL
+    billed_error = "; ".join(billed_problems) or None
     if args.blocks:
         data = rep.build_blocks(got.aggregates, now=time.time(), since=args.since, until=args.until)
     else:
-        data = rep.build_report(got.aggregates, since=args.since, until=args.until, billed_by_day=got.billed_by_day)
+        data = rep.build_report(got.aggregates, since=args.since, until=args.until, billed_by_day=got.billed_by_day,
+                                billed_error=billed_error)
     if not got.first_read:  # closing would checkpoint what was just deferred
         got.state.close()
     lock.release()
@@ -286,7 +395,7 @@ def report(config: Config, args: argparse.Namespace, *, exiting: bool = False) -
     except BrokenPipeError:  # the reader left (``| head``): nothing more to say, and no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAIL
-    return EXIT_OK
+    return EXIT_NO_BILL if billed_error is not None and not args.blocks else EXIT_OK
 
 
 def _exit_now(code: int) -> None:
@@ -306,25 +415,30 @@ def _say(text: str) -> None:
     print(logsetup.redact(text), file=sys.stderr)
 
 
-def _poll_billed(config: Config, since: date | None) -> None:
-    """With an admin key, bring the stored billed days up to date (one poll) before reporting."""
+def _poll_billed(config: Config, since: date | None, *, retry_for: float | None = None) -> list[str]:
+    """With an admin key, bring the stored billed days up to date (one poll) before reporting.
+    Returns why, per organisation, fresh billed figures could not be had (none: all polled)."""
     if config.admin_api is None:
-        return  # logs only: nothing to poll, and no need to load the HTTP client
+        return []  # logs only: nothing to poll, and no need to load the HTTP client
     from exporter.app import make_billing_pollers
 
-    for poller in make_billing_pollers(config, time.time):  # registers each key with the scrubber
+    problems = []
+    # registers each key with the scrubber
+    for poller in make_billing_pollers(config, time.time, retry_for=retry_for):
         org = "" if not config.several_orgs else f" ({poller.org})"
         try:
             snap = poller.poll(since=since)
         except Exception as exc:  # noqa: BLE001 - a bug in the poll: the report of the stored bill still stands
-            _say(f"claude-budget-exporter: Admin API{org} poll failed ({type(exc).__name__}: {exc}); "
-                 "billed figures are the last stored ones")
+            problems.append(logsetup.redact(f"Admin API{org}: the poll failed ({type(exc).__name__}: {exc})"))
         else:
             if not snap.up:
-                _say(f"claude-budget-exporter: Admin API{org}: {snap.error}; billed figures are the last stored ones")
+                problems.append(logsetup.redact(f"Admin API{org}: {snap.error}"))
         finally:
             if poller.client is not None:
                 poller.client.close()
+    for problem in problems:
+        _say(f"claude-budget-exporter: {problem}; billed figures are the last stored ones")
+    return problems
 
 
 def _progress_bar() -> Callable[[int, int], None]:
@@ -423,8 +537,9 @@ def check_state(config: Config, pool: str) -> int:
 
     if config.pool(pool) is None and not (config.admin_api is not None and config.admin_api.pools_from_spend_limits
                                           and pool.startswith("limit-")):
-        names = ", ".join(p.name for p in config.pools) or "none configured"
-        return _verdict(UNKNOWN, f"unknown: no pool named {pool!r} (pools: {names})")
+        names = ", ".join(p.name for p in config.pools) or "none"
+        return _verdict(UNKNOWN, f"unknown: no pool named {pool!r} in the local config ({config.origin}; its pools: "
+                                 f"{names}); to ask a running exporter, give its address: --url http://HOST:9833")
     if not (config.state_dir / "state.sqlite3").exists():
         return _verdict(UNKNOWN, f"unknown: no state in {config.state_dir}; run serve or report first")
     lock = StateLock(config.state_dir)

@@ -39,6 +39,7 @@ from exporter.state import (AGG_CACHE_READ, AGG_CACHE_WRITE_1H, AGG_CACHE_WRITE_
 
 if TYPE_CHECKING:
     from exporter.config.web import WebhookToken
+    from exporter.otlp.view import OtlpSnapshot
 
 log = structlog.get_logger()
 ADMIN_SOURCE = "admin_api"
@@ -53,6 +54,7 @@ class SourceView:
     files: int = 0
     error: str | None = None
     unreadable: int = 0  # files listed that could not be statted
+    missing: tuple[str, ...] = ()  # configured paths that do not exist
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ class Snapshot:
     # the state database: False from a failed commit (disk full, read-only) until one succeeds
     state_writable: bool = True
     state_write_errors: int = 0  # failed commits since start
+    otlp: OtlpSnapshot | None = None  # the otlp sources' receiver: attributed estimates and what it answered
 
 
 #: an aggregate row's columns in the order of exporter.core.blocks' figures
@@ -213,7 +216,10 @@ def pool_inputs(matcher: PoolMatcher, snap: Snapshot, pricer: Pricer) -> PoolInp
     hour, over the organisations it matches (every one when it names none)."""
     estimated: dict[datetime, Decimal] = defaultdict(Decimal)
     if matcher.takes_estimated:
-        for (hour, source, model, entrypoint), usd in snap.estimated_hourly.items():
+        rows = snap.estimated_hourly
+        if matcher.match.telemetry:  # only the otlp sources' rows with those attribute values
+            rows = snap.otlp.estimated_hourly(matcher.match.telemetry) if snap.otlp is not None else {}
+        for (hour, source, model, entrypoint), usd in rows.items():
             if matcher.matches_estimated(source, model, entrypoint):
                 estimated[_hour(hour)] += usd
     orgs = matcher.match.orgs
@@ -408,6 +414,7 @@ class Refresher:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.last_log_refresh: float | None = None
+        self.otlp_view: Callable[[], OtlpSnapshot] | None = None  # the otlp sources' receiver, when configured
 
     def attach_billing(self, *pollers: BillingPoller | None) -> None:
         """Add the Admin API pollers (one per organisation) after the state was opened (and, if
@@ -449,16 +456,18 @@ class Refresher:
         if error is None:
             try:
                 ing, since = self.ingestor, int(now) - HOURLY_DAYS * 86400
-                if self._view is None:
-                    self._view = EstimatedView(self.pricer)
-                    self._view.apply(ing.aggregates, ing.aggregates, since)
-                    self._hours = HourlyFigures()
-                    self._hours.apply(ing.aggregates, BLOCK_COLUMNS, now)
-                else:
-                    self._view.apply(ing.last_deltas, ing.aggregates, since)
-                    self._hours.apply(ing.last_deltas, BLOCK_COLUMNS, now)
+                with ing.lock:  # an OTLP receiver commits between refreshes: every commit's deltas, once
+                    deltas = ing.take_deltas()
+                    if self._view is None:
+                        self._view = EstimatedView(self.pricer)
+                        self._view.apply(ing.aggregates, ing.aggregates, since)
+                        self._hours = HourlyFigures()
+                        self._hours.apply(ing.aggregates, BLOCK_COLUMNS, now)
+                    else:
+                        self._view.apply(deltas, ing.aggregates, since)
+                        self._hours.apply(deltas, BLOCK_COLUMNS, now)
+                    self._estimated = self._view.fields(ing.line_counts)
                 self._blocks = self._hours.current(now)
-                self._estimated = self._view.fields(ing.line_counts)
                 self._rate_limits = ing.rate_limits.reports()
             except Exception as exc:  # noqa: BLE001 - keep the last good values
                 self._view = None  # rebuilt from the aggregates next time
@@ -469,7 +478,7 @@ class Refresher:
             st = self.ingestor.status[s.name]
             up = error is None and st.error is None
             sources.append(SourceView(s.name, s.kind, up, st.last_success, st.files, error or st.error,
-                                      st.unreadable))
+                                      st.unreadable, st.missing))
         self._sources = tuple(sources)
         self.last_log_refresh = now
         self._publish(time.perf_counter() - started)
@@ -496,7 +505,7 @@ class Refresher:
             several = self.config.several_orgs
             for b in self._billings:
                 sources = (*sources, SourceView(f"{ADMIN_SOURCE}:{b.org}" if several else ADMIN_SOURCE, "admin_api",
-                                                b.up, b.last_success))
+                                                b.up, b.last_success, error=None if b.up else b.error))
             api = self.config.admin_api
             snap = Snapshot(
                 built_at=now,
@@ -515,6 +524,7 @@ class Refresher:
                 **self._estimated,
                 rate_limits=self._rate_limits,
                 blocks=MappingProxyType(self._blocks),
+                otlp=self.otlp_view() if self.otlp_view is not None else None,
             )
             snap = replace(snap, window_pools=window_pool_states(self.config.pools, self._rate_limits,
                                                                  datetime.fromtimestamp(now, UTC)))

@@ -214,13 +214,17 @@ def test_report_polls_the_bill_itself_and_shows_drift(world) -> None:
     assert Decimal(str(days[world["today"].date().isoformat()]["billed_usd"])) == Decimal("0.105")
     assert KEY not in r.stdout + r.stderr
 
-    # the Admin API down: the report still answers, says so, and shows what it stored
+    assert json.loads(r.stdout)["billed_error"] is None
+
+    # the Admin API down: the report still answers, says so (exit 3, billed_error) and shows what it stored
     world["fake"].inject("500", count=None)
     r = run_cli("report", "--json", "--config", str(world["cfg"]), "--state-dir", str(world["tmp"] / "report-state"),
-                env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
+                "--admin-api-wait", "4s", env=env, timeout=300)
+    assert r.returncode == 3, r.stderr
     assert "Admin API" in r.stderr and "last stored" in r.stderr
-    days = {d["date"]: d for d in json.loads(r.stdout)["days"]}
+    report = json.loads(r.stdout)
+    assert "500" in report["billed_error"], report["billed_error"]
+    days = {d["date"]: d for d in report["days"]}
     assert Decimal(str(days[yesterday]["billed_usd"])) == Decimal("0.32125")
 
 

@@ -247,15 +247,15 @@ def test_overview_shows_what_a_team_needs() -> None:
     for needed in (
         "claude:pool_remaining_usd:hybrid",                   # remaining credit
         "claude:pool_spend_usd:hybrid",                       # spend (hybrid)
-        'claude:pool_billed_spend_usd:max{pool=~"$pool",window="period"}',     # billed
-        'claude:pool_estimated_spend_usd:sum{pool=~"$pool",window="period"}',  # estimated
+        'claude:pool_billed_spend_usd:max{job=~"$job",pool=~"$pool",window="period"}',     # billed
+        'claude:pool_estimated_spend_usd:sum{job=~"$job",pool=~"$pool",window="period"}',  # estimated
         "claude:pool_spend_drift:ratio",                      # drift
         "claude:pool_burn_rate_usd_per_hour",                 # burn rate
         "claude:pool_exhaustion_timestamp_seconds:projected",  # forecast
         "sum by (model) (claude_billed_cost_usd",             # by model
         "sum by (workspace_id) (claude_billed_cost_usd",      # by workspace
         "claude_source_last_success_timestamp_seconds",       # freshness
-        'up{job="claude-budget-exporter"}',                   # exporter health
+        'up{job=~"$job",instance=~"$instance"}',             # exporter health
         "claude_breaker_open",
     ):
         assert needed in text, needed
@@ -264,8 +264,8 @@ def test_overview_shows_what_a_team_needs() -> None:
 def test_team_view_filters_by_team_then_pool() -> None:
     dash = load_dashboard(DASHBOARDS / "team.json")
     variables = {v["name"]: v for v in dash["templating"]["list"]}
-    assert list(variables) == ["datasource", "team", "pool"]
-    assert variables["team"]["query"]["query"] == "label_values(claude_pool_info, team)"
+    assert list(variables) == ["datasource", "job", "instance", "team", "pool"]
+    assert variables["team"]["query"]["query"] == 'label_values(claude_pool_info{job=~"$job",instance=~"$instance"}, team)'
     assert '$team' in variables["pool"]["query"]["query"]
     for p in panels(dash):
         for t in p["targets"]:
@@ -305,10 +305,11 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     if promtool is None:
         pytest.skip("promtool is not installed (Debian: apt-get install prometheus)")
     subst = {"$__rate_interval": "1m", "$__range": "1h", "$__interval": "30s",
-             "$pool": ".*", "$team": ".*"}
+             "$pool": ".*", "$team": ".*", "$job": "claude-budget-exporter", "$instance": ".*"}
     rules = []
     for path in dashboard_files():
-        for i, expr in enumerate(exprs(load_dashboard(path))):
+        dash = load_dashboard(path)
+        for i, expr in enumerate([*exprs(dash), *(a["expr"] for a in dash["annotations"]["list"] if "expr" in a)]):
             if expr.startswith("label_values("):
                 m = re.fullmatch(r"label_values\((.*),\s*\w+\)", expr)
                 assert m, expr
@@ -322,6 +323,47 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     out = subprocess.run([promtool, "check", "rules", str(rule_file)], capture_output=True, text=True,
                          timeout=60, check=False)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@by_file
+def test_job_and_instance_variables_filter_every_query(path: Path) -> None:
+    """$job (the exporters' jobs the mixin selects) on every query; $instance on every query of
+    an instance's own series (the fleet's recorded series add instances up)."""
+    dash = load_dashboard(path)
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert list(variables)[:3] == ["datasource", "job", "instance"]
+    assert variables["job"]["query"]["query"] == 'label_values(up{job="claude-budget-exporter"}, job)'
+    assert variables["instance"]["query"]["query"].endswith('job=~"$job"}, instance)')
+    for v in ("job", "instance"):
+        # "All" is the regex of the values found, never .* (which would take in other jobs)
+        assert variables[v]["includeAll"] and "allValue" not in variables[v], v
+    raw = re.compile(r'(?<![\w:$])(claude_[a-z0-9_]+|up)(?![\w:])(\{[^}]*\})?')
+    for expr in exprs(dash):
+        if expr.startswith("label_values(up{"):
+            continue
+        assert 'job=~"$job"' in expr, expr
+        for m in raw.finditer(expr):
+            assert 'instance=~"$instance"' in (m.group(2) or ""), expr
+
+
+@by_file
+def test_firing_alerts_are_annotated(path: Path) -> None:
+    (alerts,) = [a for a in load_dashboard(path)["annotations"]["list"] if a.get("expr")]
+    assert alerts["expr"].startswith("ALERTS{") and 'alertstate="firing"' in alerts["expr"]
+    assert 'job=~"$job"' in alerts["expr"] and alerts["enable"] is True
+    assert alerts["datasource"] == {"type": "prometheus", "uid": "${datasource}"}
+
+
+@by_file
+def test_dashboard_imports_on_grafana_com(path: Path) -> None:
+    """__inputs and __requires, as Grafana's "export for sharing externally" writes them."""
+    dash = load_dashboard(path)
+    (ds,) = dash["__inputs"]
+    assert ds["type"] == "datasource" and ds["pluginId"] == "prometheus" and ds["name"] == "DS_PROMETHEUS"
+    required = {(r["type"], r["id"]) for r in dash["__requires"]}
+    assert {("grafana", "grafana"), ("datasource", "prometheus")} <= required
+    assert {("panel", p["type"]) for p in panels(dash)} == {r for r in required if r[0] == "panel"}
+    assert "id" not in dash  # Grafana assigns it on import
 
 
 def test_provisioning_points_grafana_at_the_dashboards_and_prometheus() -> None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import re
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -65,9 +67,9 @@ def _exposition(tmp: Path) -> str:
     billing = BillingSnapshot(
         cost_rows=MappingProxyType({
             date(2026, 11, 16): (CostRow(date(2026, 11, 16), None, "Claude Sonnet 4.5 usage", "claude-sonnet-4-5",
-                                         "tokens", "input", "standard", "0-200k", Decimal("0.0123")),),
+                                         "tokens", "uncached_input_tokens", "standard", "0-200k", Decimal("0.0123")),),
             date(2026, 11, 17): (CostRow(date(2026, 11, 17), None, "Claude Sonnet 4.5 usage", "claude-sonnet-4-5",
-                                         "tokens", "output", "standard", "0-200k", Decimal("0.0150")),),
+                                         "tokens", "output_tokens", "standard", "0-200k", Decimal("0.0150")),),
         }),
         usage_rows=(UsageRow(datetime(2026, 11, 18, 9, tzinfo=UTC), datetime(2026, 11, 18, 10, tzinfo=UTC), None,
                              "apikey_01", "claude-opus-4-6", "standard", "0-200k", None, Tokens(2000, 800, 1000, 200,
@@ -79,11 +81,42 @@ def _exposition(tmp: Path) -> str:
     return generate_latest(make_registry(ExporterCollector(lambda: snap))).decode()
 
 
+# families of the client library's process, platform and GC collectors: this process's own
+# figures (memory, CPU, Python version), not the state's; they are checked apart below
+RUNTIME = ("process_", "python_")
+
+
+def _normalised(text: str) -> str:
+    """The exposition without the runtime families, and with the values that are not the state's
+    fixed: the refresh's own wall time, and the revision and Python of the build."""
+    out = []
+    for ln in text.splitlines():
+        name = ln.split(" ", 3)[2] if ln.startswith("# ") else ln
+        if name.startswith(RUNTIME):
+            continue
+        if ln.startswith("claude_refresh_duration_seconds "):
+            ln = "claude_refresh_duration_seconds 0.0"
+        elif ln.startswith("claude_exporter_build_info{"):
+            ln = re.sub(r'(revision|python_version)="[^"]*"', r'\1="X"', ln)
+        out.append(ln)
+    return "\n".join(out) + "\n"
+
+
 def test_the_exposition_of_a_known_state_is_the_golden_one(tmp_path: Path) -> None:
-    got = _exposition(tmp_path)
-    # the refresh's own wall time is the one value that is not the state's
-    got = "\n".join("claude_refresh_duration_seconds 0.0" if ln.startswith("claude_refresh_duration_seconds ")
-                    else ln for ln in got.splitlines()) + "\n"
+    got = _normalised(_exposition(tmp_path))
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(got)
     assert got == GOLDEN.read_text()
+
+
+def test_the_runtime_families_and_the_build_are_served_beside_ours(tmp_path: Path) -> None:
+    """process_* and python_* as the client library provides them; the build's version, revision
+    and Python on claude_exporter_build_info."""
+    text = _exposition(tmp_path)
+    names = {ln.split(" ")[2] for ln in text.splitlines() if ln.startswith("# TYPE ")}
+    for family in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_start_time_seconds",
+                   "process_open_fds", "python_info", "python_gc_collections_total"):
+        assert family in names, sorted(names)
+    (build,) = [ln for ln in text.splitlines() if ln.startswith("claude_exporter_build_info{")]
+    assert f'python_version="{platform.python_version()}"' in build
+    assert re.search(r'revision="([0-9a-f]{12}|unknown)"', build), build

@@ -496,8 +496,9 @@ sources:
 """)
     r = run_cli("report", "--json", "--config", str(cfg), "--state-dir", str(tmp_path / "state"),
                 env=clean_env(TEST_ADMIN_KEY=KEY))
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 3, r.stderr  # printed, without fresh billed figures
     assert fake.count() >= 1 and "Admin API" in r.stderr and "400" in r.stderr
+    assert "400" in json.loads(r.stdout)["billed_error"]
     assert KEY not in r.stderr + r.stdout
     assert KEY[-12:] not in r.stderr  # not even a tail of it
     assert "\x1b" not in r.stderr

@@ -4,7 +4,8 @@
 fires, waits out its ``for:``, and resolves; the fleet recording rules add up two
 instances). The rest keeps the files honest: every alert is tested and documented,
 the critical pool alert reaches the breaker webhook, and the Kubernetes
-PrometheusRule is the same rules, not a copy that drifts.
+PrometheusRule is the same rules, not a copy that drifts. All three files are
+generated from the mixin (mixin/, tests/test_mixin.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter import __version__
+
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "deploy" / "prometheus"
 RULE_FILES = (PROM / "recording_rules.yml", PROM / "alert_rules.yml")
@@ -27,6 +30,7 @@ ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 K8S = ROOT / "deploy" / "kubernetes"
 RUNBOOK = ROOT / "docs" / "runbook.md"
 RUNBOOK_URL = "https://github.com/claude-budget-exporter/claude-budget-exporter/blob/main/docs/runbook.md#"
+DASHBOARD_URL = "http://localhost:3000/d/claude-budget-overview"
 BREAKER_WEBHOOK = "http://exporter:9833/alertmanager/webhook"
 
 
@@ -152,6 +156,10 @@ def test_alert_is_documented(rule: dict[str, Any]) -> None:
     ann = rule.get("annotations", {})
     assert ann.get("summary") and ann.get("description"), name
     assert ann.get("runbook_url") == RUNBOOK_URL + name.lower()
+    # a static summary to group and page on, the figures in the description, a dashboard to open
+    assert "{{" not in ann["summary"], name
+    assert "{{" in ann["description"] or name == "ClaudeExporterAbsent", name
+    assert ann.get("dashboard_url", "").startswith(DASHBOARD_URL), name
     assert rule["labels"]["severity"] in {"warning", "critical"}
     assert "for" in rule, f"{name}: fires on a single evaluation"
     headings = re.findall(r"^## (\S+)\s*$", RUNBOOK.read_text(encoding="utf-8"), re.MULTILINE)
@@ -240,8 +248,7 @@ def prometheus_rule() -> dict[str, Any]:
 def test_prometheusrule_is_exactly_the_rule_files() -> None:
     expected = [g for f in RULE_FILES for g in load(f)["groups"]]
     assert prometheus_rule()["spec"]["groups"] == expected, (
-        "deploy/kubernetes/prometheusrule.yaml is out of date: "
-        "run `python deploy/kubernetes/render_prometheusrule.py`"
+        "deploy/kubernetes/prometheusrule.yaml is out of date: run `make mixin`"
     )
 
 
@@ -265,6 +272,21 @@ def test_kustomization_builds_every_piece() -> None:
             (main,) = [c for c in pod["containers"] if c["name"] == "exporter"]
             assert main["securityContext"]["readOnlyRootFilesystem"] is True
             assert main["readinessProbe"]["httpGet"]["path"] == "/healthz"
+            # the image the README says to build and tag, not a registry's that nobody publishes
+            assert main["image"] == f"claude-budget-exporter:{__version__}", main["image"]
+
+
+def test_the_manifests_take_the_image_the_readme_says_to_build() -> None:
+    """No registry image nobody publishes: the tag the README and the Dockerfile build, at the
+    package's version, set in one place (kustomization.yaml's images:)."""
+    tag = f"claude-budget-exporter:{__version__}"
+    (image,) = load(K8S / "kustomization.yaml")["images"]
+    assert image == {"name": "claude-budget-exporter", "newTag": __version__}
+    for manifest in ("deployment.yaml", "daemonset.yaml"):
+        containers = load(K8S / manifest)["spec"]["template"]["spec"]["containers"]
+        assert [c["image"] for c in containers if c["name"] == "exporter"] == ["claude-budget-exporter"]
+    for doc in (ROOT / "deploy" / "README.md", ROOT / "deploy" / "Dockerfile"):
+        assert f"-t {tag} ." in doc.read_text(encoding="utf-8"), doc
 
 
 def test_compose_stack_mounts_the_shipped_files() -> None:

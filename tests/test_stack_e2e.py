@@ -282,6 +282,8 @@ def _fill(expr: str, pool: str, team: str) -> str:
     for k, v in GRAFANA_VARS.items():
         expr = expr.replace(k, v)
     expr = expr.replace("${pool}", pool).replace("$pool", pool).replace("${team}", team).replace("$team", team)
+    # the job variable on its one value, the instance variable on "All" (both machines)
+    expr = expr.replace("$job", JOB).replace("$instance", ".*")
     assert "$" not in expr, f"unfilled variable in {expr!r}"
     return expr
 
@@ -299,7 +301,10 @@ def empty_dashboard_queries(prometheus: Prometheus, pool: str, team: str) -> lis
             m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", q)
             assert m, q
             values = {s["metric"].get(m.group(2)) for s in prometheus.query(_fill(m.group(1), pool, team))}
-            if (pool if m.group(2) == "pool" else team) not in values:
+            if m.group(2) == "instance":
+                if len(values - {None}) != 2:  # both machines
+                    empty.append(f"{path.name} variable {v['name']}: {q} -> {sorted(filter(None, values))}")
+            elif {"pool": pool, "team": team, "job": JOB}[m.group(2)] not in values:
                 empty.append(f"{path.name} variable {v['name']}: {q} -> {sorted(filter(None, values))}")
         for p in _panels(dash):
             for t in p["targets"]:

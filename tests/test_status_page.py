@@ -157,6 +157,16 @@ def test_demo_status_page_shows_pools_figures_and_the_open_breaker(exporter_fact
         assert re.match(rf"{source} \S+ up (just now|\d+ s ago)", " ".join(page.sources[source].split())), \
             page.sources
     assert "Demo: a simulated organisation" in page.all_text
+    # each pool's period as a chart the exporter drew (inline SVG): the days so far, the credit, the projection
+    for pool in ("agent-sdk", "interactive", "team-api"):
+        section = re.search(rf'<section[^>]*data-pool="{pool}".*?</section>', dom, re.S)
+        assert section is not None
+        chart = section.group(0)
+        assert re.search(r'<svg[^>]*role="img"', chart) and f"Spend of {pool} this period" in chart, chart
+        assert len(re.findall(r'<rect[^>]*class="billed"', chart)) >= 2, chart  # the demo bills from day one
+        assert re.search(r'<line[^>]*class="credit"', chart) and re.search(r'<line[^>]*class="proj"', chart)
+        assert re.search(r"\$[\d,.]+ projected", chart)
+    assert not [t for t, _a in page.tags if t in ("image", "use", "foreignobject")]
 
     hrefs = {a.get("href") for t, a in page.tags if t == "a"}
     assert {"/metrics", "/breaker/agent-sdk", "/breaker/interactive", "/breaker/team-api"} <= hrefs

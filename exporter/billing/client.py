@@ -108,6 +108,8 @@ REQUEST_DEADLINE = 60.0
 MAX_ERROR_BODY_BYTES = 64 * 1024
 #: a longer retry-after is taken as this: an absurd one (or 1e400) would block the client for good
 MAX_RETRY_AFTER = 86_400.0
+#: seconds: with a retry budget, a last retry shorter than this is not worth making
+MIN_LAST_RETRY = 0.5
 #: a next_page token past this is not one (it goes back into the URL)
 MAX_PAGE_TOKEN_CHARS = 8 * 1024
 #: API-supplied text (error type, message, request id) kept for errors and logs
@@ -540,6 +542,7 @@ class AdminApiClient:
         backoff_cap: float = 30.0,
         max_retry_after: float = 300.0,
         rng: random.Random | None = None,
+        retry_for: float | None = None,
         request_deadline: float = REQUEST_DEADLINE,
         max_pages: int = MAX_PAGES_PER_QUERY,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
@@ -557,6 +560,10 @@ class AdminApiClient:
         self.backoff_base = backoff_base
         self.backoff_cap = backoff_cap
         self.max_retry_after = max_retry_after
+        # a one-shot command's patience: retry for this long from the first failure, however many
+        # attempts that takes, instead of max_retries (see _may_retry)
+        self.retry_for = retry_for
+        self._retry_deadline: float | None = None
         self.request_deadline = request_deadline
         self.max_pages = max_pages
         self.max_response_bytes = max_response_bytes
@@ -739,8 +746,10 @@ class AdminApiClient:
                     if status == 429:
                         wait = _retry_after(headers.get("retry-after"))
                         wait = self._backoff(attempt) if wait is None else wait
+                        if self.retry_for is not None:  # a budget is not spent on retry-after: 0 in a loop
+                            wait = max(wait, self._backoff(attempt))
                         self._not_before = max(self._not_before, self._clock() + wait)
-                        give_up = wait > self.max_retry_after or attempt >= self.max_retries
+                        give_up = self._retry_wait(attempt, wait) is None
                         log.warning("admin_api.rate_limited", endpoint=endpoint, attempt=attempt + 1,
                                     retry_after_s=wait, will_retry=not give_up, request_id=request_id)
                         if give_up:
@@ -754,10 +763,10 @@ class AdminApiClient:
                         raise failure
                     event, fields = "admin_api.server_error", {"code": status, "error_type": error_type,
                                                                "request_id": request_id}
-            if attempt >= self.max_retries:
+            delay = self._retry_wait(attempt, self._backoff(attempt), cut=True)
+            if delay is None:
                 log.error(event, endpoint=endpoint, attempt=attempt + 1, will_retry=False, **fields)
                 raise failure
-            delay = self._backoff(attempt)
             log.warning(event, endpoint=endpoint, attempt=attempt + 1, will_retry=True,
                         retry_in_s=round(delay, 3), **fields)
             self._sleep(delay)
@@ -805,10 +814,29 @@ class AdminApiClient:
         self._count_refusal(endpoint, reason)
         return AdminApiRefused(endpoint, message, reason)
 
+    def _retry_wait(self, attempt: int, wait: float, *, cut: bool = False) -> float | None:
+        """How long to wait before trying a failed request again; None: give up.
+
+        At most ``max_retries`` times, never after a retry-after past ``max_retry_after``. With
+        ``retry_for``: as often as it takes while the wait ends within that many seconds of the
+        client's first failure; ``cut`` (a backoff, not a retry-after) shortens the last wait to
+        what is left of them.
+        """
+        if self.retry_for is None:
+            return wait if attempt < self.max_retries and wait <= self.max_retry_after else None
+        now = self._clock()
+        if self._retry_deadline is None:
+            self._retry_deadline = now + self.retry_for
+        left = self._retry_deadline - now
+        if wait <= left:
+            return wait
+        return left if cut and left >= MIN_LAST_RETRY else None
+
     def _wait_rate_limit(self, endpoint: str) -> None:
         """Block until a 429's retry-after has passed; never send before it."""
         while (remaining := self._not_before - self._clock()) > 0:
-            if remaining > self.max_retry_after:
+            limit = self.max_retry_after if self.retry_for is None else self.retry_for
+            if remaining > limit:
                 raise AdminApiRateLimited(endpoint, remaining)
             self._sleep(remaining)
 

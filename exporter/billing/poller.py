@@ -343,6 +343,7 @@ class BillingPoller:
         actors: bool = False,
         spend_limits: bool = False,
         org: str = "default",
+        unavailable: str | None = None,
     ) -> None:
         if api not in ADMIN_APIS:
             raise ValueError(f"api must be one of {', '.join(ADMIN_APIS)}")
@@ -378,6 +379,11 @@ class BillingPoller:
                                                ANALYTICS_USAGE: set()}
         self._stored_refusals: Counter[tuple[str, str]] = Counter()
         self._snapshot = replace(self._restore(), org=org).warm()
+        #: why this organisation cannot be polled at all (its admin key cannot be read): its source is
+        #: down with this error, and its stored days are served
+        self.unavailable = unavailable
+        if unavailable is not None:
+            self._snapshot = replace(self._snapshot, up=False, error=unavailable)
 
     # ------------------------------------------------------------------ public
 
@@ -406,6 +412,9 @@ class BillingPoller:
         or of the database marks the snapshot down and returns it; nothing partial is stored. Any
         other exception is a bug: the snapshot is marked down all the same, and it propagates.
         """
+        if self.client is None:  # no key: nothing to ask; the snapshot stays down with the reason
+            self._snapshot = replace(self._snapshot, up=False, error=self.unavailable or "no Admin API client")
+            return self._snapshot
         with self._poll_lock:
             now = self._clock().astimezone(UTC)
             today = now.date()

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 
 __all__ = [
     "ANALYTICS_BETA", "ANALYTICS_COST_GROUPS", "ANALYTICS_FANOUT", "ANALYTICS_MAX_GROUPS", "ANALYTICS_MAX_LIMIT",
-    "ANALYTICS_DEFAULT_LIMIT", "ANALYTICS_PRODUCTS", "ANALYTICS_MAX_SPAN", "ANALYTICS_EARLIEST", "ANALYTICS_USAGE_GROUPS", "AnalyticsQuery",
+    "ANALYTICS_DEFAULT_LIMIT", "ANALYTICS_PRODUCTS", "API_TOKEN_TYPES", "ANALYTICS_MAX_SPAN", "ANALYTICS_EARLIEST", "ANALYTICS_USAGE_GROUPS", "AnalyticsQuery",
     "check_analytics_query", "API_VERSION", "SPEND_LIMITS_BETA", "SPEND_LIMIT_PERIODS", "SPEND_LIMIT_SCOPES",
     "SPEND_LIMIT_SCOPE_IDS", "SPEND_LIMITS_DEFAULT_LIMIT", "BUCKET_LIMITS", "CLAUDE_CODE_DEFAULT_LIMIT", "CLAUDE_CODE_MAX_LIMIT", "COST_GROUPS",
     "DEFAULT_LIMIT", "USAGE_GROUPS", "WIDTHS", "PageTokens", "ReportQuery", "WireError", "check_claude_code_query", "check_report_query",
@@ -37,6 +37,11 @@ DEFAULT_LIMIT = {"1m": 60, "1h": 24, "1d": 7}
 CLAUDE_CODE_MAX_LIMIT = 1000
 CLAUDE_CODE_DEFAULT_LIMIT = 20
 COST_GROUPS = ("workspace_id", "description")
+#: the cost reports' token_type values (legacy and analytics alike), in Tokens order: the exposed
+#: token_type label is the word of exporter.core.records.TOKEN_TYPES at the same place, so billed
+#: and estimated series share one vocabulary
+API_TOKEN_TYPES = ("uncached_input_tokens", "output_tokens", "cache_read_input_tokens",
+                   "cache_creation.ephemeral_5m_input_tokens", "cache_creation.ephemeral_1h_input_tokens")
 USAGE_GROUPS = ("api_key_id", "workspace_id", "model", "service_tier", "context_window", "inference_geo")
 
 

@@ -23,6 +23,7 @@ from exporter.config.model import (
     BreakerWebhookConfig,
     Config,
     ConfigError,
+    OtlpConfig,
     PeriodConfig,
     PoolConfig,
     PoolMatch,
@@ -33,7 +34,7 @@ from exporter.config.model import (
 
 __all__ = [
     "MIN_POLL_INTERVAL", "PLAN_CREDITS", "PRICE_KEYS", "SOURCE_KINDS", "AdminApiConfig", "BreakerWebhookConfig",
-    "Config", "ConfigError", "PeriodConfig", "PoolConfig", "PoolMatch", "PriceOverride", "SourceConfig",
+    "Config", "ConfigError", "OtlpConfig", "PeriodConfig", "PoolConfig", "PoolMatch", "PriceOverride", "SourceConfig",
     "USAGE_KINDS", "WindowRef", "default_claude_dirs", "default_config", "load_config", "parse_config",
     "parse_duration", "parse_listen",
 ]

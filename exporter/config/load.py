@@ -21,7 +21,8 @@ from exporter.config.model import (
     AdminApiConfig, BreakerWebhookConfig, Config, ConfigError, DEFAULT_BASE_URL, DEFAULT_KEY_ENV, DEFAULT_LISTEN,
     DEFAULT_STATE_DIR, DURATION_RE, FAST_POLL_ENV, JSONL_FIELDS, MAX_CHARS_PER_TOKEN, MAX_CREDIT_USD,
     MAX_POLL_INTERVAL, MAX_PRICE_USD, MAX_REFRESH_INTERVAL, MAX_SETTLE_AFTER, MIN_CHARS_PER_TOKEN, MIN_CREDIT_USD,
-    MIN_POLL_INTERVAL, NAME_RE, PLAN_CREDITS, PRICE_KEYS, PeriodConfig, PoolConfig, PoolMatch, PriceOverride,
+    MIN_POLL_INTERVAL, NAME_RE, PLAN_CREDITS, PRICE_KEYS, OtlpConfig, PeriodConfig, PoolConfig, PoolMatch,
+    PriceOverride, DEFAULT_OTLP_LISTEN, MAX_OTLP_ATTRIBUTES,
     SEAT_PLANS, SEAT_TIERS, SOURCE_KINDS, SourceConfig, WindowRef, _DURATION_UNITS,
 )
 
@@ -35,8 +36,10 @@ def parse_duration(text: str) -> float:
 
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not port.isascii() or not port.isdigit():
         raise ValueError(f"must be HOST:PORT, not {text!r}")
+    if not 0 <= int(port) <= 65535:
+        raise ValueError(f"port {int(port)} is out of range: a port is 0..65535 (in {text!r})")
     return (host.strip("[]") or "0.0.0.0", int(port))
 
 
@@ -240,6 +243,11 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 ACTOR_LABELS = ("none", "top", "hashed")
 MAX_ACTOR_TOP_N = 200  # labels per family: past this a per-actor series is no longer a dashboard
 MATCH_KEYS = ("workspaces", "api_keys", "actors", "products", "orgs", "sources", "entrypoints", "models")
+OTLP_KEYS = ("listen", "token_env", "token_file", "attributes", "attribute_labels", "attribute_top_n",
+             "dedup_window", "max_body_bytes")
+#: a telemetry attribute's name as OpenTelemetry writes them (user.email, organization.id, team)
+ATTRIBUTE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,62}$")
+MAX_TELEMETRY_VALUES = 100  # values a pool's telemetry match lists for one attribute
 MAX_ORGS = 20  # organisations one exporter polls: each is an org label value and a poller
 MAX_NESTING = 64  # no config nests past a handful of levels; the YAML parser takes seconds to fail at 3,000
 
@@ -330,6 +338,11 @@ def parse_config(raw: Any, origin: str = "config", env: Mapping[str, str] | None
 
     pools = _parse_pools(c, top.get("pools"), "pools", source_names)
     _check_source_kinds(c, pools, sources)
+    _check_telemetry(c, pools, sources)
+    listens = [(i, s.otlp.listen) for i, s in enumerate(sources) if s.otlp is not None]
+    for i, addr in listens:
+        if [a for _, a in listens].count(addr) > 1 or addr == listen:
+            c.err(f"sources[{i}].listen", f"{addr} is also another listener's address")
     org_names = {o.name for o in orgs}
     for i, pool in enumerate(pools):
         for j, org in enumerate(pool.match.orgs):
@@ -409,8 +422,17 @@ def _parse_sources(c: _Checker, value: Any, path: str) -> tuple[SourceConfig, ..
     seen: set[str] = set()
     for i, item in enumerate(value):
         p = f"{path}[{i}]"
-        m = c.mapping(item, p, ("name", "kind", "paths", "fields", "chars_per_token"))
+        otlp_kind = isinstance(item, dict) and item.get("kind") == "otlp"
+        m = c.mapping(item, p, ("name", "kind", *OTLP_KEYS) if otlp_kind else
+                      ("name", "kind", "paths", "fields", "chars_per_token"))
         if not isinstance(item, dict):
+            continue
+        if otlp_kind:
+            name = c.name(m.get("name"), f"{p}.name")
+            if name in seen:
+                c.err(f"{p}.name", f"duplicate source name {name!r}")
+            seen.add(name)
+            out.append(SourceConfig(name=name, kind="otlp", paths=(), otlp=_parse_otlp(c, m, p)))
             continue
         name = c.name(m.get("name"), f"{p}.name")
         if name in seen:
@@ -444,6 +466,76 @@ def _parse_sources(c: _Checker, value: Any, path: str) -> tuple[SourceConfig, ..
         out.append(SourceConfig(name=name, kind=kind, paths=paths, fields=fields,
                                 chars_per_token=cpt if cpt is not None else Decimal(4)))
     return tuple(out)
+
+
+def _parse_otlp(c: _Checker, m: dict[str, Any], p: str) -> OtlpConfig:
+    """An otlp source's receiver: where it listens, who may send, which attributes it keeps."""
+    listen = c.string(m.get("listen"), f"{p}.listen", default=DEFAULT_OTLP_LISTEN)
+    try:
+        parse_listen(listen)
+    except ValueError as exc:
+        c.err(f"{p}.listen", str(exc))
+    token_env = c.string(m.get("token_env"), f"{p}.token_env") or None
+    token_file = c.path(m.get("token_file"), f"{p}.token_file")
+    if token_env and token_file is not None:
+        c.err(p, "give token_env or token_file, not both")
+    attributes = c.string_list(m.get("attributes"), f"{p}.attributes")
+    for j, a in enumerate(attributes):
+        if not ATTRIBUTE_RE.match(a):
+            c.err(f"{p}.attributes[{j}]", f"must be an attribute name such as team or user.email, not {a!r}")
+        elif attributes.index(a) != j:
+            c.err(f"{p}.attributes[{j}]", f"{a!r} is listed twice")
+    if len(attributes) > MAX_OTLP_ATTRIBUTES:
+        c.err(f"{p}.attributes", f"at most {MAX_OTLP_ATTRIBUTES} attributes")
+    labels = c.string(m.get("attribute_labels"), f"{p}.attribute_labels", default="none")
+    if labels not in ACTOR_LABELS:
+        c.err(f"{p}.attribute_labels", f"must be one of {', '.join(ACTOR_LABELS)}, not {labels!r}")
+    top_n = c.integer(m.get("attribute_top_n"), f"{p}.attribute_top_n", 1, MAX_ACTOR_TOP_N) or 20
+    window = c.duration(m.get("dedup_window"), f"{p}.dedup_window", 900.0, minimum=60.0, maximum=86400.0,
+                        why=" (what is remembered is held in memory)")
+    max_body = c.integer(m.get("max_body_bytes"), f"{p}.max_body_bytes", 1024, 64 << 20) or (8 << 20)
+    return OtlpConfig(listen=listen, token_env=token_env, token_file=token_file, attributes=attributes,
+                      attribute_labels=labels, attribute_top_n=top_n, dedup_window=window, max_body_bytes=max_body)
+
+
+def _parse_telemetry(c: _Checker, value: Any, path: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """A pool's ``match.telemetry``: ``{attribute: [values]}``, each attribute a closed list of values."""
+    if value is None:
+        return ()
+    if not isinstance(value, dict):
+        c.err(path, f"must be a mapping of attribute to values (team: [platform]), not {_typename(value)}")
+        return ()
+    out = []
+    for key, values in value.items():
+        kp = _join(path, _key_text(key))
+        if not isinstance(key, str) or not ATTRIBUTE_RE.match(key):
+            c.err(kp, "must be an attribute name such as team or user.email")
+            continue
+        listed = c.string_list(values, kp)
+        if not listed:
+            c.err(kp, "names no values")
+        elif len(listed) > MAX_TELEMETRY_VALUES:
+            c.err(kp, f"at most {MAX_TELEMETRY_VALUES} values")
+        out.append((key, tuple(listed)))
+    return tuple(sorted(out))
+
+
+def _check_telemetry(c: _Checker, pools: tuple[PoolConfig, ...], sources: tuple[SourceConfig, ...]) -> None:
+    """A pool's telemetry match needs otlp sources among its sources that keep those attributes."""
+    by_name = {s.name: s for s in sources}
+    for i, pool in enumerate(pools):
+        if not pool.match.telemetry:
+            continue
+        otlp = [by_name[n] for n in pool.match.sources if n in by_name and by_name[n].otlp is not None]
+        if not otlp:
+            c.err(f"pools[{i}].match.telemetry", "telemetry attributes come from otlp sources: name one in "
+                                                 "match.sources")
+            continue
+        kept = {a for s in otlp for a in (s.otlp.attributes if s.otlp is not None else ())}
+        for attribute, _ in pool.match.telemetry:
+            if attribute not in kept:
+                c.err(f"pools[{i}].match.telemetry.{attribute}",
+                      f"no otlp source of the pool keeps {attribute!r}: add it to that source's attributes")
 
 
 def _parse_overrides(c: _Checker, value: Any, path: str) -> dict[str, PriceOverride]:
@@ -602,8 +694,9 @@ def _parse_pools(c: _Checker, value: Any, path: str, source_names: set[str]) -> 
         if not re.match(r"^([01]\d|2[0-3]):[0-5]\d$", reset_time):
             c.err(f"{p}.period.reset_time", f"must be HH:MM, not {reset_time!r}")
 
-        mm = c.mapping(m.get("match"), f"{p}.match", MATCH_KEYS)
-        match = PoolMatch(**{k: c.string_list(mm.get(k), f"{p}.match.{k}") for k in MATCH_KEYS})
+        mm = c.mapping(m.get("match"), f"{p}.match", (*MATCH_KEYS, "telemetry"))
+        match = PoolMatch(**{k: c.string_list(mm.get(k), f"{p}.match.{k}") for k in MATCH_KEYS},
+                          telemetry=_parse_telemetry(c, mm.get("telemetry"), f"{p}.match.telemetry"))
         for j, src in enumerate(match.sources):
             if src not in source_names:
                 c.err(f"{p}.match.sources[{j}]", f"no source named {src!r}")

@@ -31,8 +31,8 @@ MAX_POLL_INTERVAL = 86400.0
 MAX_SETTLE_AFTER = 2 * 86400.0
 # Tests and the demo poll a local fake Admin API faster than Anthropic allows for the real one.
 FAST_POLL_ENV = "CLAUDE_BUDGET_EXPORTER_FAST_POLL"
-SOURCE_KINDS = ("claude_code", "cli_json", "jsonl", "rate_limits")
-USAGE_KINDS = ("claude_code", "cli_json", "jsonl")  # the kinds whose lines are requests with a cost
+SOURCE_KINDS = ("claude_code", "cli_json", "jsonl", "rate_limits", "otlp")
+USAGE_KINDS = ("claude_code", "cli_json", "jsonl", "otlp")  # the kinds whose records are requests with a cost
 # The Agent SDK's monthly credit per user or seat, in USD, as Anthropic states it from
 # 2026-06-15 (no rollover): an assumption dated 2026-11 that ``credit_usd`` overrides.
 PLAN_CREDITS = {
@@ -101,11 +101,48 @@ class AdminApiConfig:
         if self.key_file is not None:
             try:
                 key = self.key_file.read_text(encoding="utf-8").strip()
-            except OSError:
+            except (OSError, UnicodeDecodeError):
                 return None
             return key or None
         key = os.environ.get(self.key_env, "").strip()
         return key or None
+
+    def key_problem(self) -> str | None:
+        """Why no admin key can be read, in words for a person (never the key); None when one can."""
+        if self.key_file is not None:
+            try:
+                key = self.key_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                return f"cannot read the admin key file {self.key_file}: {exc.strerror or exc}"
+            except UnicodeDecodeError:
+                return f"the admin key file {self.key_file} is not text"
+            return None if key else f"the admin key file {self.key_file} is empty"
+        if not os.environ.get(self.key_env, "").strip():
+            return f"no admin key in ${self.key_env} (it is not set, or empty)"
+        return None
+
+
+DEFAULT_OTLP_LISTEN = "0.0.0.0:4318"  # OTLP/HTTP's own port
+#: attributes an otlp source may keep, per source: each is a label value set and a pool dimension
+MAX_OTLP_ATTRIBUTES = 8
+
+
+@dataclass(frozen=True)
+class OtlpConfig:
+    """An ``otlp`` source: Claude Code's own telemetry, received over OTLP/HTTP (exporter.otlp)."""
+
+    listen: str = DEFAULT_OTLP_LISTEN
+    #: a bearer token the senders must give (OTEL_EXPORTER_OTLP_HEADERS); none: the web config's basic auth
+    token_env: str | None = None
+    token_file: Path | None = None
+    #: telemetry attributes kept per request (user.email, organization.id, team, ...): matchable in pools
+    attributes: tuple[str, ...] = ()
+    #: per-value series of those attributes: none, the top N of the month then "other", or a short hash
+    attribute_labels: str = "none"
+    attribute_top_n: int = 20
+    #: how long a request, an event or a delta point is remembered: a retry within it never counts twice
+    dedup_window: float = 900.0
+    max_body_bytes: int = 8 << 20  # as sent (gzip or not); unpacked, 4 times that at most
 
 
 @dataclass(frozen=True)
@@ -115,6 +152,7 @@ class SourceConfig:
     paths: tuple[str, ...]
     fields: Mapping[str, str] = field(default_factory=dict)
     chars_per_token: Decimal = Decimal(4)
+    otlp: OtlpConfig | None = None  # kind otlp: the receiver
 
 
 @dataclass(frozen=True)
@@ -141,6 +179,8 @@ class PoolMatch:
     sources: tuple[str, ...] = ()
     entrypoints: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
+    #: otlp sources: telemetry attribute -> the values that count (every attribute named must match)
+    telemetry: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import calendar
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -107,6 +107,7 @@ def period_bounds(period: PeriodConfig, now: datetime) -> tuple[datetime, dateti
 
 
 ROLLING_DRIFT_DAYS = 7  # a rolling pool's drift: the complete billed days of the last week
+ROLLING_HOURLY_CHART = 48  # a rolling window up to this many hours is charted by the hour, a longer one by the day
 
 
 def day_in_period(day: date, start: datetime, end: datetime) -> bool:
@@ -265,6 +266,19 @@ DRIFT_WINDOWS = ("yesterday", "period")
 
 
 @dataclass(frozen=True)
+class SpendBucket:
+    """One stretch of a pool's period (a UTC day, or an hour of a short rolling window) as its spend
+    counts it: what the status page's chart draws. ``spend_billed + spend_estimated`` over a period's
+    buckets is the pool's spend."""
+
+    start: datetime  # aware UTC; the first may begin before the period (a reset that is not at UTC midnight)
+    billed: Decimal | None  # the bill of the stretch matched to the pool; None: no bill for it (yet)
+    estimated: Decimal  # the estimate of the stretch's hours in the period, uncalibrated
+    spend_billed: Decimal  # the part of the pool's spend that is this stretch's bill
+    spend_estimated: Decimal  # the part that is its calibrated estimate
+
+
+@dataclass(frozen=True)
 class PoolState:
     """One pool at one moment. Money in USD, ratios as plain fractions, all exact Decimals."""
 
@@ -296,6 +310,9 @@ class PoolState:
     projected_spend: Decimal  # spend at period end at the burn rate
     breaker_open_by_threshold: bool
     rolling: bool = False  # a rolling window of hours: projected_spend is what the burn fills it with
+    #: the period so far, stretch by stretch (oldest first, up to now); none for a pool on a spend limit
+    buckets: tuple[SpendBucket, ...] = ()
+    bucket_hours: int = 24  # each bucket's length: 24 (UTC days), 1 for a rolling window of up to 48 hours
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -442,9 +459,19 @@ def _rolling_pool(pool: PoolConfig, inputs: PoolInputs, now: datetime, burn_wind
     remaining = credit - spend
     remaining_ratio = remaining / credit if credit > 0 else None
     burn = _burn(est_hours, now, burn_window, calibration)
+    step = 1 if hours <= ROLLING_HOURLY_CHART else 24
+    grouped: dict[datetime, list[Decimal]] = {}
+    for h, a, c in zip(window, raw, buckets, strict=True):
+        key = h if step == 1 else h.replace(hour=0)
+        acc = grouped.setdefault(key, [ZERO, ZERO])
+        acc[0] += a
+        acc[1] += c
+    chart = tuple(SpendBucket(start=k, billed=None, estimated=v[0], spend_billed=ZERO, spend_estimated=v[1])
+                  for k, v in grouped.items())
     return PoolState(
         pool=pool.name, team=pool.team, plan=pool.plan, now=now, credit=credit, open_below=pool.open_below,
         period_start=start, period_end=end, billed_basis=series.billed_basis, estimate_basis=series.estimate_basis,
+        buckets=chart, bucket_hours=step,
         billed=None,
         estimated=MappingProxyType({"today": est_days.get(today, ZERO), "yesterday": est_days.get(yesterday, ZERO),
                                     "period": _sum(raw)}),
@@ -537,25 +564,34 @@ def compute_pool(
     def calibrated(amount: Decimal) -> Decimal:
         return amount / calibration if calibration is not None else amount
 
-    # hybrid spend
+    # hybrid spend, and the same by UTC day for the chart
+    billed_part: dict[date, Decimal] = {}
     if billed_basis == "none":
         spend_billed = ZERO
         billed_through = None
         fresh_from = None
     else:
+        for d in complete_period_days:
+            if d in billed_days:
+                billed_part[d] = billed_days[d]
         spend_billed = _sum(billed_days[d] for d in complete_period_days if d in billed_days)
         billed_through = cutoff if cutoff is not None and _span_start(start, end) <= cutoff else None
         fresh_from = datetime.combine(cutoff + DAY, time(0), tzinfo=UTC) if cutoff is not None else None
         if complete_hour is not None and fresh_from is not None and complete_hour > fresh_from:
             # the complete hours of the day after the cutoff are billed too, the rest estimated
-            spend_billed += _sum(a for h, a in _utc_hours(inputs.billed_by_hour, "billed_by_hour").items()
-                                 if fresh_from <= h < complete_hour and hour_in_period(h, start, end))
+            hours_billed = [(h, a) for h, a in _utc_hours(inputs.billed_by_hour, "billed_by_hour").items()
+                            if fresh_from <= h < complete_hour and hour_in_period(h, start, end)]
+            spend_billed += _sum(a for _h, a in hours_billed)
+            for h, a in hours_billed:
+                billed_part[h.date()] = billed_part.get(h.date(), ZERO) + a
             fresh_from = complete_hour
     spend_estimated = calibrated(_sum(
         a for h, a in est_hours.items()
         if hour_in_period(h, start, end) and (fresh_from is None or h >= fresh_from)
     ))
     spend = spend_billed + spend_estimated
+    chart = _day_buckets(start, now, est_hours, billed_days if billed_basis != "none" else {}, billed_part,
+                         fresh_from, calibrated, lambda h: hour_in_period(h, start, end))
     credit = pool.credit_usd
     remaining = credit - spend
     remaining_ratio = remaining / credit if credit > 0 else None
@@ -585,4 +621,27 @@ def compute_pool(
         spend_billed=spend_billed, spend_estimated=spend_estimated,
         spend=spend, remaining=remaining, remaining_ratio=remaining_ratio, burn_rate_per_hour=burn,
         exhaustion=exhaustion, projected_spend=projected, breaker_open_by_threshold=breaker_open,
+        buckets=chart,
     )
+
+
+def _day_buckets(start: datetime, now: datetime, est_hours: Mapping[datetime, Decimal],
+                 billed_days: Mapping[date, Decimal], billed_part: Mapping[date, Decimal],
+                 fresh_from: datetime | None, calibrated: Callable[[Decimal], Decimal],
+                 in_period: Callable[[datetime], bool]) -> tuple[SpendBucket, ...]:
+    """A calendar period's UTC days from its first through today, as its hybrid spend counts them."""
+    estimated: dict[date, Decimal] = {}
+    fresh: dict[date, Decimal] = {}
+    for h, a in est_hours.items():
+        if in_period(h) and h <= now:
+            estimated[h.date()] = estimated.get(h.date(), ZERO) + a
+            if fresh_from is None or h >= fresh_from:
+                fresh[h.date()] = fresh.get(h.date(), ZERO) + a
+    out = []
+    day = start.astimezone(UTC).date()
+    while day <= now.date():
+        out.append(SpendBucket(start=datetime.combine(day, time(0), tzinfo=UTC), billed=billed_days.get(day),
+                               estimated=estimated.get(day, ZERO), spend_billed=billed_part.get(day, ZERO),
+                               spend_estimated=calibrated(fresh[day]) if day in fresh else ZERO))
+        day += DAY
+    return tuple(out)

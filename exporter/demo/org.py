@@ -55,7 +55,7 @@ from exporter.config.model import (
     PoolMatch,
     SourceConfig,
 )
-from exporter.config import parse_listen
+from exporter.config import default_config, parse_listen
 from exporter.expose.statuspage import DEMO_ORIGIN
 from exporter.core.records import Tokens
 from exporter.demo.admin_api import SimulatedAdminApi, SpendEntry
@@ -552,15 +552,17 @@ def _has_jsonl(folder: Path) -> bool:
 
 
 def nothing_to_read(config: Config) -> str | None:
-    """The one plain line to log when the built-in default finds no logs and no admin key."""
-    if config.origin != "built-in default":
-        return None
-    if config.admin_api is not None and config.admin_api.read_key():
+    """The one plain line to log when the built-in default's sources (no config, or a config that
+    names no sources, an empty file say) find no logs and no admin key can be read."""
+    if config.origin != "built-in default" and config.sources != default_config().sources:
+        return None  # sources named in a config: each path that does not exist is said on its own
+    if any(org.read_key() for org in config.orgs):
         return None
     folders = [p for s in config.sources if s.kind == "claude_code" for p in s.paths]
     if any(_has_jsonl(Path(f).expanduser()) for f in folders):
         return None
-    return (f"No Claude Code logs in {' or '.join(folders)} and no admin key in ${DEFAULT_KEY_ENV}, so there is "
+    keys = "; ".join(p for org in config.orgs if (p := org.key_problem())) or f"no admin key in ${DEFAULT_KEY_ENV}"
+    return (f"No Claude Code logs in {' or '.join(folders)} and {keys}, so there is "
             "nothing to show yet; run `claude-budget-exporter serve --demo` to see it work on a simulated "
             "organisation.")
 

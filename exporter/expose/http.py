@@ -243,17 +243,18 @@ class _Request:
         return None
 
 
-class _App:
-    """The routes over ASGI. Anything that may take more than a moment runs in a thread pool."""
+class AsgiApp:
+    """What every ASGI app served here shares: the framing checks, answers, basic auth, a bounded
+    body, and a thread pool for anything that may take more than a moment. A subclass answers
+    :meth:`_get` and :meth:`_post`."""
 
-    def __init__(self, routes: Routes, auth: BasicAuth | None, cache: MetricsCache, headers: Headers,
-                 auth_pool: ThreadPoolExecutor, pool: ThreadPoolExecutor) -> None:
-        self.routes = routes
+    def __init__(self, auth: BasicAuth | None, headers: Headers, auth_pool: ThreadPoolExecutor,
+                 pool: ThreadPoolExecutor, *, max_body: int = MAX_BODY_BYTES) -> None:
         self.auth = auth
-        self.cache = cache
         self.headers = headers  # on every answer: Server, Cache-Control and the web config's
         self._auth_pool = auth_pool
         self._pool = pool
+        self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # no lifespan, no websockets: uvicorn is told so
@@ -311,6 +312,48 @@ class _App:
         else:
             req.close = True
             await self._json(req, 501, {"error": f"method {req.method} not supported"})
+
+    async def _get(self, req: _Request) -> None:
+        req.close = True
+        await self._json(req, 405, {"error": f"{req.method} not allowed on {req.path}"}, {"Allow": "POST"})
+
+    async def _post(self, req: _Request) -> None:
+        req.close = True
+        await self._json(req, 405, {"error": f"POST not allowed on {req.path}"}, {"Allow": "GET"})
+
+    async def _read_body(self, req: _Request) -> bytes:
+        """The request body, at most ``max_body`` bytes; raises _BodyError with the status to answer."""
+        limit = self.max_body
+        if req.header("transfer-encoding") is None:  # h11 refused any coding but chunked
+            length = req.header("content-length")
+            if length is None:
+                raise _BodyError(411, "Content-Length required")
+            if int(length) > limit:
+                raise _BodyError(413, f"body over {limit} bytes")
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            message = await req.receive()
+            if message["type"] != "http.request":
+                raise _Gone
+            part = message.get("body", b"")
+            total += len(part)
+            if total > limit:
+                raise _BodyError(413, f"body over {limit} bytes")
+            parts.append(part)
+            if not message.get("more_body", False):
+                req.body_read = True
+                return b"".join(parts)
+
+
+class _App(AsgiApp):
+    """The exporter's routes over ASGI."""
+
+    def __init__(self, routes: Routes, auth: BasicAuth | None, cache: MetricsCache, headers: Headers,
+                 auth_pool: ThreadPoolExecutor, pool: ThreadPoolExecutor) -> None:
+        super().__init__(auth, headers, auth_pool, pool)
+        self.routes = routes
+        self.cache = cache
 
     async def _get(self, req: _Request) -> None:
         path = req.path
@@ -393,29 +436,6 @@ class _App:
             return 400, {"error": f"not an Alertmanager webhook payload: {exc}"}
         return self.routes.webhook(payload)
 
-    async def _read_body(self, req: _Request) -> bytes:
-        """The request body, at most MAX_BODY_BYTES; raises _BodyError with the status to answer."""
-        if req.header("transfer-encoding") is None:  # h11 refused any coding but chunked
-            length = req.header("content-length")
-            if length is None:
-                raise _BodyError(411, "Content-Length required")
-            if int(length) > MAX_BODY_BYTES:
-                raise _BodyError(413, f"body over {MAX_BODY_BYTES} bytes")
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            message = await req.receive()
-            if message["type"] != "http.request":
-                raise _Gone
-            part = message.get("body", b"")
-            total += len(part)
-            if total > MAX_BODY_BYTES:
-                raise _BodyError(413, f"body over {MAX_BODY_BYTES} bytes")
-            parts.append(part)
-            if not message.get("more_body", False):
-                req.body_read = True
-                return b"".join(parts)
-
 
 # --------------------------------------------------------------------------- uvicorn, adapted
 
@@ -423,7 +443,7 @@ class _App:
 class _Config(uvicorn.Config):
     """uvicorn's config as used here, plus what the protocol and the server read from it."""
 
-    def __init__(self, app: _App, *, tls: ssl.SSLContext | None, request_timeout: float) -> None:
+    def __init__(self, app: AsgiApp, *, tls: ssl.SSLContext | None, request_timeout: float) -> None:
         super().__init__(
             app, http=_Protocol, loop="asyncio", ws="none", lifespan="off", interface="asgi3",
             log_config=None, access_log=False, proxy_headers=False, server_header=False, backlog=BACKLOG,
@@ -626,25 +646,31 @@ def _raise_open_files_limit() -> None:
 # --------------------------------------------------------------------------- the server
 
 
-class ExporterServer:
-    def __init__(self, host: str, port: int, routes: Routes, web: WebConfig | None = None, *,
-                 request_timeout: float = REQUEST_TIMEOUT) -> None:
+class HttpServer:
+    """uvicorn's h11 protocol on a socket bound here (a busy port is an OSError at once), in a thread
+    of its own, serving the ASGI app ``make_app`` builds with the web config's TLS, basic auth and
+    headers, and this server's thread pools: ``make_app(auth, headers, auth_pool, pool)``."""
+
+    thread_name = "http"
+
+    def __init__(self, host: str, port: int, make_app: Callable[[BasicAuth | None, Headers, ThreadPoolExecutor,
+                                                                 ThreadPoolExecutor], AsgiApp],
+                 web: WebConfig | None = None, *, request_timeout: float = REQUEST_TIMEOUT,
+                 route_threads: int = ROUTE_THREADS) -> None:
         web = web or WebConfig()
         self.web = web
-        self.routes = routes
         self.request_timeout = request_timeout
         self.auth = BasicAuth(web.users) if web.auth_required else None
-        self.metrics_cache = MetricsCache(routes.registry, routes.metrics_version)
         tls = web.tls.context() if web.tls is not None else None
         _quiet_uvicorn()
         self._sock = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
                                           backlog=BACKLOG)
         self._port: int = self._sock.getsockname()[1]
-        self._auth_pool = ThreadPoolExecutor(AUTH_THREADS, thread_name_prefix="http-auth")
-        self._pool = ThreadPoolExecutor(ROUTE_THREADS, thread_name_prefix="http-route")
+        self._auth_pool = ThreadPoolExecutor(AUTH_THREADS, thread_name_prefix=f"{self.thread_name}-auth")
+        self._pool = ThreadPoolExecutor(route_threads, thread_name_prefix=f"{self.thread_name}-route")
         headers: Headers = [(b"Server", SERVER), (b"Cache-Control", b"no-store"),
                             *((k.encode("latin-1"), v.encode("latin-1")) for k, v in web.headers.items())]
-        app = _App(routes, self.auth, self.metrics_cache, headers, self._auth_pool, self._pool)
+        app = make_app(self.auth, headers, self._auth_pool, self._pool)
         self._server = _Server(_Config(app, tls=tls, request_timeout=request_timeout), self._sock)
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -669,21 +695,11 @@ class ExporterServer:
 
     def start(self) -> None:
         """Serve in background threads; returns once listening."""
-        self._thread = threading.Thread(target=self.serve_forever, name="http", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, name=self.thread_name, daemon=True)
         self._thread.start()
         while not self._server.listening.wait(0.05):
             if not self._thread.is_alive():
                 raise RuntimeError("the HTTP server stopped before it listened")
-        threading.Thread(target=self._prerender_loop, name="metrics-render", daemon=True).start()
-
-    def _prerender_loop(self) -> None:
-        while not self._stop.is_set():
-            self.metrics_cache.wake.wait(PRERENDER_POLL)
-            self.metrics_cache.wake.clear()
-            try:
-                self.metrics_cache.prerender()
-            except Exception as exc:  # noqa: BLE001 - a scrape renders for itself then, and says why
-                log.warning("metrics_prerender_failed", error=f"{type(exc).__name__}: {exc}")
 
     def shutdown(self) -> None:
         self._stop.set()
@@ -695,4 +711,39 @@ class ExporterServer:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-__all__ = ["ExporterServer", "MetricsCache", "Routes"]
+class ExporterServer(HttpServer):
+    """The exporter's own endpoints: /metrics (rendered ahead of the scrapes), /, /healthz,
+    /breaker/<pool> and the Alertmanager webhook."""
+
+    def __init__(self, host: str, port: int, routes: Routes, web: WebConfig | None = None, *,
+                 request_timeout: float = REQUEST_TIMEOUT) -> None:
+        self.routes = routes
+        self.metrics_cache = MetricsCache(routes.registry, routes.metrics_version)
+
+        def make_app(auth: BasicAuth | None, headers: Headers, auth_pool: ThreadPoolExecutor,
+                     pool: ThreadPoolExecutor) -> AsgiApp:
+            return _App(routes, auth, self.metrics_cache, headers, auth_pool, pool)
+
+        super().__init__(host, port, make_app, web, request_timeout=request_timeout)
+
+    def start(self) -> None:
+        super().start()
+        threading.Thread(target=self._prerender_loop, name="metrics-render", daemon=True).start()
+
+    def _prerender_loop(self) -> None:
+        while not self._stop.is_set():
+            self.metrics_cache.wake.wait(PRERENDER_POLL)
+            self.metrics_cache.wake.clear()
+            try:
+                self.metrics_cache.prerender()
+            except Exception as exc:  # noqa: BLE001 - a scrape renders for itself then, and says why
+                log.warning("metrics_prerender_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+__all__ = ["REALM", "AsgiApp", "ExporterServer", "Headers", "HttpServer", "MetricsCache", "Request", "Routes",
+           "BodyError", "Gone"]
+
+# the names an AsgiApp in another module uses
+Request = _Request
+BodyError = _BodyError
+Gone = _Gone

@@ -26,11 +26,12 @@ from decimal import Decimal
 from typing import Literal
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from exporter import __version__
+from exporter import __version__, buildinfo
 from exporter.billing.poller import BillingSnapshot
-from exporter.billing.wire import ANALYTICS_PRODUCTS
+from exporter.billing.wire import ANALYTICS_PRODUCTS, API_TOKEN_TYPES
 from exporter.billing.store import DEFAULT_WORKSPACE
 from exporter.core.breaker import DROP_REASONS, MAX_PER_POOL, MAX_TOTAL
 from exporter.core.budget import DRIFT_WINDOWS, WINDOWS
@@ -45,6 +46,8 @@ CACHED = "Cached: computed by the exporter's last log refresh, not at scrape tim
 POOL_CACHED = "Cached: computed at the last log refresh or Admin API poll."
 BILLED_CACHED = "Cached from the last successful Admin API poll."
 NONE_LABEL = "none"  # a billed row without that dimension
+#: one vocabulary for tokens, billed and estimated alike (exporter.core.records.TOKEN_TYPES)
+TOKEN_TYPE_HELP = "token_type: input (uncached input), output, cache_read, cache_write_5m, cache_write_1h."
 
 
 @dataclass(frozen=True)
@@ -73,7 +76,9 @@ def _pool(name: str, help: str, *labels: str) -> MetricSpec:
     return _g(name, f"{help} {POOL_CACHED}", "pool", *labels)
 
 
-BUILD_INFO = _g("claude_exporter_build_info", "Version of claude-budget-exporter; always 1.", "version")
+BUILD_INFO = _g("claude_exporter_build_info", "The running build of claude-budget-exporter: its version, the source "
+                "revision it was built from ('unknown' when it cannot tell) and the Python that runs it; always 1.",
+                "version", "revision", "python_version")
 # ---- estimates from the local logs
 ESTIMATED_COST = _c("claude_estimated_cost_usd",
                     f"Estimated spend in USD from local usage logs at list price, since the state began. {CACHED}",
@@ -84,7 +89,7 @@ REPORTED_COST = _c(
     "estimate at list price, in CLI results), beside claude_estimated_cost_usd_total for the same requests; "
     f"only sources and models whose logs state a cost. {CACHED}", "source", "model")
 ESTIMATED_TOKENS = _c("claude_estimated_tokens",
-                      f"Tokens seen in local usage logs, deduplicated per request. {CACHED}",
+                      f"Tokens seen in local usage logs, deduplicated per request. {TOKEN_TYPE_HELP} {CACHED}",
                       "source", "model", "token_type")
 UNPRICED_TOKENS = _c("claude_unpriced_tokens",
                      f"Tokens of models with no known price: not in any estimate until a price is configured. {CACHED}",
@@ -153,6 +158,7 @@ BILLED_COST = _g(
     "claude_billed_cost_usd",
     "Billed cost in USD from the Admin API cost report (amount in cents / 100). window: today and "
     "yesterday are UTC days, period is the current UTC calendar month to date (today is partial). "
+    f"{TOKEN_TYPE_HELP[:-1]}, or none for a cost that is not tokens (the API's names are mapped to these). "
     f"workspace_id 'default' is the default workspace. product is the surface the analytics API "
     f"attributes it to ('none' from the legacy cost report). {BILLED_CACHED}",
     "window", "workspace_id", "model", "cost_type", "token_type", "product")
@@ -198,7 +204,7 @@ BILLED_TOKENS = _g(
     "claude_billed_tokens",
     "Billed tokens from the Admin API messages usage report (fresher than cost, about 5 minutes behind). "
     "window: today and yesterday are UTC days, period is the current UTC calendar month to date. "
-    f"token_type input is uncached input. {BILLED_CACHED}", "window", "workspace_id", "model", "token_type")
+    f"{TOKEN_TYPE_HELP} {BILLED_CACHED}", "window", "workspace_id", "model", "token_type")
 BILLED_COMPLETE = _g(
     "claude_billed_complete_through_timestamp_seconds",
     "End of the last complete UTC day the cost report covers, or with the analytics API the end of its last "
@@ -245,12 +251,39 @@ BLOCK = ("The current 5-hour block of the source's requests: it began at the UTC
 BLOCK_START = _g("claude_block_start_timestamp_seconds", f"{BLOCK} Unix time it began. {CACHED}", "source")
 BLOCK_END = _g("claude_block_end_timestamp_seconds", f"{BLOCK} Unix time it ends. {CACHED}", "source")
 BLOCK_COST = _g("claude_block_cost_usd", f"{BLOCK} Its estimated USD so far, at list price. {CACHED}", "source")
-BLOCK_TOKENS = _g("claude_block_tokens", f"{BLOCK} Its tokens so far. {CACHED}", "source", "token_type")
+BLOCK_TOKENS = _g("claude_block_tokens", f"{BLOCK} Its tokens so far. {TOKEN_TYPE_HELP} {CACHED}", "source",
+                  "token_type")
 BLOCK_REQUESTS = _g("claude_block_requests", f"{BLOCK} Its requests so far. {CACHED}", "source")
 BLOCK_BURN = _g("claude_block_burn_rate_usd_per_hour",
                 f"{BLOCK} Its USD per hour since it began. {CACHED}", "source")
 BLOCK_PROJECTED = _g("claude_block_projected_cost_usd",
                      f"{BLOCK} Its USD at its end at that burn rate. {CACHED}", "source")
+# ---- the otlp sources: Claude Code's own telemetry, received over OTLP/HTTP (exporter.otlp)
+OTLP_REQUESTS = _c(
+    "claude_otlp_requests",
+    "OTLP/HTTP requests an otlp source answered since the exporter started, by signal (logs, metrics) and HTTP "
+    "status: 200 committed to the state; 400 not an OTLP request; 401 a missing or wrong credential; 413 too "
+    "large; 415 another content type or encoding; 503 not stored (the sender retries; nothing of it was kept).",
+    "source", "signal", "code")
+OTLP_REFUSED = _c(
+    "claude_otlp_refused",
+    "OTLP requests an otlp source refused whole since the exporter started, by reason: malformed (not an OTLP "
+    "request of that signal), bad_encoding (gzip that does not unpack, another Content-Encoding), media_type "
+    "(neither protobuf nor JSON), too_large (over max_body_bytes as sent, or four times that unpacked).",
+    "source", "signal", "reason")
+OTLP_ITEMS = _c(
+    "claude_otlp_items",
+    "Events and metric points an otlp source received since the exporter started, by what became of them: "
+    "counted; duplicate (a retried request's copy, a cumulative point already taken); ignored (Claude Code's "
+    "other events and metrics); superseded (a metric point without a session, of a user whose api_request events "
+    "count it); or rejected, which the partial-success answer counts: bad_usage, bad_timestamp, bad_temporality.",
+    "source", "signal", "result")
+TELEMETRY_SPEND = _g(
+    "claude_telemetry_spend_usd",
+    "Estimated USD of an otlp source by the value of one of its telemetry attributes (sources[].attributes: "
+    "team, user.email, ...), window today and yesterday (UTC days) or period (the UTC month to date). Only with "
+    "the source's attribute_labels: top keeps the attribute_top_n values of the month and sums the rest as "
+    f"'other'; hashed shows a short stable hash. {CACHED}", "source", "window", "attribute", "value")
 
 FAMILIES: tuple[MetricSpec, ...] = tuple(v for v in list(globals().values()) if isinstance(v, MetricSpec))
 
@@ -260,6 +293,8 @@ class ExporterCollector(Collector):
 
     def __init__(self, snapshot: Callable[[], Snapshot]) -> None:
         self._snapshot = snapshot
+        # looked up once, here, not at every scrape (a few file reads at most: see buildinfo)
+        self._build = [__version__, buildinfo.revision(), buildinfo.python_version()]
 
     def describe(self) -> Iterator[Metric]:
         for spec in FAMILIES:
@@ -268,7 +303,7 @@ class ExporterCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
         build = BUILD_INFO.family()
-        build.add_metric([__version__], 1)
+        build.add_metric(self._build, 1)
         yield build
         yield from _estimated(snap)
         yield from _sources(snap)
@@ -277,6 +312,7 @@ class ExporterCollector(Collector):
         yield from _breakers(snap)
         yield from _rate_limits(snap)
         yield from _blocks(snap)
+        yield from _otlp(snap)
         today = datetime.fromtimestamp(snap.built_at, UTC).date()
         if len(snap.billings) > 1 or (snap.billings and snap.billings[0].org != "default"):
             yield from _per_org([list(billed_families(b, today, snap.model_label, snap.claude_code_report,
@@ -287,9 +323,15 @@ class ExporterCollector(Collector):
                                        snap.actor_labels, snap.actor_top_n)
 
 
-def make_registry(collector: Collector) -> CollectorRegistry:
-    """Our own registry: no process or platform collectors from the default one."""
+def make_registry(collector: Collector, *, runtime: bool = True) -> CollectorRegistry:
+    """Our own registry (not the client library's global one), with the client library's
+    ``process_*`` and ``python_*`` families beside ours unless ``runtime`` is False. Those read
+    /proc at scrape time; ours read only the snapshot."""
     registry = CollectorRegistry(auto_describe=False)
+    if runtime:
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
     registry.register(collector)
     return registry
 
@@ -442,6 +484,37 @@ def _breakers(snap: Snapshot) -> Iterator[Metric]:
     yield from (ready, requests, held, dropped)
 
 
+def _otlp(snap: Snapshot) -> Iterator[Metric]:
+    requests, refused, items, spend = fams = [s.family() for s in (
+        OTLP_REQUESTS, OTLP_REFUSED, OTLP_ITEMS, TELEMETRY_SPEND)]
+    o = snap.otlp
+    if o is not None:
+        for labels, n in sorted(o.requests.items()):
+            requests.add_metric(list(labels), n)
+        for labels, n in sorted(o.refused.items()):
+            refused.add_metric(list(labels), n)
+        for labels, n in sorted(o.items.items()):
+            items.add_metric(list(labels), n)
+        for (source, attribute), rows in sorted(_by_attribute(o.spend).items()):
+            rule, top_n = o.labels.get(source, ("none", 0))
+            name = actor_namer({v: usd for (w, v), usd in rows.items() if w == "period"}, rule, top_n)
+            sums: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+            for (window, value), usd in rows.items():
+                sums[(window, name(value) or "other")] += usd
+            for (window, label), usd in sorted(sums.items()):
+                spend.add_metric([source, window, attribute, label], float(usd))
+    yield from fams
+
+
+def _by_attribute(spend: Mapping[tuple[str, str, str, str], Decimal]
+                  ) -> dict[tuple[str, str], dict[tuple[str, str], Decimal]]:
+    """(source, window, attribute, value) sums as (source, attribute) -> (window, value) -> USD."""
+    out: dict[tuple[str, str], dict[tuple[str, str], Decimal]] = defaultdict(dict)
+    for (source, window, attribute, value), usd in spend.items():
+        out[(source, attribute)][(window, value)] = usd
+    return out
+
+
 def _label(value: str | None) -> str:
     return value if value else NONE_LABEL
 
@@ -507,6 +580,18 @@ def _spend_limits(snap: BillingSnapshot, rule: str, top_n: int) -> Iterator[Metr
     yield from fams.values()
 
 
+#: the cost report's token_type -> the one token_type vocabulary of every series (TOKEN_TYPES);
+#: a value already in it stays, anything the API adds later is "other"
+_BILLED_TOKEN_TYPE = {**dict(zip(API_TOKEN_TYPES, TOKEN_TYPES, strict=True)), **{t: t for t in TOKEN_TYPES}}
+
+
+def _token_type(value: str | None) -> str:
+    """A closed label: input, output, cache_read, cache_write_5m, cache_write_1h; none; other."""
+    if not value:
+        return NONE_LABEL
+    return _BILLED_TOKEN_TYPE.get(value, "other")
+
+
 def _product(value: str | None) -> str:
     """A closed label: the documented product surfaces, anything new ``other``."""
     if not value:
@@ -545,7 +630,7 @@ def billed_families(snap: BillingSnapshot, today: date, model_label: Callable[[s
         for (day, ws, model, cost_type, token_type, product), (amount, list_amount) in daily_cost.items():
             if first <= day <= last:
                 ws_label, model_label_, product_label = ws or DEFAULT_WORKSPACE, model_of(model), _product(product)
-                sums[(ws_label, model_label_, _label(cost_type), _label(token_type), product_label)] += amount
+                sums[(ws_label, model_label_, _label(cost_type), _token_type(token_type), product_label)] += amount
                 if list_amount is not None:
                     lsums[(ws_label, model_label_, product_label)] += list_amount
         for key, amount in sorted(sums.items()):

@@ -33,8 +33,12 @@ def build_report(
     since: date | None = None,
     until: date | None = None,
     billed_by_day: Mapping[date, Decimal] | None = None,
+    billed_error: str | None = None,
 ) -> dict[str, Any]:
     """The ``report --json`` object from hourly aggregates (and billed USD per UTC day).
+
+    ``billed_error``: why fresh billed figures could not be fetched (the billed figures are then the
+    last stored ones, or none); null when they were, or when no Admin API is configured.
 
     ``reported_usd`` (per model, per day, in the totals) is the sum of what the logs themselves
     said the requests cost (Claude Code's own figure in CLI results), beside our estimate;
@@ -91,6 +95,7 @@ def build_report(
             "models": models,
         })
     return {
+        "billed_error": billed_error,
         "days": days,
         "totals": {
             "estimated_usd": _usd(tot_est),
@@ -217,9 +222,12 @@ def write_table(report: dict[str, Any], out: TextIO = sys.stdout, *, today: date
                      f"{'s' if drift_days != 1 else ''} with both.")
         if partial:
             notes.append("* today so far: the bill is still partial.")
-    elif rows:
+    elif rows and not report.get("billed_error"):
         notes.append("No billed days: with an admin key, Billed and Drift columns compare the estimate with the bill.")
-    out.writelines(paint(n, "2") + "\n" for n in notes)
+    if report.get("billed_error"):
+        shown = "the billed figures shown are the last stored ones" if has_billed else "no billed figures are stored"
+        notes.append(f"Billed figures could not be fetched: {report['billed_error']}; {shown}.")
+    out.writelines(paint(n, "33" if n.startswith("Billed figures could not") else "2") + "\n" for n in notes)
 
 
 def _short(model: str) -> str:

@@ -154,6 +154,7 @@ def _pool_card(s: Any, decision: Any, now: float) -> str:
        aria-valuenow="{fill:.1f}"><div class="fill" style="width:{fill:.2f}%"></div>
     <div class="mark" style="left:{Decimal(s.open_below) * 100:.2f}%" title="breaker opens below {pct(s.open_below)}"></div></div>
   <p class="reason">{_e(reason)}</p>
+  {_pool_chart(s)}
   {windows}
   <dl>
     <dt>Spend this period</dt><dd><span class="num">{usd(s.spend)}</span><br><span class="muted">{split}</span></dd>
@@ -168,10 +169,15 @@ def _pool_card(s: Any, decision: Any, now: float) -> str:
 
 def _sources(snap: Any, now: float) -> str:
     rows = []
-    billing = snap.billing
+    billings = getattr(snap, "billings", ()) or ((snap.billing,) if snap.billing is not None else ())
     for src in snap.sources:
         fresh = ago(now - src.last_success) if src.last_success else "never"
         detail = f"{src.files} file{'s' if src.files != 1 else ''}" if src.kind != "admin_api" else ""
+        # the organisation's own bill: admin_api, or admin_api:<name> with several
+        billing = next((b for b in billings if src.name in ("admin_api", f"admin_api:{b.org}")), None)
+        missing = getattr(src, "missing", ())
+        if missing and src.up:  # a source that is down says it in its error
+            detail += f"; not found: {', '.join(missing)}"
         if src.kind == "admin_api" and billing is not None and billing.complete_through is not None:
             detail = f"bill complete through {_day(billing.complete_through - timedelta(days=1))}"
         state = "up" if src.up else "down"
@@ -234,9 +240,9 @@ def render(snap: Any, decided: Mapping[str, Any], *, now: float, origin: str = "
 <title>Claude credit · claude-budget-exporter</title>
 <style>
 :root{{--bg:#f5f6f8;--card:#fff;--fg:#1f2328;--muted:#656d76;--line:#d8dee4;--ok:#1a7f37;--warn:#b35900;
---bad:#cf222e;--track:#e6e9ee}}
+--bad:#cf222e;--track:#e6e9ee;--billed:#3b6fd6;--est:#a8c3f3}}
 @media (prefers-color-scheme:dark){{:root{{--bg:#0d1117;--card:#161b22;--fg:#e6edf3;--muted:#8d96a0;
---line:#30363d;--ok:#3fb950;--warn:#d29922;--bad:#f85149;--track:#30363d}}}}
+--line:#30363d;--ok:#3fb950;--warn:#d29922;--bad:#f85149;--track:#30363d;--billed:#4f8ff7;--est:#2c5290}}}}
 *{{box-sizing:border-box}}
 body{{margin:0;padding:1rem;background:var(--bg);color:var(--fg);font:15px/1.45 system-ui,-apple-system,
 "Segoe UI",Roboto,"DejaVu Sans",sans-serif}}
@@ -273,12 +279,29 @@ td,th{{padding:.3rem .7rem;text-align:left;border-bottom:1px solid var(--line);w
 td.num{{text-align:right}} .models{{min-width:auto}} .scroll{{overflow-x:auto}}
 .up{{color:var(--ok);font-weight:600}} .down{{color:var(--bad);font-weight:600}} .err{{color:var(--bad);white-space:normal}}
 nav{{margin-top:1.4rem;font-size:.9rem}} nav a{{margin-right:.8rem}}
+.chart{{margin:.5rem 0 .2rem}} .chart svg{{display:block;width:100%;height:auto;overflow:visible}}
+.chart figcaption{{font-size:.75rem;color:var(--muted);margin-top:.15rem}}
+.chart text{{font:10px system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif}}
+.chart .lbl{{fill:var(--fg)}} .chart .tick{{fill:var(--muted)}}
+.chart .axis{{stroke:var(--line)}} .chart .now{{stroke:var(--muted);stroke-dasharray:2 2;opacity:.7}}
+.chart .billed{{fill:var(--billed)}} .chart .est{{fill:var(--est)}}
+.chart .credit{{stroke:var(--bad);stroke-width:1.2}} .chart .trip{{stroke:var(--bad);stroke-dasharray:1 3;opacity:.7}}
+.chart .proj{{stroke:var(--fg);stroke-width:1.2;stroke-dasharray:4 3;opacity:.75}}
+.chart .spent{{fill:var(--fg)}} .chart .dry{{fill:var(--bad)}}
+.chart .track{{fill:var(--track)}} .chart .used{{fill:var(--billed)}} .chart .elapsed{{fill:var(--est)}}
+.key{{display:inline-block;width:.8em;height:.55em;margin:0 .25em 0 .5em;vertical-align:middle}}
+.key.billed{{background:var(--billed)}} .key.est{{background:var(--est)}}
+.key.proj{{border-top:2px dashed var(--fg);height:0}} .key.credit{{border-top:2px solid var(--bad);height:0}}
+.windows-list{{display:grid;grid-template-columns:repeat(auto-fit,minmax(min(100%,18rem),1fr));gap:.6rem}}
+.window{{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:.5rem .7rem}}
+.window h4{{margin:0;font-size:.85rem;font-weight:600}}
 @media (max-width:30rem){{body{{padding:.6rem}} dl{{grid-template-columns:1fr}} dt{{margin-top:.3rem}}}}
 </style></head>
 <body><main>
 <div class="top"><h1>Claude credit</h1><span class="muted">as of {_e(as_of)} · refreshes every {int(refresh_seconds)} s</span></div>
 {banner}
 {body}
+{_windows_section(snap, now) if snap.ready else ""}
 <h3>Data freshness</h3>
 {_sources(snap, now)}
 {_estimated_by_model(snap)}
@@ -318,9 +341,179 @@ def _window_card(w: Any, decision: Any, now: float) -> str:
        aria-valuenow="{fill:.1f}"><div class="fill" style="width:{fill:.2f}%"></div>
     <div class="mark" style="left:{Decimal(w.open_below) * 100:.2f}%" title="breaker opens below {pct(w.open_below)}"></div></div>
   <p class="reason">{_e(reason)}</p>
+  {_window_bars(w.used, w.period_start, w.period_end, w.reset, now, w.open_below)}
   <dl>
     <dt>Resets</dt><dd>{resets}</dd>
     <dt>Last report</dt><dd>{_e(last)}{f" · status {_e(w.status)}" if w.status else ""}</dd>
   </dl>
   <footer><span class="muted">reported by {_e(w.source)}</span> · <a href="/breaker/{_e(quote(w.pool, safe=''))}">/breaker/{name}</a></footer>
 </section>"""
+
+
+# --------------------------------------------------------------------------- charts (inline SVG, drawn here)
+
+#: a chart's drawing units: the SVG scales to its card's width, so text stays this size on a phone
+_W, _H = 320, 150
+_LEFT, _RIGHT, _TOP, _BOTTOM = 6, 6, 12, 18
+
+
+def _n(value: float) -> str:
+    """A coordinate, short."""
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def _short_usd(value: Decimal) -> str:
+    """Dollars for an axis: no cents past $100."""
+    v = Decimal(value)
+    return usd(v) if abs(v) < 100 else f"${v.quantize(Decimal(1), rounding=ROUND_HALF_UP):,}"
+
+
+def _tick_label(moment: datetime, hourly: bool) -> str:
+    return moment.astimezone(UTC).strftime("%H:%M") if hourly else _day(moment)
+
+
+def _pool_chart(s: Any) -> str:
+    """The period so far as cumulative spend by day (billed, then the calibrated estimate on top), the
+    credit and the breaker's line, and the projection to the period's end at the current burn."""
+    t0, t1 = float(s.period_start.timestamp()), float(s.period_end.timestamp())
+    span = max(t1 - t0, 1.0)
+    at = min(max(float(s.now.timestamp()), t0), t1)
+    pw, ph = _W - _LEFT - _RIGHT, _H - _TOP - _BOTTOM
+    buckets = tuple(s.buckets)
+    credit = Decimal(s.credit)
+    # the scale holds the credit and the spend; a projection far past them is cut at the top (its
+    # figure is written), or the days would shrink to nothing under it
+    base = max(credit, Decimal(s.spend), Decimal("0.01"))
+    top = max(base * Decimal("1.15"), min(Decimal(s.projected_spend), base * Decimal("1.6")) * Decimal("1.08"))
+
+    def x(t: float) -> float:
+        return _LEFT + pw * min(max((t - t0) / span, 0.0), 1.0)
+
+    def y(v: Decimal) -> float:
+        return _TOP + ph * (1 - float(max(Decimal(0), min(Decimal(v), top)) / top))
+
+    parts = [f'<line class="axis" x1="{_LEFT}" y1="{_n(y(Decimal(0)))}" x2="{_W - _RIGHT}" y2="{_n(y(Decimal(0)))}"/>']
+    width = pw * (3600 * s.bucket_hours) / span
+    gap = min(1.0, width * 0.15)
+    cum_billed = cum_est = Decimal(0)
+    for b in buckets:
+        cum_billed += b.spend_billed
+        cum_est += b.spend_estimated
+        bx0 = x(b.start.timestamp())
+        bx1 = min(x(b.start.timestamp() + 3600 * s.bucket_hours), x(at) if b is buckets[-1] else _W)
+        w = max(bx1 - bx0 - gap, 0.6)
+        when_text = _tick_label(b.start, s.bucket_hours < 24)
+        day_bits = [f"estimated {usd(b.estimated)}"] + ([f"billed {usd(b.billed)}"] if b.billed is not None else [])
+        tip = (f"{when_text}: {usd(cum_billed + cum_est)} so far this period "
+               f"(billed {usd(cum_billed)} + estimate {usd(cum_est)}); that {'hour' if s.bucket_hours < 24 else 'day'}: "
+               + ", ".join(day_bits))
+        parts.append(f'<g class="bucket"><title>{_e(tip)}</title>')
+        if cum_billed > 0:
+            parts.append(f'<rect class="billed" x="{_n(bx0)}" y="{_n(y(cum_billed))}" width="{_n(w)}" '
+                         f'height="{_n(y(Decimal(0)) - y(cum_billed))}"/>')
+        if cum_est > 0:
+            parts.append(f'<rect class="est" x="{_n(bx0)}" y="{_n(y(cum_billed + cum_est))}" width="{_n(w)}" '
+                         f'height="{_n(y(cum_billed) - y(cum_billed + cum_est))}"/>')
+        parts.append("</g>")
+    # the breaker opens when what is left falls under open_below of the credit
+    if credit > 0:
+        trip = credit * (1 - Decimal(s.open_below))
+        parts.append(f'<line class="trip" x1="{_LEFT}" y1="{_n(y(trip))}" x2="{_W - _RIGHT}" y2="{_n(y(trip))}">'
+                     f"<title>the breaker opens past {_e(usd(trip))} spent</title></line>")
+        parts.append(f'<line class="credit" x1="{_LEFT}" y1="{_n(y(credit))}" x2="{_W - _RIGHT}" y2="{_n(y(credit))}">'
+                     f"<title>credit {_e(usd(credit))}</title></line>")
+        parts.append(f'<text class="lbl" x="{_LEFT + 2}" y="{_n(y(credit) - 3)}">credit {_e(_short_usd(credit))}</text>')
+    spend = Decimal(s.spend)
+    projected = Decimal(s.projected_spend)
+    if s.rolling:  # the window at this rate holds burn x its hours, whenever
+        parts.append(f'<line class="proj" x1="{_LEFT}" y1="{_n(y(projected))}" x2="{_W - _RIGHT}" y2="{_n(y(projected))}">'
+                     f"<title>at this rate the window holds {_e(usd(projected))}</title></line>")
+    elif t1 > at:
+        t_end, v_end = t1, projected
+        if projected > top and projected > spend:  # cut where it leaves the chart
+            t_end = at + (t1 - at) * float((top - spend) / (projected - spend))
+            v_end = top
+        parts.append(f'<line class="proj" x1="{_n(x(at))}" y1="{_n(y(spend))}" x2="{_n(x(t_end))}" y2="{_n(y(v_end))}">'
+                     f"<title>projected {_e(usd(projected))} by the reset at the current burn</title></line>")
+    anchor_y = max(y(projected) - 3, _TOP - 3)
+    parts.append(f'<text class="lbl" x="{_W - _RIGHT}" y="{_n(anchor_y)}" text-anchor="end">'
+                 f"{_e(_short_usd(projected))} {'at this rate' if s.rolling else 'projected'}"
+                 f"{' ↑' if projected > top else ''}</text>")
+    if not s.rolling and s.exhaustion is not None and s.exhaustion.timestamp() < t1 and credit > 0:
+        ex = x(s.exhaustion.timestamp())
+        parts.append(f'<circle class="dry" cx="{_n(ex)}" cy="{_n(y(credit))}" r="3">'
+                     f"<title>runs dry {_e(when(s.exhaustion))} at this rate</title></circle>")
+    parts.append(f'<line class="now" x1="{_n(x(at))}" y1="{_TOP}" x2="{_n(x(at))}" y2="{_n(y(Decimal(0)))}"/>')
+    parts.append(f'<circle class="spent" cx="{_n(x(at))}" cy="{_n(y(spend))}" r="2.5">'
+                 f"<title>{_e(usd(spend))} spent so far</title></circle>")
+    hourly = s.rolling or s.bucket_hours < 24
+    baseline = _H - 5
+    left_label = f"{int(span // 3600)} h ago" if s.rolling else _tick_label(s.period_start, hourly)
+    right_label = "now" if s.rolling else _tick_label(s.period_end, hourly)
+    parts.append(f'<text class="tick" x="{_LEFT}" y="{baseline}">{_e(left_label)}</text>')
+    parts.append(f'<text class="tick" x="{_W - _RIGHT}" y="{baseline}" text-anchor="end">{_e(right_label)}</text>')
+    if not s.rolling and _LEFT + 55 < x(at) < _W - _RIGHT - 55:
+        parts.append(f'<text class="tick" x="{_n(x(at))}" y="{baseline}" text-anchor="middle">now</text>')
+    summary = (f"Spend of {s.pool} this period: {usd(spend)} of {usd(credit)}"
+               f"{'' if s.rolling else ', projected ' + usd(projected) + ' by the reset'}")
+    keys = [("billed", "billed")] if s.billed_basis not in ("none", "spend_limit") and not s.rolling else []
+    keys += [("est", "estimate")] if s.billed_basis != "spend_limit" else []  # a limit's spend is one figure
+    keys += [("proj", "at this rate" if s.rolling else "projection"), ("credit", "credit")]
+    legend = " ".join(f'<span class="key {cls}"></span>{label}' for cls, label in keys)
+    return (f'<figure class="chart"><svg viewBox="0 0 {_W} {_H}" role="img" aria-label="{_e(summary)}">'
+            f'<title>{_e(summary)}</title>{"".join(parts)}</svg><figcaption>{legend}</figcaption></figure>')
+
+
+def _window_bars(used: Decimal | None, start: datetime | None, end: datetime | None, reset: bool, now: float,
+                 open_below: Decimal | None = None, label: str = "") -> str:
+    """A subscription window as two bars: how much of it is used, and how much of its time has passed
+    until it resets (used ahead of time means it runs out before the reset)."""
+    track = _W - 2 * _LEFT - 40
+    x0 = _LEFT + 40
+    frac_used = float(min(max(used or Decimal(0), Decimal(0)), Decimal(1)))
+    if start is not None and end is not None and not reset:
+        frac_time = min(max((now - start.timestamp()) / max(end.timestamp() - start.timestamp(), 1.0), 0.0), 1.0)
+        time_text = f"resets {until(end.timestamp() - now)}"
+    else:
+        frac_time = 0.0
+        time_text = "reset; no report since" if reset else "no report yet"
+    used_text = "–" if used is None else pct(Decimal(used), 0)
+    parts = [
+        f'<text class="tick" x="{_LEFT}" y="15">used</text>',
+        f'<rect class="track" x="{x0}" y="6" width="{track}" height="12" rx="3"/>',
+        f'<rect class="used" x="{x0}" y="6" width="{_n(track * frac_used)}" height="12" rx="3">'
+        f"<title>{_e(used_text)} of the window used</title></rect>",
+        f'<text class="lbl" x="{x0 + 4}" y="15.5">{_e(used_text)}</text>',
+        f'<text class="tick" x="{_LEFT}" y="37">time</text>',
+        f'<rect class="track" x="{x0}" y="28" width="{track}" height="12" rx="3"/>',
+        f'<rect class="elapsed" x="{x0}" y="28" width="{_n(track * frac_time)}" height="12" rx="3">'
+        f"<title>{_e(time_text)}</title></rect>",
+        f'<text class="lbl" x="{x0 + 4}" y="37.5">{_e(time_text)}</text>',
+    ]
+    if open_below is not None:
+        mark = x0 + track * float(1 - Decimal(open_below))
+        parts.append(f'<line class="credit" x1="{_n(mark)}" y1="3" x2="{_n(mark)}" y2="21">'
+                     f"<title>the breaker opens past {_e(pct(1 - Decimal(open_below), 0))} used</title></line>")
+    summary = f"{label}{used_text} used, {time_text}"
+    return (f'<figure class="chart window"><svg viewBox="0 0 {_W} 46" role="img" aria-label="{_e(summary)}">'
+            f'<title>{_e(summary)}</title>{"".join(parts)}</svg></figure>')
+
+
+def _windows_section(snap: Any, now: float) -> str:
+    """Every subscription window the rate_limits sources reported that no window pool shows."""
+    from exporter.core.windows import WINDOW_SECONDS, judge
+
+    shown = {(w.source, w.window) for w in getattr(snap, "window_pools", ())}
+    rows = []
+    for r in sorted(getattr(snap, "rate_limits", ()), key=lambda r: (r.source, r.window)):
+        if (r.source, r.window) in shown:
+            continue
+        view = judge(r, now)
+        end = datetime.fromtimestamp(r.resets_at, UTC) if r.resets_at is not None else None
+        start = end - timedelta(seconds=WINDOW_SECONDS.get(r.window, 7 * 86400)) if end is not None else None
+        rows.append(f'<div class="window" data-window="{_e(r.source)}/{_e(r.window)}"><h4>{_e(r.source)} · '
+                    f'{_e(r.window.replace("_", " "))}{" (stale)" if view.stale else ""}</h4>'
+                    f"{_window_bars(view.used, start, end, view.reset, now, label=f'{r.window}: ')}</div>")
+    if not rows:
+        return ""
+    return f'<h3>Subscription windows</h3><div class="windows-list">{"".join(rows)}</div>'

@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import errno
 import glob
+import itertools
 import os
 import stat
 import time
 from collections.abc import Iterable, Iterator, Sequence
 
-from exporter.config import SourceConfig
+from exporter.config import SourceConfig, default_claude_dirs
 from exporter.logs.watch import FolderWatcher
 
-__all__ = ["FULL_SCAN_SECONDS", "DirCache", "Finder", "Listed", "discover"]
+__all__ = ["FULL_SCAN_SECONDS", "DirCache", "Finder", "Listed", "discover", "judge_missing", "missing_paths"]
 
 FULL_SCAN_SECONDS = 300.0  # a watched finder still stats every file this often
 _GLOB_CHARS = frozenset("*?[")
 
 Listed = tuple[SourceConfig, str, os.stat_result]  # a regular log file, its source and its stat
+#: a source's scan: its regular files, the folders that could not be listed ("path: error"), the files
+#: listed that could not be statted ("path: error") and its configured paths that do not exist
+Scanned = tuple[int, list[str], list[str], list[str]]
 
 
 class DirCache:
@@ -100,15 +104,58 @@ class DirCache:
             stack.extend(subdirs)
 
 
-def discover(source: SourceConfig, cache: DirCache | None = None) -> tuple[list[str], list[str]]:
-    """(files, errors) for a source's paths: folders are walked for ``*.jsonl``, globs expanded."""
+def _glob_root(path: str) -> str:
+    """The folder a glob looks in: its leading components without a glob character."""
+    parts = path.split(os.sep)
+    fixed = list(itertools.takewhile(lambda part: not _GLOB_CHARS.intersection(part), parts))
+    return os.sep.join(fixed) or (os.sep if path.startswith(os.sep) else ".")
+
+
+def _exists(raw: str) -> bool:
+    """Whether a configured path is there: a file or folder (through links), or a glob's folder."""
+    path = os.path.normpath(os.path.expanduser(raw))
+    if _GLOB_CHARS.intersection(path):
+        return os.path.isdir(_glob_root(path))
+    return os.path.exists(path)
+
+
+def _default_folders() -> frozenset[str]:
+    """Claude Code's folders (the usual two, and ``$CLAUDE_CONFIG_DIR``'s): alternatives, of which a
+    machine usually has one, so one of them missing is not worth a word."""
+    dirs = {*default_claude_dirs(), *default_claude_dirs({})}
+    return frozenset(os.path.normpath(os.path.expanduser(d)) for d in dirs)
+
+
+def judge_missing(source: SourceConfig, missing: Sequence[str]) -> tuple[list[str], bool]:
+    """Of a source's paths that do not exist: (those to say, whether the source is down for them).
+
+    A path missing is said (a typo, a folder not made yet), except Claude Code's own folders; the
+    source is down when none of its paths exists and one of them is not such a folder.
+    """
+    defaults = _default_folders() if missing else frozenset()
+    said = [p for p in missing if os.path.normpath(os.path.expanduser(p)) not in defaults]
+    return said, bool(said) and len(set(missing)) == len(set(source.paths))
+
+
+def missing_paths(source: SourceConfig) -> tuple[list[str], bool]:
+    """:func:`judge_missing` of the source's paths as the file system is now."""
+    return judge_missing(source, [raw for raw in source.paths if not _exists(raw)])
+
+
+def discover(source: SourceConfig, cache: DirCache | None = None) -> tuple[list[str], list[str], list[str]]:
+    """(files, errors, missing) for a source's paths: folders are walked for ``*.jsonl``, globs
+    expanded; ``missing`` are the paths as configured that do not exist (a glob: its folder)."""
     cache = cache or DirCache()
     found: set[str] = set()
     errors: list[str] = []
+    missing: list[str] = []
     for raw in source.paths:
         path = os.path.normpath(os.path.expanduser(raw))  # one spelling per folder: the watch is keyed by it
         if _GLOB_CHARS.intersection(path):
-            for p in glob.glob(path, recursive=True):
+            matches = glob.glob(path, recursive=True)
+            if not matches and not os.path.isdir(_glob_root(path)):
+                missing.append(raw)
+            for p in matches:
                 if os.path.isdir(p):
                     found.update(cache.walk(p, errors))
                 else:
@@ -117,7 +164,9 @@ def discover(source: SourceConfig, cache: DirCache | None = None) -> tuple[list[
             found.update(cache.walk(path, errors))
         elif os.path.exists(path):
             found.add(path)
-    return sorted(found), errors
+        else:
+            missing.append(raw)
+    return sorted(found), errors, missing
 
 
 class Finder:
@@ -136,17 +185,17 @@ class Finder:
         self._dircache = DirCache(self.watcher)
         self._stat_cache: dict[str, os.stat_result] = {}
 
-    def scan(self, sources: Sequence[SourceConfig]) -> tuple[list[Listed], dict[str, tuple[int, list[str], list[str]]], int]:
-        """(the regular files in a stable order, per source (its file count, errors, unreadable files), files statted)."""
+    def scan(self, sources: Sequence[SourceConfig]) -> tuple[list[Listed], dict[str, Scanned], int]:
+        """(the regular files in a stable order, per source what :data:`Scanned` says, files statted)."""
         changed = self._changed_files()  # None: stat every file
         cache, stat_cache = self._dircache, self._stat_cache
         watched, links, renewed, sep = cache.watched, cache.links, cache.renewed, os.sep
         fresh: dict[str, os.stat_result] = {}
         listed: list[Listed] = []
-        per_source: dict[str, tuple[int, list[str], list[str]]] = {}
+        per_source: dict[str, Scanned] = {}
         statted = 0
         for source in sources:
-            paths, errors = discover(source, cache)
+            paths, errors, missing = discover(source, cache)
             unreadable: list[str] = []  # files listed that cannot be statted: the source is still up
             regular = 0
             for p in paths:
@@ -167,7 +216,7 @@ class Finder:
                 fresh[p] = st
                 regular += 1
                 listed.append((source, p, st))
-            per_source[source.name] = (regular, errors, unreadable)
+            per_source[source.name] = (regular, errors, unreadable, missing)
         self._stat_cache = fresh
         return listed, per_source, statted
 

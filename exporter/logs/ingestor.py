@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import functools
 import os
+import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,7 +33,7 @@ from exporter.core.pricing import Pricer
 from exporter.logs import coldread
 from exporter.logs import parse as readers
 from exporter.logs.dedup import PICO, AggKey, Batch, DimKey, RefreshStats, row_hour
-from exporter.logs.discover import FULL_SCAN_SECONDS, Finder, Listed
+from exporter.logs.discover import FULL_SCAN_SECONDS, Finder, Listed, judge_missing
 from exporter.logs.ratelimits import RATE_LIMITS, RateLimitTail
 from exporter.state import FileState, StateDB
 
@@ -61,6 +63,7 @@ class SourceStatus:
     error: str | None = None
     last_success: float | None = None
     unreadable: int = 0  # files listed that could not be statted (a dangling link, a loop of links)
+    missing: tuple[str, ...] = ()  # configured paths that do not exist (as said in the log)
 
 
 class Ingestor:
@@ -88,7 +91,8 @@ class Ingestor:
         self.max_line = max_line_bytes
         self.parallel_min_bytes = parallel_min_bytes
         self.workers = min(os.cpu_count() or 1, coldread.MAX_WORKERS) if workers is None else workers
-        self.parsers = {s.name: readers.parser_for(s) for s in self.sources if s.kind != RATE_LIMITS}
+        # otlp sources have no files: their requests come through commit_with (exporter.otlp)
+        self.parsers = {s.name: readers.parser_for(s) for s in self.sources if s.kind not in (RATE_LIMITS, "otlp")}
         # the rate_limits sources: subscription window reports, not requests (listed with the rest)
         self.rate_limits = RateLimitTail(self.sources, state.conn if state else None)
         self.files: dict[str, FileState] = state.files() if state else {}
@@ -109,6 +113,7 @@ class Ingestor:
         self._poison_logged: set[str] = set()
         self._future_said = False  # said once a process: requests dated well ahead of this clock
         self._unreadable_said: set[str] = set()  # unreadable files already said in the log (bounded)
+        self._paths_said: set[tuple[str, str, str]] = set()  # (source, path, problem) said while it lasts
         self.unpriced_seen: list[tuple[str, str]] = []
         self.quiet = False  # a helper process: the parent logs what it found
         # the hourly prune rewrites the dedup index: an hour after the last one, by any process
@@ -118,6 +123,11 @@ class Ingestor:
         self._newest_hour = max((k[0] for k in self.aggregates), default=0)
         self.last_stats = RefreshStats()
         self.last_deltas: dict[AggKey, list[int]] = {}  # what the last successful commit added
+        # what every commit since the last take_deltas() added (a refresh's and the OTLP receiver's)
+        self.unpublished: dict[AggKey, list[int]] = {}
+        # held by a refresh and by every commit_with: one batch at a time owns the index, the label ids
+        # and the state's connection (re-entrant: a reader may hold it around a refresh)
+        self.lock = threading.RLock()
 
     def new_batch(self, now: float, stats: RefreshStats | None = None) -> Batch:
         """An empty batch over this ingestor's dedup index and label ids."""
@@ -128,16 +138,53 @@ class Ingestor:
     # ------------------------------------------------------------------ the refresh
 
     def refresh(self, progress: Callable[[int, int], None] | None = None) -> RefreshStats:
+        with self.lock:
+            return self._refresh(progress)
+
+    def commit_with(self, fill: Callable[[Batch], Callable[[sqlite3.Connection], None] | None],
+                    now: float) -> dict[AggKey, list[int]]:
+        """A batch made outside a refresh (the OTLP receiver's): ``fill`` adds to a new batch and
+        returns what else to write in the same transaction; committed like a refresh's, serialized
+        with refreshes. Returns the batch's aggregate deltas; raises when the commit fails (nothing
+        of it is kept then, in memory or on disk)."""
+        with self.lock:
+            dims_before = len(self.dim_list)
+            batch = self.new_batch(now)
+            try:
+                extra = fill(batch)
+                self._commit(batch, [], [], now, extra)
+            except BaseException:
+                for dk in self.dim_list[dims_before:]:
+                    self.dims.pop(dk, None)
+                del self.dim_list[dims_before:]
+                raise
+            return self.last_deltas
+
+    def take_deltas(self) -> dict[AggKey, list[int]]:
+        """What the commits since the last call added to the aggregates (call it holding ``lock``
+        to read ``aggregates`` consistently with it)."""
+        with self.lock:
+            out, self.unpublished = self.unpublished, {}
+            return out
+
+    def _refresh(self, progress: Callable[[int, int], None] | None = None) -> RefreshStats:
         started = time.perf_counter()
         now = self.clock()
         self.last_deltas = {}
         stats = RefreshStats()
         batch = self.new_batch(now, stats)
         listed, per_source, stats.statted = self._finder.scan(self.sources)
-        for name, (count, errors, unreadable) in per_source.items():
+        for source in self.sources:
+            name = source.name
+            count, errors, unreadable, missing = per_source[name]
+            said, down = judge_missing(source, missing)
+            self._say_paths(name, errors, said, down)
+            if down:
+                errors = [f"not found: {', '.join(said)}", *errors]
             status = self.status[name]
             status.files = count
             status.error = "; ".join(errors[:3]) if errors else None
+            status.missing = tuple(said)
             status.unreadable = len(unreadable)
             for problem in unreadable:
                 if problem not in self._unreadable_said and len(self._unreadable_said) < MAX_SAID:
@@ -196,6 +243,31 @@ class Ingestor:
                      replaced=stats.replaced, bytes=stats.bytes_read, files=stats.files_read,
                      files_gone=len(gone), seconds=round(stats.duration, 4))
         return stats
+
+    def _say_paths(self, name: str, errors: list[str], missing: list[str], down: bool) -> None:
+        """Say each configured path that does not exist and each folder that cannot be listed, once
+        while it lasts (and that it is there again, when it comes back)."""
+        now: set[tuple[str, str, str]] = set()
+        for path in missing:
+            key = (name, path, "missing")
+            now.add(key)
+            if key not in self._paths_said:
+                log.warning("log_path_missing", source=name, path=path,
+                            consequence="the source is down: none of its paths exists" if down
+                            else "the source's other paths are read",
+                            hint="check sources[].paths for a typo; it is looked for again at every refresh")
+        for problem in errors:
+            path, _, error = problem.rpartition(": ")
+            key = (name, path, "unreadable")
+            now.add(key)
+            if key not in self._paths_said and len(self._paths_said) < MAX_SAID:
+                log.warning("log_folder_unreadable", source=name, path=path, error=error,
+                            consequence="the source is down; its files already read keep their totals",
+                            hint="give the exporter's user read and search (r-x) permission on the folder")
+        for gone_name, path, problem in [k for k in self._paths_said if k[0] == name and k not in now]:
+            log.info("log_path_readable_again" if problem == "unreadable" else "log_path_found",
+                     source=gone_name, path=path)
+        self._paths_said = {k for k in self._paths_said if k[0] != name} | now
 
     def close(self) -> None:
         """Let go of the folder watches (a refresh after this stats everything)."""
@@ -448,7 +520,8 @@ class Ingestor:
 
     # ------------------------------------------------------------------ commit
 
-    def _commit(self, batch: Batch, file_updates: list[FileState], gone: list[str], now: float) -> None:
+    def _commit(self, batch: Batch, file_updates: list[FileState], gone: list[str], now: float,
+                extra: Callable[[sqlite3.Connection], None] | None = None) -> None:
         deltas = batch.finish()
         pending = batch.pending
         # the hourly prune writes the dedup index anew without what fell out of the retention
@@ -479,9 +552,18 @@ class Ingestor:
             StateDB.put_files(conn, file_updates)
             StateDB.drop_files(conn, gone)
             self.rate_limits.store(conn)
+            if extra is not None:
+                extra(conn)
         # only after the commit succeeded does memory move on
         self.rate_limits.stored()
         self.last_deltas = deltas
+        for k, v in deltas.items():
+            held = self.unpublished.get(k)
+            if held is None:
+                self.unpublished[k] = list(v)
+            else:
+                for i, x in enumerate(v):
+                    held[i] += x
         for k, v in deltas.items():
             agg = self.aggregates.get(k)
             if agg is None:

@@ -109,6 +109,10 @@ class FolderWatcher:
             err = ctypes.get_errno()
             if err in (errno.ENOENT, errno.ENOTDIR):
                 return False  # gone since it was listed: the next listing says so
+            if err == errno.EACCES:
+                # a folder this process may not read: its listing fails too and says so, with its
+                # path; it is statted each refresh, and every other folder stays watched
+                return False
             log.warning("log_watch_unavailable", folder=folder, error=os.strerror(err),
                         consequence="every refresh stats every log file",
                         hint="raise fs.inotify.max_user_watches" if err == errno.ENOSPC else None)
