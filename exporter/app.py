@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import structlog
 
+from exporter.logsetup import get_logger
 from exporter import logsetup
 from exporter.config import AdminApiConfig, Config
 from exporter.logs.ingestor import Ingestor
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["App", "Service", "build_app", "build_report", "make_billing_poller", "pool_from_state"]
 
-log = structlog.get_logger()
+log = get_logger()
 METRICS_STEP = 15  # seconds: /metrics is rendered again at least this often (windows, expiring alerts)
 
 
@@ -356,8 +356,13 @@ def pool_from_state(config: Config, pool: str, *, clock: Callable[[], float] = t
         now = clock()
         ing = Ingestor(config.sources, state, pricer, clock=lambda: now)
         billings = load_billings(config, state)
+        otlp = None
+        if any(s.otlp is not None for s in config.sources):  # pools on telemetry attributes read them too
+            from exporter.otlp.sink import stored_snapshot
+
+            otlp = stored_snapshot(state.conn, config.sources, config.pools, now)
         snap = Snapshot(built_at=now, billing=billings[0] if billings else None, billings=billings, ready=True,
-                        **build_estimated(ing, pricer, hourly_since=int(now) - HOURLY_DAYS * 86400))
+                        otlp=otlp, **build_estimated(ing, pricer, hourly_since=int(now) - HOURLY_DAYS * 86400))
     finally:
         state.close()
     at = datetime.fromtimestamp(now, UTC)

@@ -18,12 +18,12 @@ from pathlib import Path
 from collections.abc import Callable
 from typing import Any
 
-import structlog
 
+from exporter.logsetup import get_logger
 from exporter import __version__, logsetup
 from exporter.config import Config, ConfigError, load_config, parse_listen
 
-log = structlog.get_logger()
+log = get_logger()
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 EXIT_NO_BILL = 3  # report: printed, but the Admin API's billed figures could not be fetched
 ADMIN_API_WAIT = "2m"  # report: how long a failing Admin API is retried before reporting without it

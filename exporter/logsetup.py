@@ -1,4 +1,9 @@
-"""structlog set-up: key=value on a terminal, JSON lines otherwise, secrets scrubbed."""
+"""structlog set-up: key=value on a terminal, JSON lines otherwise, secrets scrubbed.
+
+structlog is imported at the first event, not at start: it brings asyncio with it, about
+80 ms of a one-shot command's start-up (``report``, ``check``) that logs little or nothing.
+Modules take their logger from :func:`get_logger`, which resolves structlog's on each call.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,6 @@ import logging
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any
-
-import structlog
 
 _secrets: set[str] = set()
 REDACTED = "[REDACTED]"
@@ -39,11 +42,30 @@ def _scrub(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
     return event
 
 
+_pending: dict[str, Any] | None = None  # configure()'s settings, applied at the first event
+
+
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None, secrets: Iterable[str] = ()) -> None:
-    """Configure structlog once per process; ``fmt`` is auto, json or console."""
+    """Configure structlog once per process; ``fmt`` is auto, json or console.
+
+    Applied at once when structlog is already loaded, else at the first event.
+    """
+    global _pending
     for s in secrets:
         register_secret(s)
-    stream = stream or sys.stderr
+    _pending = {"level": level, "fmt": fmt, "stream": stream or sys.stderr}
+    if "structlog" in sys.modules:
+        _apply()
+
+
+def _apply() -> None:
+    global _pending
+    settings, _pending = _pending, None
+    if settings is None:
+        return
+    import structlog
+
+    stream, fmt = settings["stream"], settings["fmt"]
     if fmt == "auto":
         fmt = "console" if getattr(stream, "isatty", lambda: False)() else "json"
     renderer: Any
@@ -60,7 +82,25 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None, secret
             _scrub,
             renderer,
         ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(settings["level"].upper())),
         logger_factory=structlog.PrintLoggerFactory(file=stream),
         cache_logger_on_first_use=False,
     )
+
+
+class _Logger:
+    """A module's logger: structlog's, looked up (and structlog loaded and configured) at each event."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        if _pending is not None:
+            _apply()
+        import structlog
+
+        return getattr(structlog.get_logger(), name)
+
+
+def get_logger() -> Any:
+    """The logger a module keeps in ``log``: ``log.info("event", key=value)`` as with structlog."""
+    return _Logger()

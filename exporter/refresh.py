@@ -22,7 +22,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import structlog
+from exporter.logsetup import get_logger
 
 from exporter.billing.poller import BillingPoller, BillingSnapshot
 from exporter.config import Config, PoolConfig
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from exporter.config.web import WebhookToken
     from exporter.otlp.view import OtlpSnapshot
 
-log = structlog.get_logger()
+log = get_logger()
 ADMIN_SOURCE = "admin_api"
 
 

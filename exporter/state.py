@@ -28,8 +28,8 @@ from itertools import islice, starmap
 from pathlib import Path
 from typing import TypeVar
 
-import structlog
 
+from exporter.logsetup import get_logger
 from exporter.logs.dedup import (
     AGG_CACHE_READ,
     AGG_CACHE_WRITE_1H,
@@ -59,7 +59,7 @@ SCHEMA_VERSION = 3
 DB_NAME = "state.sqlite3"
 SIDE_FILES = ("-wal", "-shm")
 CORRUPT_MARK = ".corrupt-"
-log = structlog.get_logger()
+log = get_logger()
 T = TypeVar("T")
 
 # SQLite's primary result codes that mean "the file is damaged", not "busy" or "full"
@@ -186,7 +186,14 @@ class StateDB:
                                                check_same_thread=False)
             conn.execute("PRAGMA busy_timeout = 30000")
             if not readonly:
+                # a new database's pages (an existing one keeps its own): the dedup index is stored as
+                # blobs of ~1 MB, which 4 KB pages chain through hundreds of overflow pages; with
+                # 32 KB pages a first read's commit of 120k requests took 0.19 s instead of 0.43 s
+                conn.execute("PRAGMA page_size = 32768")
                 conn.execute("PRAGMA journal_mode = WAL")
+                # a checkpoint every 4 MB of WAL, whatever the page size (the default is 1,000 pages)
+                page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                conn.execute(f"PRAGMA wal_autocheckpoint = {max(64, (4 << 20) // page_size)}")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 # after a checkpoint the WAL is cut back to this, not kept at the size of the
                 # largest commit (a first read's whole history) for the life of the process

@@ -17,7 +17,7 @@ from exporter.logs.dedup import AGG_COST_PICO, AGG_INPUT, AGG_REPORTED_PICO, AGG
 from exporter.logs.ingestor import Ingestor
 from exporter.otlp import sink as sink_module
 from exporter.otlp.decode import DUPLICATE, LOGS, METRICS, PROTOBUF, SUPERSEDED, decode
-from exporter.otlp.sink import Sink
+from exporter.otlp.sink import Sink, stored_snapshot
 from exporter.prices import load_pricer
 from exporter.state import StateDB
 from tests.corpus import SONNET, price_request
@@ -189,3 +189,7 @@ def test_attributes_feed_pools_and_are_bounded(tmp_path: Path, monkeypatch: pyte
     assert again.sink.snapshot().spend == snap.spend
     assert again.sink.snapshot().hourly == snap.hourly
     again.close()
+    readonly = StateDB(tmp_path, readonly=True)  # what `check --pool` reads beside a serving exporter
+    stored = stored_snapshot(readonly.conn, again.config.sources, again.config.pools, NOW)
+    readonly.close()
+    assert stored is not None and stored.hourly == snap.hourly

@@ -390,7 +390,8 @@ def test_corrupt_state_is_moved_aside_and_rebuilt_from_the_logs(tmp_path: Path, 
 
     shutil.rmtree(gone)  # logs deleted since (Claude Code's 30-day purge): what only the state knew
     # damage the WAL cannot paper over: it hits a page (numbered from 1) the WAL holds no newer copy of
-    page = 4096
+    with open(db, "rb") as f:
+        page = int.from_bytes(f.read(18)[16:18], "big") or 65536  # the header's page size (1 means 65536)
     pages = db.stat().st_size // page
     in_wal = _wal_pages(Path(f"{db}-wal"))
     victim = next(p for p in [*range(pages // 2, pages), *range(1, pages // 2)] if p + 1 not in in_wal)
@@ -485,7 +486,8 @@ class TinyDiskExporter(Exporter):
         return Path(f"/proc/{self.proc.pid}/root{self.state}")
 
     def fill(self) -> None:
-        with open(self.disk / "filler", "wb") as f:
+        # unbuffered: a buffered file would flush its rest again at close and raise ENOSPC there
+        with open(self.disk / "filler", "wb", buffering=0) as f:
             try:
                 while True:
                     f.write(b"\0" * 65536)
@@ -512,7 +514,7 @@ def test_full_disk_is_reported_serving_goes_on_and_nothing_doubles_after(tmp_pat
         seed_fake(fake, rng, now)
         cfg = write_config(tmp_path / "config.yaml", [root / "projects"], fake=fake, poll="500ms", today=today)
         e = TinyDiskExporter(["--config", str(cfg), "--state-dir", str(state)], env_for(fake),
-                             tmp_path / "exporter.log", state, "16m").start()
+                             tmp_path / "exporter.log", state, "48m").start()
 
         def settled(s: Samples) -> bool:
             return tokens_served(s) == tokens_truth(exp) and billed_served(s) == billed_truth(fake, today)

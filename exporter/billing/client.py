@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
-import structlog
+from exporter.logsetup import get_logger
 
 from exporter import __version__
 from exporter.billing.wire import (
@@ -120,7 +120,7 @@ REFUSAL_REASONS = ("malformed", "out_of_bounds", "body_too_large", "too_many_row
 
 _Row = TypeVar("_Row")
 
-log = structlog.get_logger()
+log = get_logger()
 
 
 # --------------------------------------------------------------------------- errors

@@ -26,7 +26,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
-import structlog
+from exporter.logsetup import get_logger
 
 from exporter.billing.client import (
     AdminApiClient,
@@ -67,7 +67,7 @@ from exporter.core.records import Tokens
 if TYPE_CHECKING:
     pass
 
-log = structlog.get_logger()
+log = get_logger()
 
 #: ``admin_api.api``: which endpoints the poller reads
 ADMIN_APIS = ("auto", "analytics", "legacy")

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-import structlog
+from exporter.logsetup import get_logger
 
 from exporter.billing.client import (
     MAX_AMOUNT_USD,
@@ -33,7 +33,7 @@ __all__ = ["ANALYTICS_COST", "ANALYTICS_COST_COLUMNS", "ANALYTICS_USAGE", "ANALY
            "load_cost_rows", "load_cost_rows_refused", "load_usage_rows", "settled_days", "stored_billed_by_day", "stored_state",
            "workspace_filter"]
 
-log = structlog.get_logger()
+log = get_logger()
 
 _R = TypeVar("_R")
 #: ``billed_days.report`` of the analytics API's days (the legacy reports' are 'cost' and 'usage')

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 
 from exporter.config.model import (
     AdminApiConfig, BreakerWebhookConfig, Config, ConfigError, DEFAULT_BASE_URL, DEFAULT_KEY_ENV, DEFAULT_LISTEN,
@@ -275,6 +274,8 @@ def read_yaml_file(path: str | os.PathLike[str]) -> Any:
         raise ConfigError(["(file): is not UTF-8 text"], str(path)) from None
     if _flow_depth(text) > MAX_NESTING:
         raise ConfigError([f"(file): nested too deeply to read (more than {MAX_NESTING} levels)"], str(path))
+    import yaml  # here, not at start: a command without a config file never needs it (20 ms)
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -34,13 +34,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import structlog
+from exporter.logsetup import get_logger
 
 from exporter import logsetup
 from exporter.config.load import _Checker, _typename, read_yaml_file
 from exporter.config.model import BreakerWebhookConfig, ConfigError
 
-log = structlog.get_logger()
+log = get_logger()
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,

@@ -43,7 +43,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import structlog
+from exporter.logsetup import get_logger
 
 from exporter.config.model import (
     DEFAULT_KEY_ENV,
@@ -65,7 +65,7 @@ __all__ = [
     "log_if_nothing_to_read", "nothing_to_read", "start_demo",
 ]
 
-log = structlog.get_logger()
+log = get_logger()
 
 SPEED_ENV = "CLAUDE_BUDGET_EXPORTER_DEMO_SPEED"
 DEFAULT_SPEED = 60.0

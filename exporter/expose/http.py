@@ -50,7 +50,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import h11
-import structlog
+from exporter.logsetup import get_logger
 import uvicorn
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import CollectorRegistry
@@ -58,7 +58,7 @@ from uvicorn.protocols.http.h11_impl import STATUS_PHRASES, H11Protocol
 
 from exporter.config.web import AUTH_MAX_WAITING, BasicAuth, TokenUnavailable, WebConfig
 
-log = structlog.get_logger()
+log = get_logger()
 MAX_BODY_BYTES = 1 << 20
 REQUEST_TIMEOUT = 10.0  # a whole request, from connecting or the previous answer to the end of its body
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers

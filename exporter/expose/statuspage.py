@@ -172,7 +172,7 @@ def _sources(snap: Any, now: float) -> str:
     billings = getattr(snap, "billings", ()) or ((snap.billing,) if snap.billing is not None else ())
     for src in snap.sources:
         fresh = ago(now - src.last_success) if src.last_success else "never"
-        detail = f"{src.files} file{'s' if src.files != 1 else ''}" if src.kind != "admin_api" else ""
+        detail = f"{src.files} file{'s' if src.files != 1 else ''}" if src.kind not in ("admin_api", "otlp") else ""
         # the organisation's own bill: admin_api, or admin_api:<name> with several
         billing = next((b for b in billings if src.name in ("admin_api", f"admin_api:{b.org}")), None)
         missing = getattr(src, "missing", ())

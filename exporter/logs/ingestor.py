@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from itertools import chain
 from typing import BinaryIO
 
-import structlog
 
+from exporter.logsetup import get_logger
 from exporter.config import SourceConfig
 from exporter.core.pricing import Pricer
 from exporter.logs import coldread
@@ -40,7 +40,7 @@ from exporter.state import FileState, StateDB
 __all__ = ["CHUNK_BYTES", "MAX_LINE_BYTES", "PICO", "RETENTION_SECONDS", "TAIL_BYTES", "Ingestor", "RefreshStats",
            "SourceStatus"]
 
-log = structlog.get_logger()
+log = get_logger()
 
 HEAD_BYTES = 1024  # enough to hold the first line's ids, which tell two files apart
 # the bytes kept from just before a file's offset: the end of the last line read, which holds its

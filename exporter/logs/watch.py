@@ -17,11 +17,11 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-import structlog
+from exporter.logsetup import get_logger
 
 __all__ = ["Changes", "FolderWatcher"]
 
-log = structlog.get_logger()
+log = get_logger()
 
 IN_MODIFY = 0x00000002
 IN_ATTRIB = 0x00000004

@@ -22,13 +22,13 @@ import hmac
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import structlog
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2  # type: ignore[import-untyped]  # generated, no stubs
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceResponse
 
+from exporter.logsetup import get_logger
 from exporter.config import BreakerWebhookConfig, SourceConfig, parse_listen
 from exporter.config.web import BasicAuth, TokenUnavailable, WebConfig, WebhookToken
 from exporter.expose.http import REALM, AsgiApp, BodyError, Gone, Headers, HttpServer, Request
@@ -38,7 +38,7 @@ from exporter.otlp.sink import Sink
 
 __all__ = ["PATHS", "ListenError", "OtlpReceiver", "OtlpToken"]
 
-log = structlog.get_logger()
+log = get_logger()
 
 PATHS = {"/v1/logs": LOGS, "/v1/metrics": METRICS}
 RETRY_AFTER = "5"  # seconds, when a commit failed: the SDKs wait at least this long anyway

@@ -48,8 +48,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-import structlog
-
+from exporter.logsetup import get_logger
 from exporter.config import PoolConfig, SourceConfig
 from exporter.core.pricing import Pricer
 from exporter.core.records import Tokens
@@ -60,9 +59,9 @@ from exporter.otlp.decode import (COUNTED, DUPLICATE, ITEM_RESULTS, LOGS, METRIC
                                   REFUSALS, SUPERSEDED, Decoded, Event, Point)
 from exporter.otlp.view import HOURLY_DAYS, AttrKey, OtlpSnapshot, TelemetryView
 
-__all__ = ["IDLE_SECONDS", "MAX_VALUES", "Outcome", "Sink"]
+__all__ = ["IDLE_SECONDS", "MAX_VALUES", "Outcome", "Sink", "stored_snapshot"]
 
-log = structlog.get_logger()
+log = get_logger()
 
 IDLE_SECONDS = 2 * 86400  # a ledger or a stream not touched for this long is forgotten
 PRUNE_SECONDS = 3600  # how often idle ledgers and streams are forgotten
@@ -177,20 +176,11 @@ class Sink:
             self._ledger = {k: (seen, list(_LEDGER.unpack(f))) for k, seen, f in conn.execute(
                 "SELECT key, seen, figures FROM otlp_ledger WHERE seen >= ?", (idle,))}
             self._users = dict(conn.execute("SELECT key, seen FROM otlp_users WHERE seen >= ?", (idle,)).fetchall())
-            for set_id, source, attrs in conn.execute("SELECT id, source, attrs FROM otlp_attrs ORDER BY id"):
-                # stored by name: a config that added, dropped or reordered attributes reads them as it says
-                cfg = self.sources.get(source)
-                named = json.loads(attrs)
-                values = tuple(named.get(a, "") for a in cfg.attributes) if cfg is not None else ()
+            for set_id, source, values in _load_view(conn, self.view, now):
                 self._sets.setdefault((source, values), set_id)
                 self._next_set = max(self._next_set, set_id + 1)
-                self.view.add_set(set_id, source, values)
                 for i, v in enumerate(values):
                     self._values.setdefault((source, i), set()).add(v)
-            since = int(now) - HOURLY_DAYS * 86400
-            rows = conn.execute(f"SELECT hour, attrs_id, model, entrypoint, {', '.join(AGG_COLUMNS)} FROM otlp_hourly"
-                                " WHERE hour >= ?", (since,))
-            self.view.apply({(r[0], r[1], r[2], r[3]): list(r[4:]) for r in rows}, now)
 
     # ------------------------------------------------------------------ the committer
 
@@ -263,14 +253,16 @@ class Sink:
             for job in jobs:
                 job.future.set_exception(exc)
             raise
-        self._apply(tx)
-        with self._counts_lock:
+        try:
+            self._apply(tx)
+            with self._counts_lock:
+                for job, outcome in zip(jobs, outcomes, strict=True):
+                    signal = job.decoded.signal
+                    for result, n in (*outcome.results.items(), *job.decoded.results.items()):
+                        self.items[(job.source, signal, result)] += n
+        finally:  # committed: every request is answered 200, whatever became of this process's memory
             for job, outcome in zip(jobs, outcomes, strict=True):
-                signal = job.decoded.signal
-                for result, n in (*outcome.results.items(), *job.decoded.results.items()):
-                    self.items[(job.source, signal, result)] += n
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            job.future.set_result(outcome)
+                job.future.set_result(outcome)
 
     # ------------------------------------------------------------------ counting
 
@@ -484,6 +476,36 @@ class Sink:
     def remembered(self) -> tuple[int, int, int]:
         """(keys remembered for retries, cumulative streams, ledgers): what this costs in memory."""
         return len(self._recent), len(self._streams), len(self._ledger)
+
+
+def _load_view(conn: sqlite3.Connection, view: TelemetryView, now: float) -> list[tuple[int, str, tuple[str, ...]]]:
+    """Fill a view from the stored attribute sets and attributed aggregates; the sets, as read."""
+    sets = []
+    for set_id, source, attrs in conn.execute("SELECT id, source, attrs FROM otlp_attrs ORDER BY id"):
+        # stored by name: a config that added, dropped or reordered attributes reads them as it says
+        cfg = view.sources.get(source)
+        named = json.loads(attrs)
+        values = tuple(named.get(a, "") for a in cfg.attributes) if cfg is not None else ()
+        view.add_set(set_id, source, values)
+        sets.append((set_id, source, values))
+    since = int(now) - HOURLY_DAYS * 86400
+    rows = conn.execute(f"SELECT hour, attrs_id, model, entrypoint, {', '.join(AGG_COLUMNS)} FROM otlp_hourly"
+                        " WHERE hour >= ?", (since,))
+    view.apply({(r[0], r[1], r[2], r[3]): list(r[4:]) for r in rows}, now)
+    return sets
+
+
+def stored_snapshot(conn: sqlite3.Connection, sources: Iterable[SourceConfig], pools: Iterable[PoolConfig],
+                    now: float) -> OtlpSnapshot | None:
+    """What a serving exporter's view holds, read from the state without writing (``check --pool``);
+    None when no otlp source is configured."""
+    cfgs = {s.name: s.otlp for s in sources if s.otlp is not None}
+    if not cfgs:
+        return None
+    view = TelemetryView(cfgs, pools)
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'otlp_hourly'").fetchone():
+        _load_view(conn, view, now)
+    return view.snapshot(now, {}, {}, {})
 
 
 def _add(into: MutableMapping[K, list[int]], key: K, delta: list[int]) -> None:

@@ -21,12 +21,11 @@ from types import MappingProxyType
 from exporter.config import OtlpConfig, PoolConfig
 from exporter.logs.dedup import AGG_COST_PICO, PICO
 
-__all__ = ["DAILY_DAYS", "HOURLY_DAYS", "AttrKey", "OtlpSnapshot", "Telemetry", "TelemetryView"]
+__all__ = ["HOURLY_DAYS", "AttrKey", "OtlpSnapshot", "Telemetry", "TelemetryView"]
 
 Telemetry = tuple[tuple[str, tuple[str, ...]], ...]  # a pool's match.telemetry
 AttrKey = tuple[int, int, str, str]  # (hour, attribute set id, model, entrypoint): an attributed aggregate
 HOURLY_DAYS = 70  # as the refresher's hourly estimates: any monthly period and its trailing burn
-DAILY_DAYS = 62  # per value by the day: this month and the last
 WINDOWS = ("today", "yesterday", "period")  # as claude_billed_actor_cost_usd: period is the UTC month to date
 
 
@@ -57,6 +56,8 @@ class TelemetryView:
         self._matches: dict[int, tuple[Telemetry, ...]] = {}  # attribute set id -> the filters it matches
         self._hourly: dict[Telemetry, dict[tuple[int, str, str, str], int]] = {f: defaultdict(int) for f in self.filters}
         self._daily: dict[tuple[str, str, str, int], int] = defaultdict(int)  # (source, attribute, value, day)
+        self._version = 0  # moves with every change: the snapshot's hourly copies are made once per version
+        self._copied: tuple[int, Mapping[Telemetry, Mapping[tuple[int, str, str, str], Decimal]]] | None = None
 
     def add_set(self, set_id: int, source: str, values: tuple[str, ...]) -> None:
         with self._lock:
@@ -75,8 +76,9 @@ class TelemetryView:
     def apply(self, deltas: Mapping[AttrKey, list[int]], now: float) -> None:
         """Add a commit's attributed deltas (or the stored aggregates at start)."""
         since = int(now) - HOURLY_DAYS * 86400
-        first_day = (int(now) // 86400 - DAILY_DAYS) * 86400
+        first_day = _first_day(now)
         with self._lock:
+            self._version += 1
             for (hour, set_id, model, entrypoint), v in deltas.items():
                 pico = v[AGG_COST_PICO]
                 if not pico or hour < since:
@@ -105,17 +107,30 @@ class TelemetryView:
         yesterday = today - timedelta(days=1)
         spans = {"today": (today, today), "yesterday": (yesterday, yesterday), "period": (today.replace(day=1), today)}
         epoch = datetime(1970, 1, 1, tzinfo=UTC).date()
+        first = _first_day(now)
         with self._lock:
-            hourly = {f: MappingProxyType({k: Decimal(p) / PICO for k, p in rows.items() if p})
-                      for f, rows in self._hourly.items()}
-            spend: dict[tuple[str, str, str, str], Decimal] = defaultdict(Decimal)
+            if self._copied is None or self._copied[0] != self._version:
+                self._copied = (self._version, MappingProxyType({
+                    f: MappingProxyType({k: Decimal(p) / PICO for k, p in rows.items() if p})
+                    for f, rows in self._hourly.items()}))
+            hourly = self._copied[1]
+            sums: dict[tuple[str, str, str, str], int] = defaultdict(int)
             for (source, attribute, value, day_epoch), pico in self._daily.items():
+                if day_epoch < first:
+                    continue
                 day = epoch + timedelta(days=day_epoch // 86400)
                 for window in WINDOWS:
-                    first, last = spans[window]
-                    if first <= day <= last:
-                        spend[(source, window, attribute, value)] += Decimal(pico) / PICO
+                    lo, hi = spans[window]
+                    if lo <= day <= hi:
+                        sums[(source, window, attribute, value)] += pico
+        spend = {k: Decimal(p) / PICO for k, p in sums.items()}
         labels = {name: (cfg.attribute_labels, cfg.attribute_top_n) for name, cfg in self.sources.items()}
-        return OtlpSnapshot(hourly=MappingProxyType(hourly), spend=MappingProxyType(dict(spend)),
+        return OtlpSnapshot(hourly=hourly, spend=MappingProxyType(spend),
                             labels=MappingProxyType(labels), requests=MappingProxyType(dict(requests)),
                             refused=MappingProxyType(dict(refused)), items=MappingProxyType(dict(items)))
+
+
+def _first_day(now: float) -> int:
+    """Epoch of the first UTC day a per-value window can reach: yesterday or the 1st of the month."""
+    today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return int(min(today - timedelta(days=1), today.replace(day=1)).timestamp())
