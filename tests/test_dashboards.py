@@ -186,6 +186,9 @@ def test_datasource_is_a_variable_used_everywhere(path: Path) -> None:
     dash = load_dashboard(path)
     (var,) = [v for v in dash["templating"]["list"] if v["name"] == "datasource"]
     assert var["type"] == "datasource" and var["query"] == "prometheus"
+    # a grafana.com import fills the one input in: the variable starts on the data source chosen there
+    assert [i["name"] for i in dash["__inputs"]] == ["DS_PROMETHEUS"]
+    assert var["current"]["value"] == "${DS_PROMETHEUS}"
     ref = {"type": "prometheus", "uid": "${datasource}"}
     for p in panels(dash):
         assert p["datasource"] == ref, p["title"]

@@ -32,7 +32,8 @@ local u = import '../lib/utils.libsonnet';
       label: 'Data source',
       type: 'datasource',
       query: 'prometheus',
-      current: {},
+      // an import from grafana.com puts the data source chosen for DS_PROMETHEUS here
+      current: { selected: false, text: '${DS_PROMETHEUS}', value: '${DS_PROMETHEUS}' },
       hide: 0,
       refresh: 1,
       regex: '',
