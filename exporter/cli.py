@@ -200,9 +200,9 @@ def main(argv: list[str] | None = None) -> int:
             _print_problems("web config", exc)
             return EXIT_USAGE
     if args.command == "validate-config":
-        from exporter.config.web import webhook_token_problems
+        from exporter.config.web import otlp_token_problems, webhook_token_problems
 
-        token_problems = webhook_token_problems(config.breaker_webhook)
+        token_problems = webhook_token_problems(config.breaker_webhook) + otlp_token_problems(config.sources)
         if token_problems:  # serve would start, but refuse every webhook call
             _print_problems("config", ConfigError(token_problems, config.origin))
             return EXIT_USAGE

@@ -1080,3 +1080,20 @@ def test_the_checker_accepts_exactly_the_bcrypt_hashes_bcrypt_can_use() -> None:
         assert accepted == usable, hashed
         verdicts.add(accepted)
     assert verdicts == {True, False}
+
+
+def test_validate_config_reports_an_otlp_sources_unusable_token(tmp_path: Path) -> None:
+    token_file = tmp_path / "otlp-token"
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"""
+sources:
+  - name: fleet
+    kind: otlp
+    listen: "127.0.0.1:0"
+    token_file: {token_file}
+""")
+    r = run_cli("validate-config", str(cfg))
+    assert r.returncode == 2 and "sources[fleet].token_file:" in r.stderr and "cannot read" in r.stderr, r.stderr
+    token_file.write_text("s3cret-otlp-token\n")
+    r = run_cli("validate-config", str(cfg))
+    assert r.returncode == 0 and "s3cret" not in r.stdout + r.stderr, r.stdout + r.stderr

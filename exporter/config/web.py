@@ -29,7 +29,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,7 @@ from exporter.logsetup import get_logger
 
 from exporter import logsetup
 from exporter.config.load import _Checker, _typename, read_yaml_file
-from exporter.config.model import BreakerWebhookConfig, ConfigError
+from exporter.config.model import BreakerWebhookConfig, ConfigError, SourceConfig
 
 log = get_logger()
 
@@ -534,6 +534,22 @@ def webhook_token_problems(hook: BreakerWebhookConfig) -> list[str]:
     """``path: problem`` for a configured webhook token that cannot be used now (validate-config)."""
     problem = WebhookToken(hook, log_changes=False).problem()
     return [str(problem)] if problem is not None else []
+
+
+def otlp_token_problems(sources: Iterable[SourceConfig]) -> list[str]:
+    """``path: problem`` for each otlp source's configured bearer token that cannot be used now
+    (validate-config): serve would start, and refuse every request to that source with 503."""
+    out = []
+    for source in sources:
+        cfg = source.otlp
+        if cfg is None or (cfg.token_env is None and cfg.token_file is None):
+            continue
+        problem = WebhookToken(BreakerWebhookConfig(token_env=cfg.token_env, token_file=cfg.token_file),
+                               log_changes=False).problem()
+        if problem is not None:
+            key = "token_file" if cfg.token_file is not None else "token_env"
+            out.append(f"sources[{source.name}].{key}: {problem.reason}")
+    return out
 
 
 def _basic_credentials(header: str | None) -> tuple[str, bytes] | None:
