@@ -7,6 +7,7 @@ amounts are in cents as the API sends them, dollars are cents / 100.
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -343,3 +344,17 @@ def test_actor_labels_stay_bounded_with_five_hundred_users() -> None:
     m = parse_metrics(generate_latest(_registry(snap, "hashed")).decode())
     labels = {dict(lab)["actor"] for (n, lab), _v in m.items() if n == "claude_billed_actor_cost_usd"}
     assert len(labels) == 500 and all(x.startswith("h_") and "@" not in x for x in labels)
+
+
+def test_stored_spend_limits_out_of_bounds_are_not_restored(fake) -> None:
+    fake.add_spend_limit("spl_org", "organization", 50000)
+    db = sqlite3.connect(":memory:")
+    limits_poller(fake, db).poll()
+    assert [v.limit.id for v in BillingPoller(None, db, clock=lambda: fake.now, api="auto").snapshot.spend_limits] == [
+        "spl_org"]
+    stored = json.loads(db.execute("SELECT value FROM billed_state WHERE name = 'spend_limits'").fetchone()[0])
+    stored[0]["spent"] = "1e400"  # a state edited by hand, or written before the bounds
+    db.execute("UPDATE billed_state SET value = ? WHERE name = 'spend_limits'", (json.dumps(stored),))
+    restored = BillingPoller(None, db, clock=lambda: fake.now, api="auto").snapshot
+    assert restored.spend_limits == ()
+    scrape(restored, NOW.date())  # renders: nothing absurd reached the snapshot

@@ -963,12 +963,23 @@ def _parse_cost_page(body: dict[str, Any]) -> list[CostRow]:
     return rows
 
 
+def _usage_tokens(u: dict[str, Any]) -> Tokens:
+    """The token counts of a usage row, legacy report or analytics API alike (the same field names)."""
+    cache = u.get("cache_creation") or {}
+    tools = u.get("server_tool_use") or {}
+    return Tokens(
+        input=_int(u.get("uncached_input_tokens")), output=_int(u.get("output_tokens")),
+        cache_read=_int(u.get("cache_read_input_tokens")),
+        cache_write_5m=_int(cache.get("ephemeral_5m_input_tokens")),
+        cache_write_1h=_int(cache.get("ephemeral_1h_input_tokens")),
+        web_search_requests=_int(tools.get("web_search_requests")),
+    )
+
+
 def _parse_usage_page(body: dict[str, Any]) -> list[UsageRow]:
     rows = []
     for start, end, results in _buckets(body):
         for r in results:
-            cache = r.get("cache_creation") or {}
-            tools = r.get("server_tool_use") or {}
             rows.append(UsageRow(
                 start=start, end=end,
                 workspace_id=_opt_str(r.get("workspace_id")),
@@ -977,14 +988,7 @@ def _parse_usage_page(body: dict[str, Any]) -> list[UsageRow]:
                 service_tier=_opt_str(r.get("service_tier")),
                 context_window=_opt_str(r.get("context_window")),
                 inference_geo=_opt_str(r.get("inference_geo")),
-                tokens=Tokens(
-                    input=_int(r.get("uncached_input_tokens")),
-                    output=_int(r.get("output_tokens")),
-                    cache_read=_int(r.get("cache_read_input_tokens")),
-                    cache_write_5m=_int(cache.get("ephemeral_5m_input_tokens")),
-                    cache_write_1h=_int(cache.get("ephemeral_1h_input_tokens")),
-                    web_search_requests=_int(tools.get("web_search_requests")),
-                ),
+                tokens=_usage_tokens(r),
             ))
     return rows
 
@@ -1071,21 +1075,13 @@ def _parse_analytics_usage(body: dict[str, Any], refreshed: list[datetime]) -> l
     rows = []
     for start, end, g, item in _analytics_rows(body, refreshed):
         u = item["usage"]
-        cache = u.get("cache_creation") or {}
-        tools = u.get("server_tool_use") or {}
         rows.append(AnalyticsUsageRow(
             start=start, end=end,
             workspace_id=_opt_str(g.get("workspace_id")), api_key_id=_opt_str(g.get("api_key_id")),
             model=_opt_str(g.get("model")), product=_opt_str(g.get("product")),
             service_tier=_opt_str(g.get("service_tier")), context_window=_opt_str(g.get("context_window")),
             inference_geo=_opt_str(g.get("inference_geo")),
-            tokens=Tokens(
-                input=_int(u.get("uncached_input_tokens")), output=_int(u.get("output_tokens")),
-                cache_read=_int(u.get("cache_read_input_tokens")),
-                cache_write_5m=_int(cache.get("ephemeral_5m_input_tokens")),
-                cache_write_1h=_int(cache.get("ephemeral_1h_input_tokens")),
-                web_search_requests=_int(tools.get("web_search_requests")),
-            ),
+            tokens=_usage_tokens(u),
             requests=_opt_count(u.get("requests")),
         ))
     return rows

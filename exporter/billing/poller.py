@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import contextmanager
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from exporter.logsetup import get_logger
 
 from exporter.billing.client import (
+    MAX_AMOUNT_USD,
     AdminApiClient,
     AdminApiError,
     AdminApiHTTPError,
@@ -42,7 +44,7 @@ from exporter.billing.client import (
     day_start,
     days_between,
 )
-from exporter.billing.wire import BUCKET_LIMITS
+from exporter.billing.wire import BUCKET_LIMITS, spend_limit_period_start
 from exporter.billing.store import (
     ANALYTICS_COST,
     ANALYTICS_COST_COLUMNS,
@@ -111,14 +113,22 @@ def earliest_period_start(periods: Iterable[PeriodConfig], now: datetime) -> dat
 # --------------------------------------------------------------------------- spend limits
 
 
-def limit_period_start(period: str, now: datetime) -> datetime:
-    """The start of a spend limit's current period: the UTC day, ISO week (Monday) or calendar month."""
-    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "daily":
-        return day
-    if period == "weekly":
-        return day - timedelta(days=day.weekday())
-    return day.replace(day=1)
+@contextmanager
+def _stored(db: sqlite3.Connection) -> Iterator[None]:
+    """One transaction (a savepoint inside a caller's): a poll's rows are stored whole or not at all."""
+    own_tx = not db.in_transaction
+    db.execute("BEGIN IMMEDIATE" if own_tx else "SAVEPOINT billed_store")
+    try:
+        yield
+        # inside the try: a COMMIT that fails (SQLITE_BUSY) leaves the transaction open, and later
+        # polls would nest in it and hold the write lock that log ingest needs
+        db.execute("COMMIT" if own_tx else "RELEASE billed_store")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK" if own_tx else "ROLLBACK TO billed_store")
+            if not own_tx:
+                db.execute("RELEASE billed_store")
+        raise
 
 
 @dataclass(frozen=True)
@@ -137,10 +147,16 @@ class LimitView:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> LimitView:
-        amount, spent = d.get("amount"), d.get("spent")
+        """A stored view; ValueError for one out of the client's bounds (it is then read again)."""
+        amount, spent = (None if d.get(k) is None else _bounded(Decimal(d[k])) for k in ("amount", "spent"))
         return cls(SpendLimit(str(d["id"]), str(d["scope_type"]), d.get("scope_id"), str(d["period"]),
-                              None if amount is None else Decimal(amount), str(d["currency"]), bool(d["enabled"])),
-                   None if spent is None else Decimal(spent))
+                              amount, str(d["currency"]), bool(d["enabled"])), spent)
+
+
+def _bounded(amount: Decimal) -> Decimal:
+    if not amount.is_finite() or amount.copy_abs() > MAX_AMOUNT_USD:
+        raise ValueError("a stored spend-limit amount out of bounds")
+    return amount
 
 
 def limit_views(limits: Iterable[SpendLimit], members: Iterable[MemberSpend], snap: BillingSnapshot,
@@ -156,7 +172,7 @@ def limit_views(limits: Iterable[SpendLimit], members: Iterable[MemberSpend], sn
             spent = next((m.spent for m in members if m.user_id == x.scope_id and m.period == x.period
                           and m.currency == x.currency), None)
         elif x.scope_type in ("organization", "usage_tier", "workspace") and x.currency == "USD":
-            start = limit_period_start(x.period, now)
+            start = spend_limit_period_start(x.period, now)
             rows: Iterable[tuple[datetime, str | None, Decimal]]
             if snap.api == "analytics":
                 rows = ((r.start, r.workspace_id, r.amount_usd) for r in snap.analytics_cost)
@@ -619,9 +635,7 @@ class BillingPoller:
         db = self._db
         fetched_at = now.isoformat()
         settled_before = today - timedelta(days=1)  # a day is settled once read after a full day had passed
-        own_tx = not db.in_transaction
-        db.execute("BEGIN IMMEDIATE" if own_tx else "SAVEPOINT billed_store")
-        try:
+        with _stored(db):
             for report, days in (("cost", f.cost_days), ("usage", f.usage_days)):
                 table = "billed_cost" if report == "cost" else "billed_usage"
                 db.execute(f"DELETE FROM {table} WHERE day >= ? AND day <= ?",
@@ -645,15 +659,6 @@ class BillingPoller:
                 ("complete_through", self._complete_through(now).isoformat()),
                 ("last_success", repr(self._wall())),
             ])
-            # inside the try: a COMMIT that fails (SQLITE_BUSY) leaves the transaction open, and later
-            # polls would nest in it and hold the write lock that log ingest needs
-            db.execute("COMMIT" if own_tx else "RELEASE billed_store")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK" if own_tx else "ROLLBACK TO billed_store")
-                if not own_tx:
-                    db.execute("RELEASE billed_store")
-            raise
 
     def _apply(self, f: _Fetched, start: date, today: date) -> None:
         """Mirror the stored change in memory, and forget days that left the window."""
@@ -712,9 +717,7 @@ class BillingPoller:
         db = self._db
         settled_before = today - timedelta(days=1)
         first, last = f.days[0].isoformat(), f.days[-1].isoformat()
-        own_tx = not db.in_transaction
-        db.execute("BEGIN IMMEDIATE" if own_tx else "SAVEPOINT billed_store")
-        try:
+        with _stored(db):
             for report, table in ((ANALYTICS_COST, "billed_analytics_cost"), (ANALYTICS_USAGE, "billed_analytics_usage")):
                 db.execute(f"DELETE FROM {table} WHERE day >= ? AND day <= ?", (first, last))
                 db.executemany(
@@ -729,13 +732,6 @@ class BillingPoller:
                 ("complete_hour", f.complete_hour.isoformat()),
                 ("last_success", repr(self._wall())),
             ])
-            db.execute("COMMIT" if own_tx else "RELEASE billed_store")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK" if own_tx else "ROLLBACK TO billed_store")
-                if not own_tx:
-                    db.execute("RELEASE billed_store")
-            raise
 
     def _apply_analytics(self, f: _AnalyticsFetched, start: date, today: date) -> None:
         cost: dict[date, list[AnalyticsCostRow]] = {d: [] for d in f.days}

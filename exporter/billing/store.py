@@ -236,12 +236,7 @@ def _load_rows(conn: sqlite3.Connection, report: str, table: str, columns: str, 
             continue
         if day in out:
             out[day].append(r)
-    refused_days = set()
-    for d in refused:
-        try:
-            refused_days.add(date.fromisoformat(d))
-        except ValueError:
-            continue
+    refused_days = _refused_days(refused)
     for day in refused_days:
         out.pop(day, None)
     _log_refused(report, refused)
@@ -260,6 +255,17 @@ def load_analytics_usage(conn: sqlite3.Connection, start: date, end: date
     """(stored analytics usage rows per fetched day in ``[start, end)``, days refused)."""
     return _load_rows(conn, ANALYTICS_USAGE, "billed_analytics_usage", ANALYTICS_USAGE_COLUMNS, start, end,
                       _analytics_usage_from_db)
+
+
+def _refused_days(refused: dict[str, str]) -> set[date]:
+    """The days of ``refused`` (day text -> problem) that are dates: those are read again."""
+    days = set()
+    for d in refused:
+        try:
+            days.add(date.fromisoformat(d))
+        except ValueError:
+            continue
+    return days
 
 
 def _log_refused(report: str, refused: dict[str, str]) -> None:
@@ -291,13 +297,8 @@ def load_cost_rows_refused(conn: sqlite3.Connection, start: date, end: date) -> 
             refused.setdefault(str(row[0]), str(exc))
             continue
         out.setdefault(r.day, []).append(r)
-    refused_days = set()
-    for d in refused:
-        try:
-            day = date.fromisoformat(d)
-        except ValueError:
-            continue
-        refused_days.add(day)
+    refused_days = _refused_days(refused)
+    for day in refused_days:
         out.pop(day, None)
     _log_refused("cost", refused)
     return out, refused_days
@@ -345,12 +346,7 @@ def load_usage_rows(conn: sqlite3.Connection, start: date, end: date) -> tuple[l
             rows.append(_usage_from_db(row))
         except _StoredValueError as exc:
             refused.setdefault(str(row[0]), str(exc))
-    refused_days = set()
-    for d in refused:
-        try:
-            refused_days.add(date.fromisoformat(d))
-        except ValueError:
-            continue
+    refused_days = _refused_days(refused)
     _log_refused("usage", refused)
     return [r for r in rows if r.day not in refused_days], refused_days
 

@@ -21,7 +21,7 @@ __all__ = [
     "ANALYTICS_BETA", "ANALYTICS_COST_GROUPS", "ANALYTICS_FANOUT", "ANALYTICS_MAX_GROUPS", "ANALYTICS_MAX_LIMIT",
     "ANALYTICS_DEFAULT_LIMIT", "ANALYTICS_PRODUCTS", "API_TOKEN_TYPES", "ANALYTICS_MAX_SPAN", "ANALYTICS_EARLIEST", "ANALYTICS_USAGE_GROUPS", "AnalyticsQuery",
     "check_analytics_query", "API_VERSION", "SPEND_LIMITS_BETA", "SPEND_LIMIT_PERIODS", "SPEND_LIMIT_SCOPES",
-    "SPEND_LIMIT_SCOPE_IDS", "SPEND_LIMITS_DEFAULT_LIMIT", "BUCKET_LIMITS", "CLAUDE_CODE_DEFAULT_LIMIT", "CLAUDE_CODE_MAX_LIMIT", "COST_GROUPS",
+    "SPEND_LIMIT_SCOPE_IDS", "SPEND_LIMITS_DEFAULT_LIMIT", "spend_limit_period_start", "BUCKET_LIMITS", "CLAUDE_CODE_DEFAULT_LIMIT", "CLAUDE_CODE_MAX_LIMIT", "COST_GROUPS",
     "DEFAULT_LIMIT", "USAGE_GROUPS", "WIDTHS", "PageTokens", "ReportQuery", "WireError", "check_claude_code_query", "check_report_query",
     "error_body", "floor", "iso", "parse_rfc3339",
 ]
@@ -81,6 +81,16 @@ SPEND_LIMIT_SCOPE_IDS = {"organization_service": "service", "rbac_group": "rbac_
 SPEND_LIMITS_DEFAULT_LIMIT = 20
 
 
+def spend_limit_period_start(period: str, now: datetime) -> datetime:
+    """The start of a spend limit's current period: the UTC day, ISO week (Monday) or calendar month."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "daily":
+        return day
+    if period == "weekly":
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
 class WireError(Exception):
     """An error the API answers with its error body: ``{"type":"error","error":{type, message}}``."""
 
@@ -128,6 +138,17 @@ def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _groups(query: list[tuple[str, str]], allowed: tuple[str, ...]) -> list[str]:
+    """The query's ``group_by[]`` values: each allowed, none twice."""
+    groups = [v for k, v in query if k == "group_by[]"]
+    for g in groups:
+        if g not in allowed:
+            raise _bad(f"group_by[]: {g!r} is not one of {', '.join(allowed)}")
+    if len(set(groups)) != len(groups):
+        raise _bad("group_by[]: values must be unique")
+    return groups
+
+
 @dataclass(frozen=True)
 class ReportQuery:
     """A report query the API accepts."""
@@ -157,12 +178,7 @@ def check_report_query(query: list[tuple[str, str]], allowed_groups: tuple[str, 
             raise _bad("limit: Input should be a valid integer") from None
         if not 1 <= limit <= BUCKET_LIMITS[width]:
             raise _bad(f"limit: must be between 1 and {BUCKET_LIMITS[width]} for bucket_width {width}")
-    groups = [v for k, v in query if k == "group_by[]"]
-    for g in groups:
-        if g not in allowed_groups:
-            raise _bad(f"group_by[]: {g!r} is not one of {', '.join(allowed_groups)}")
-    if len(set(groups)) != len(groups):
-        raise _bad("group_by[]: values must be unique")
+    groups = _groups(query, allowed_groups)
     if len(groups) > max_groups:
         raise _bad(f"group_by[]: at most {max_groups} values")
     start = parse_rfc3339(next((v for k, v in query if k == "starting_at"), None), "starting_at")
@@ -202,12 +218,7 @@ def check_analytics_query(query: list[tuple[str, str]], allowed_groups: tuple[st
         if not (limit_text.isascii() and limit_text.isdigit()) or not 1 <= int(limit_text) <= ANALYTICS_MAX_LIMIT:
             raise _bad(f"limit: must be between 1 and {ANALYTICS_MAX_LIMIT}")
         limit = int(limit_text)
-    groups = [v for k, v in query if k == "group_by[]"]
-    for g in groups:
-        if g not in allowed_groups:
-            raise _bad(f"group_by[]: {g!r} is not one of {', '.join(allowed_groups)}")
-    if len(set(groups)) != len(groups):
-        raise _bad("group_by[]: values must be unique")
+    groups = _groups(query, allowed_groups)
     fanout = [g for g in groups if g in ANALYTICS_FANOUT]
     dims = [g for g in groups if g not in ANALYTICS_FANOUT]
     if len(dims) > ANALYTICS_MAX_GROUPS:

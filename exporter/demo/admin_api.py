@@ -57,6 +57,7 @@ from exporter.billing.wire import (
     SPEND_LIMITS_DEFAULT_LIMIT,
     check_analytics_query,
     check_claude_code_query,
+    spend_limit_period_start,
     check_report_query,
     error_body,
     iso,
@@ -65,7 +66,6 @@ from exporter.billing.wire import (
 
 __all__ = [
     "CONTROL_PREFIX", "FAULT_KINDS", "PATHS", "Fault", "RequestRecord", "SimulatedAdminApi", "SpendEntry", "SpendLimit",
-    "period_start",
 ]
 
 HOST = "127.0.0.1"
@@ -171,16 +171,6 @@ class SpendLimit:
         return {"type": "spend_limit", "id": self.id, "amount": None if self.amount is None else str(self.amount),
                 "currency": self.currency, "is_enabled": self.enabled, "period": self.period,
                 "scope": self.scope(), "created_at": iso(self.created_at), "updated_at": iso(self.created_at)}
-
-
-def period_start(period: str, now: datetime) -> datetime:
-    """The start of the UTC day, ISO week (Monday) or calendar month holding ``now``."""
-    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    if period == "daily":
-        return day
-    if period == "weekly":
-        return day - timedelta(days=day.weekday())
-    return day.replace(day=1)
 
 
 @dataclass(slots=True)
@@ -435,7 +425,7 @@ class SimulatedAdminApi:
                     everything: bool = False) -> Decimal:
         """Cents accrued so far in the current ``period`` by a workspace, a user or the organisation."""
         now = self.now
-        return sum((x.amount_cents for x in self._accrued(period_start(period, now), now, now)
+        return sum((x.amount_cents for x in self._accrued(spend_limit_period_start(period, now), now, now)
                     if everything or (user_id is not None and x.actor == user_id)
                     or (workspace_id is not None and x.workspace_id == workspace_id)), Decimal(0))
 
