@@ -438,6 +438,26 @@ def test_a_split_read_over_a_warm_state_replaces_a_stored_copy_once(tmp_path: Pa
     assert one.line_counts[("claude-code", readers.COUNTED)] == 3 + 6
 
 
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_copies_of_equal_size_keep_the_same_copy_however_the_read_is_split(tmp_path: Path, workers: int) -> None:
+    """Two copies of one request with the same token total, booked in different hours and under
+    different models, in files read in either order and by either process: the earlier hour stands."""
+    logs = tmp_path / "projects"
+    logs.mkdir()
+    later = line("tie", out=50, ts="2026-11-17T11:00:00.000Z", model="claude-opus-4-6")
+    earlier = line("tie", out=50, ts="2026-11-17T10:59:59.000Z")
+    # in plan order the later copy comes first, so "the first copy read stands" would keep it
+    for i in range(12):
+        (logs / f"s{i:02d}.jsonl").write_bytes((later if i % 2 == 0 else earlier) + line(f"own{i}"))
+    _, ing = _ingestor(logs, tmp_path / "state", workers=workers)
+    ing.refresh()
+    hours = {datetime.fromtimestamp(k[0], UTC).hour: v[AGG_REQUESTS]
+             for k, v in ing.aggregates.items() if k[2] == SONNET and v[AGG_REQUESTS]}
+    assert hours == {10: 1 + 12}  # the tie once, at 10:59, and the twelve own requests at 10:00
+    assert not any(v[AGG_REQUESTS] for k, v in ing.aggregates.items() if k[2] != SONNET)
+    assert ing.line_counts[("claude-code", readers.DUPLICATE)] == 11
+
+
 # ----------------------------------------------------------------------------- the paged dedup index
 
 

@@ -298,47 +298,59 @@ class Ingestor:
 
     def _read_plan(self, plan: list[tuple[SourceConfig, str]], sizes: list[int], batch: Batch,
                    progress: Callable[[int, int], None] | None) -> list[FileState]:
-        """Tail every planned file, in this process or split across helpers; the file states to store."""
+        """Tail every planned file, in this process or shared with helpers; the file states to store."""
         file_updates: list[FileState] = []
+        total = sum(sizes)
+        done = 0
         # only the process that owns the state splits a read: a helper reads its share alone
-        groups = coldread.split(plan, sizes, self.workers if self.state is not None else 1, self.parallel_min_bytes)
-        helpers = None
-        if len(groups) > 1:
-            helpers = coldread.Helpers([self._task(g, batch.now) for g in groups[1:]])
-            log.info("parallel_read", processes=len(groups), files=len(plan))
-        try:
-            own = groups[0]
-            total_bytes = 0
-            if progress:
-                size_of = {p: n for (_, p), n in zip(plan, sizes, strict=True)}
-                total_bytes = sum(size_of[p] for _, p in own)
-            done = 0
-            for source, path in own:
+        runs = coldread.chunks(plan, sizes, self.workers if self.state is not None else 1, self.parallel_min_bytes)
+        if len(runs) == 1:
+            for source, path in plan:
                 upd, nbytes = self.tail(source, path, batch)
                 if upd is not None:
                     file_updates.append(upd)
                 done += nbytes
                 if progress:
-                    progress(done, total_bytes)
-            for res in helpers.results() if helpers is not None else ():
-                merged = coldread.merge(batch, res)
-                file_updates.extend(merged.file_updates)
-                for name, error in merged.errors.items():
-                    self.status[name].error = error
-                for model, source_name in merged.unpriced:
-                    self._log_unpriced(model, source_name)
+                    progress(done, total)
+            return file_updates
+        processes = min(self.workers, len(runs)) - 1
+        helpers = coldread.Helpers(self._shared(plan, batch.now), [[(s.name, p) for s, p in run] for run in runs],
+                                   processes)
+        log.info("parallel_read", processes=processes + 1, files=len(plan), chunks=len(runs))
+        try:
+            while (i := helpers.claim()) is not None:
+                for source, path in runs[i]:
+                    upd, nbytes = self.tail(source, path, batch)
+                    if upd is not None:
+                        file_updates.append(upd)
+                    done += nbytes
+                if progress:
+                    progress(done, total)
+            for res in helpers.results():
+                done += self._merge(batch, res, file_updates)
+                if progress:
+                    progress(done, total)
         finally:
-            if helpers is not None:
-                helpers.close()
+            helpers.close()
         return file_updates
 
-    def _task(self, group: list[tuple[SourceConfig, str]], now: float) -> coldread.Task:
-        """A helper's share of the read, with what it needs of this process's state."""
-        return coldread.Task(
+    def _merge(self, batch: Batch, res: coldread.Result, file_updates: list[FileState]) -> int:
+        """Fold a helper's chunk into the batch; the bytes it read."""
+        merged = coldread.merge(batch, res)
+        file_updates.extend(merged.file_updates)
+        for name, error in merged.errors.items():
+            self.status[name].error = error
+        for model, source_name in merged.unpriced:
+            self._log_unpriced(model, source_name)
+        return merged.bytes_read
+
+    def _shared(self, plan: list[tuple[SourceConfig, str]], now: float) -> coldread.Shared:
+        """What the helpers need of this process's state to read the planned files alike."""
+        return coldread.Shared(
             sources=self.sources, overrides=self.pricer.overrides,
-            plan=[(s.name, p) for s, p in group], files={p: self.files[p] for _, p in group if p in self.files},
+            files={p: self.files[p] for _, p in plan if p in self.files},
             known=self.known, dim_list=list(self.dim_list), now=now, max_line=self.max_line,
-            skipping={p for _, p in group if p in self.in_long_line},
+            skipping={p for _, p in plan if p in self.in_long_line},
         )
 
     # ------------------------------------------------------------------ tailing one file
