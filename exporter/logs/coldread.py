@@ -2,16 +2,14 @@
 
 Reading and decoding 500 MB of transcripts is CPU work that one Python process does on one
 core. Past ``PARALLEL_MIN_BYTES`` the planned files are cut into runs of about the same bytes
-(*chunks*), every chunk is handed to a pool of helper processes, and the parent reads too:
-it takes chunks from the back of the queue that no helper has started, while the helpers take
-them from the front. Whoever is slowed (a busy core, a chunk of long lines), the others take
-more, and the parent folds each helper's batch into its own as it arrives, while it still
-reads. A helper reads with the parent's dedup index as it stood before the read, prices what
-it keeps and hands back its rows packed in one bytes object (one object pickles and crosses
-the pipe far faster than 100k small ones); the parent maps the helper's new label ids to its
-own, keeps the copy of a request that :func:`~exporter.logs.dedup.beats` the other, and
-commits everything in one transaction, as if it had read every file itself. Only the parent
-writes the state.
+(*chunks*) and shared out as the read goes: the helper processes read the first chunks, the
+parent the last ones, and whoever is done first takes what the other has not started, so a
+process slowed by a busy core takes fewer. A helper reads with the parent's dedup index as it
+stood before the read, prices what it keeps and hands back its rows packed in one bytes
+object (one object pickles and crosses the pipe far faster than 100k small ones); the parent
+maps the helper's new label ids to its own, keeps the copy of a request that
+:func:`~exporter.logs.dedup.beats` the other, and commits everything in one transaction, as
+if it had read every file itself. Only the parent writes the state.
 """
 
 from __future__ import annotations
@@ -27,6 +25,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from itertools import starmap
+from operator import add
 from typing import Any, TypeVar
 
 from exporter.config import PriceOverride, SourceConfig
@@ -126,13 +125,17 @@ def chunks(plan: Sequence[P], sizes: Sequence[int], workers: int, min_bytes: int
     return out
 
 
+def _context() -> Any:
+    # fork is cheap and safe while this is the only thread (report, the first refresh);
+    # a serving process has threads, and forking those is not, so it spawns
+    return mp.get_context("fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods()
+                          else "spawn")
+
+
 def make_pool(workers: int, shared: Shared | None = None, queue: Any = None) -> ProcessPoolExecutor:
     """Helper processes that die with their parent: a kill -9 of the exporter must not leave
     40-55 MB helpers reading on. ``shared`` and ``queue`` are what :func:`_read_chunks` reads with."""
-    # fork is cheap and safe while this is the only thread (report, the first refresh);
-    # a serving process has threads, and forking those is not, so it spawns
-    method = "fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods() else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method),
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_context(),
                                initializer=_start_helper, initargs=(os.getpid(), shared, queue))
 
 
@@ -161,39 +164,53 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _take(queue: Any, front: bool) -> int | None:
-    """The next chunk of the queue, from its front (a helper) or its back (the parent); None when
-    every chunk is taken. ``queue`` is a shared [front, back) pair of chunk indices."""
+# the shared queue: two runs of chunk indices, [next, end) each, the helpers' first, then the parent's
+_HELPERS, _PARENT = 0, 2
+
+
+def _take(queue: Any, mine: int) -> int | None:
+    """The next chunk for a process: the next of its own run (``mine``: _HELPERS or _PARENT),
+    read in plan order; once that run is done, the last chunk left in the other one; None
+    when every chunk is taken.
+
+    In plan order, because a resumed session's file repeats requests of the files before it:
+    read first, the original copies stand and the repeats are dropped unpriced; the other way
+    round every repeat would be priced and then replaced. A helper leaves the parent's last
+    chunk to it: the parent reads it while the helpers pack and send their batches, instead of
+    waiting for them with nothing to do.
+    """
     with queue.get_lock():
-        first: int = queue[0]
-        end: int = queue[1]
-        if first >= end:
-            return None
-        if front:
-            queue[0] = first + 1
+        first: int = queue[mine]
+        end: int = queue[mine + 1]
+        if first < end:
+            queue[mine] = first + 1
             return first
-        queue[1] = end - 1
-        return end - 1
+        other = _PARENT if mine == _HELPERS else _HELPERS
+        first, end = queue[other], queue[other + 1]
+        if first < end - (1 if mine == _HELPERS else 0):
+            queue[other + 1] = end - 1
+            return end - 1
+        return None
 
 
 class Helpers:
-    """Helper processes reading chunks from the front of a shared queue until it is empty, each
-    into one batch of its own; the caller takes chunks from the back meanwhile.
+    """Helper processes reading the chunks of a shared queue until none is left, each into one
+    batch of its own, while the caller reads its share (see :func:`_take`).
 
     Not a task per chunk: a pool queues a task ahead of each worker, which the caller could
     not take back; on a 500 MB read its last two chunks kept the caller waiting 0.35-0.7 s.
     """
 
     def __init__(self, shared: Shared, plans: list[list[tuple[str, str]]], processes: int) -> None:
-        ctx = mp.get_context("fork" if threading.active_count() == 1 and "fork" in mp.get_all_start_methods()
-                             else "spawn")
-        self._queue = ctx.Array("q", [0, len(plans)])
+        # the parent's run is its share of the chunks, at the end of the plan
+        mid = len(plans) - len(plans) // (processes + 1)
+        self._queue = _context().Array("q", [0, mid, mid, len(plans)])
         self._pool = make_pool(processes, shared, self._queue)
         self._futures: list[Future[Result]] = [self._pool.submit(_read_chunks, plans) for _ in range(processes)]
 
     def claim(self) -> int | None:
-        """The index of the last chunk no helper has taken, now the caller's; None once all are taken."""
-        return _take(self._queue, front=False)
+        """The index of the caller's next chunk; None once every chunk is taken."""
+        return _take(self._queue, _PARENT)
 
     def results(self) -> Iterator[Result]:
         """Each helper's batch, once it has found the queue empty."""
@@ -201,13 +218,14 @@ class Helpers:
             yield fut.result()
 
     def close(self) -> None:
-        with self._queue.get_lock():
-            self._queue[0] = self._queue[1]  # on a failure: no helper starts another chunk
+        with self._queue.get_lock():  # on a failure: no helper starts another chunk
+            self._queue[_HELPERS] = self._queue[_HELPERS + 1]
+            self._queue[_PARENT] = self._queue[_PARENT + 1]
         self._pool.shutdown(cancel_futures=True)
 
 
 def _read_chunks(plans: list[list[tuple[str, str]]]) -> Result:
-    """Read chunks from the front of the queue in a helper process, into one batch; the parent
+    """Read chunks of the queue in a helper process, into one batch; the parent
     dedups across processes, prices nothing twice, commits."""
     # imported here: the ingestor imports this module, and a helper reads with one of its own
     from exporter.logs.ingestor import Ingestor
@@ -225,7 +243,7 @@ def _read_chunks(plans: list[list[tuple[str, str]]]) -> Result:
     batch = ing.new_batch(task.now)
     by_name = {s.name: s for s in task.sources}
     updates = []
-    while (i := _take(_queue, front=True)) is not None:
+    while (i := _take(_queue, _HELPERS)) is not None:
         for name, path in plans[i]:
             upd, _ = ing.tail(by_name[name], path, batch)
             if upd is not None:
@@ -281,18 +299,13 @@ def merge(batch: Batch, res: Result) -> Merged:
     for (hour, dim), v in res.deltas.items():
         k = (hour, lut[dim])
         d = deltas.get(k)
-        if d is None:
-            deltas[k] = list(v)
-        else:
-            for i, x in enumerate(v):
-                d[i] += x
+        deltas[k] = list(v) if d is None else list(map(add, d, v))
     pending = batch.pending
-    for k, row in PAGE_ENTRY.iter_unpack(their_pending):  # one by one: no second dict of them all
-        held = pending.get(k)
-        if held is None:
-            pending[k] = row
-            continue
-        # both processes kept a copy of this request: the deltas hold both, keep the larger
+    # built and joined in C: only the requests both processes kept go through Python
+    theirs = dict(PAGE_ENTRY.iter_unpack(their_pending))
+    for k in theirs.keys() & pending.keys():
+        row, held = theirs.pop(k), pending[k]
+        # both processes kept a copy of this request: the deltas hold both, keep the one that beats
         if k not in batch.replacing and k not in res.replacing:
             # both processes took the request as new: one of those lines was a duplicate
             source = dim_list[row_dim(row)][0]
@@ -305,6 +318,8 @@ def merge(batch: Batch, res: Result) -> Merged:
             pending[k] = row
         else:
             batch.add_row(row, -1)
+    pending.update(theirs)
+    del theirs
     batch.unkeyed.extend(r for (r,) in _ROW_BYTES.iter_unpack(their_unkeyed))
     for replaced, old in res.replacing.items():
         batch.replacing.setdefault(replaced, old)

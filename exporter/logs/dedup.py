@@ -33,7 +33,7 @@ __all__ = [
     "AGG_OUTPUT", "AGG_REPORTED_PICO", "AGG_REQUESTS", "AGG_TOKENS", "AGG_UNPRICED", "AGG_WEB_SEARCH", "AGG_WIDTH",
     "ENTRY_DIM", "ENTRY_WIDTH", "PAGE_ENTRY", "PICO", "ROW", "ROW_DIM", "ROW_FIGURES", "ROW_HOUR", "ROW_TOTAL",
     "ROW_WIDTH",
-    "AggKey", "Batch", "DimKey", "RefreshStats", "Row", "beats", "key_hash", "row_dim", "row_hour", "row_total", "unpack_row",
+    "AggKey", "Batch", "DimKey", "RefreshStats", "Row", "beats", "key_hash", "wins", "row_dim", "row_hour", "row_total", "unpack_row",
 ]
 
 PICO = 10**12  # costs are kept in picodollars: integers that sum exactly
@@ -123,14 +123,18 @@ def row_dim(row: bytes) -> int:
 
 
 def beats(row: bytes, held: bytes) -> bool:
-    """Whether a copy of a request stands over the copy held in the same read: the larger token
-    total; on a tie, the one booked at the earlier hour, then the one whose packed figures sort
-    first. Which copy stands then does not depend on the order files were read in, nor on which
-    process of a split read read them. (A copy already committed is replaced only by a larger one.)"""
-    total, held_total = row_total(row), row_total(held)
-    if total != held_total:
-        return total > held_total
-    return (row_hour(row), row) < (row_hour(held), held)
+    """Whether a copy of a request stands over the copy held in the same read: see :func:`wins`."""
+    return wins(row_total(row), row_hour(row), row_total(held), row_hour(held))
+
+
+def wins(total: int, hour: int, held_total: int, held_hour: int) -> bool:
+    """Whether a copy of a request (its token total, the hour it is booked in) stands over the
+    copy held in the same read: the larger total; on a tie, the one booked earlier; on a tie of
+    both, the one held. Copies of one request differ in their totals while it streams, and in
+    their hours across an hour's edge, so which copy stands does not depend on the order files
+    are read in, nor on which process of a split read read them. (A copy already committed is
+    replaced only by a larger one.)"""
+    return total > held_total or (total == held_total and hour < held_hour)
 
 
 def key_hash(key: str) -> int:
@@ -141,7 +145,6 @@ def key_hash(key: str) -> int:
 
 # ------------------------------------------------------------------ the batch
 
-DROP, KEEP, TIE = 0, 1, 2  # what Batch._claim says of a copy of a request
 
 
 @dataclass
@@ -214,9 +217,9 @@ class Batch:
                 duplicate = False
                 continue
             key = key_hash(rec.dedup_key)
-            new, keep = self._claim(key, total)
+            new, keep = self._claim(key, total, int(rec.timestamp) // 3600 * 3600)
             if keep:
-                self._settle(key, keep, self._keep(rec, total))
+                self.pending[key] = self._keep(rec, total)
             if new:
                 duplicate = False
         self.lines[(source, readers.DUPLICATE if duplicate else readers.COUNTED)] += 1
@@ -240,9 +243,9 @@ class Batch:
                 counted += 1
                 duplicate += copies - 1
                 continue
-            new, keep = claim(key, total)
+            new, keep = claim(key, total, int(ts) // 3600 * 3600)
             if keep:
-                self._settle(key, keep, keep_row(source, ts, total, None, fields(line)))
+                pending[key] = keep_row(source, ts, total, None, fields(line))
             if new:
                 counted += 1
                 duplicate += copies - 1
@@ -259,36 +262,23 @@ class Batch:
         for rec in blk.records:
             self.take(source, [rec])
 
-    def _claim(self, key: int, total: int) -> tuple[bool, int]:
-        """Offer a copy of a request: whether the request is new, and whether this copy is the
-        one to keep (KEEP), is not (DROP), or ties with the copy this read holds (TIE: decided
-        by :func:`beats` once its row is built, in :meth:`_settle`). A held or stored copy it
-        beats is taken out of the deltas here."""
+    def _claim(self, key: int, total: int, hour: int) -> tuple[bool, bool]:
+        """Offer a copy of a request: (whether the request is new, whether this copy is the one
+        to keep). A held or stored copy it beats is taken out of the deltas here."""
         held = self.pending.get(key)
         if held is not None:
-            held_total = row_total(held)
-            if total > held_total:
+            if wins(total, hour, row_total(held), row_hour(held)):
                 self.add_row(held, -1)
-                return False, KEEP
-            return False, TIE if total == held_total else DROP
+                return False, True
+            return False, False
         old = self.known.get(key)
         if old is None:
-            return True, KEEP
+            return True, True
         if total > row_total(old):
             self.replacing[key] = old
             self.add_row(old, -1)
-            return False, KEEP
-        return False, DROP
-
-    def _settle(self, key: int, verdict: int, row: bytes) -> None:
-        """Keep a claimed copy's row (already in the deltas); a tie keeps the one :func:`beats` names."""
-        if verdict == TIE:
-            held = self.pending[key]
-            if not beats(row, held):
-                self.add_row(row, -1)
-                return
-            self.add_row(held, -1)
-        self.pending[key] = row
+            return False, True
+        return False, False
 
     def _keep(self, rec: UsageRecord, total: int) -> bytes:
         return self._keep_row(rec.source, rec.timestamp, total, rec.cost_usd,

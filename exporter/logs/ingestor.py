@@ -585,7 +585,10 @@ class Ingestor:
                     agg[i] += x
         for (src, res), n in batch.lines.items():
             self.line_counts[(src, res)] = self.line_counts.get((src, res), 0) + n
-        known.update(pending)
+        if known:
+            known.update(pending)
+        else:  # a first read: the batch's rows are the whole index (no copy of 120k entries)
+            self.known = known = pending
         for k in deltas:
             if k[0] > self._newest_hour:
                 self._newest_hour = k[0]
