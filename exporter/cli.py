@@ -68,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Prometheus exporter for Claude credit: billed and estimated spend, drift, remaining pool "
                     "credit and a circuit breaker.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="default: info for serve, warning for the commands a person or a script runs")
     parser.add_argument("--log-format", default="auto", choices=["auto", "json", "console"],
                         help="auto: key=value on a terminal, JSON lines otherwise")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -177,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         from exporter.statusline import run
 
         return run(args)
-    logsetup.configure(args.log_level, args.log_format)
+    logsetup.configure(args.log_level or ("info" if args.command == "serve" else "warning"), args.log_format)
     try:
         config = _load(args)
     except ConfigError as exc:

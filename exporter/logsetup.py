@@ -43,6 +43,11 @@ def _scrub(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> Mutable
 
 
 _pending: dict[str, Any] | None = None  # configure()'s settings, applied at the first event
+# the level configured, by logging's numbers: an event below it loads nothing (a report that says
+# nothing at info level never imports structlog, 0.09 s)
+_level = logging.INFO
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "warn": logging.WARNING,
+           "error": logging.ERROR, "exception": logging.ERROR, "critical": logging.CRITICAL}
 
 
 def configure(level: str = "info", fmt: str = "auto", stream: Any = None, secrets: Iterable[str] = ()) -> None:
@@ -50,10 +55,11 @@ def configure(level: str = "info", fmt: str = "auto", stream: Any = None, secret
 
     Applied at once when structlog is already loaded, else at the first event.
     """
-    global _pending
+    global _pending, _level
     for s in secrets:
         register_secret(s)
     _pending = {"level": level, "fmt": fmt, "stream": stream or sys.stderr}
+    _level = _LEVELS[level.lower()]
     if "structlog" in sys.modules:
         _apply()
 
@@ -94,11 +100,17 @@ class _Logger:
     __slots__ = ()
 
     def __getattr__(self, name: str) -> Any:
+        if _LEVELS.get(name, _level) < _level:
+            return _ignore
         if _pending is not None:
             _apply()
         import structlog
 
         return getattr(structlog.get_logger(), name)
+
+
+def _ignore(*_args: Any, **_kw: Any) -> None:
+    """An event below the configured level."""
 
 
 def get_logger() -> Any:

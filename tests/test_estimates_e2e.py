@@ -67,9 +67,11 @@ def test_a_first_report_leaves_its_commit_to_the_next_one_without_losing_it(corp
     """The first read's commit stays in the WAL when report exits; the next run reads it and
     copies it into the database."""
     root, exp = corpus
-    args = ("report", "--json", "--config", str(_config(tmp_path, root)), "--state-dir", str(tmp_path / "s"))
+    args = ("--log-level", "info", "report", "--json", "--config", str(_config(tmp_path, root)),
+            "--state-dir", str(tmp_path / "s"))
     first = run_cli(*args)
     assert first.returncode == 0, first.stderr
+    assert "logs_ingested" in first.stderr
     wal = tmp_path / "s" / "state.sqlite3-wal"
     assert wal.stat().st_size > 100_000
     second = run_cli(*args)

@@ -208,6 +208,26 @@ def test_report_with_a_key_it_cannot_read_exits_3_and_says_why(tmp_path: Path) -
     assert r.returncode == 0, r.stderr  # blocks show no bill
 
 
+def test_report_says_warnings_only_unless_asked_for_more(tmp_path: Path) -> None:
+    """A report's stderr is for what needs a look (an unpriced model), not for the news of a read."""
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    usage = {"input_tokens": 10, "output_tokens": 5}
+    (logs / "s.jsonl").write_text("".join(json.dumps(
+        {"type": "assistant", "timestamp": "2026-11-20T10:00:00Z", "requestId": f"req_{m}",
+         "message": {"id": f"msg_{m}", "model": m, "usage": usage}}) + "\n" for m in ("claude-sonnet-4-6", "gpt-9")))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"sources: [{{name: cc, kind: claude_code, paths: [{logs}]}}]\n")
+    quiet = run_cli("--log-format", "json", "report", "--json", "--config", str(cfg), "--state-dir", str(tmp_path / "a"))
+    assert quiet.returncode == 0, quiet.stderr
+    assert [json.loads(x)["event"] for x in quiet.stderr.splitlines()] == ["model_unpriced"]
+    loud = run_cli("--log-format", "json", "--log-level", "info", "report", "--json", "--config", str(cfg),
+                   "--state-dir", str(tmp_path / "b"))
+    events = [json.loads(x)["event"] for x in loud.stderr.splitlines()]
+    assert "model_unpriced" in events and "logs_ingested" in events
+    assert json.loads(loud.stdout) == json.loads(quiet.stdout)
+
+
 # --------------------------------------------------------------------------- log paths missing or unreadable
 
 

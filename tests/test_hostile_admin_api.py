@@ -494,7 +494,8 @@ admin_api:
 sources:
   - {{name: claude-code, kind: claude_code, paths: [{logs}]}}
 """)
-    r = run_cli("report", "--json", "--config", str(cfg), "--state-dir", str(tmp_path / "state"),
+    # at debug level: every event the command can say is searched for the key
+    r = run_cli("--log-level", "debug", "report", "--json", "--config", str(cfg), "--state-dir", str(tmp_path / "state"),
                 env=clean_env(TEST_ADMIN_KEY=KEY))
     assert r.returncode == 3, r.stderr  # printed, without fresh billed figures
     assert fake.count() >= 1 and "Admin API" in r.stderr and "400" in r.stderr
