@@ -311,12 +311,16 @@ def claude_fields(line: _Line) -> tuple[str, str, str, str, str, tuple[int, int,
     decoded transcript line that passed the checks: what pricing and the aggregates need."""
     message: _Message = line.message  # type: ignore[assignment]  # checked by the caller
     u: _Usage = message.usage  # type: ignore[assignment]
+    # cache_writes, inline (this runs for every request a cold read keeps)
+    cw5 = u.cache_creation_input_tokens
+    cw1h = 0
     cc = u.cache_creation
-    if cc is None:
-        cw5, cw1h = cache_writes(u.cache_creation_input_tokens, 0, 0)
-    else:
-        cw5, cw1h = cache_writes(u.cache_creation_input_tokens, cc.ephemeral_5m_input_tokens,
-                                 cc.ephemeral_1h_input_tokens)
+    if cc is not None:
+        cw1h = cc.ephemeral_1h_input_tokens
+        if cc.ephemeral_5m_input_tokens + cw1h >= cw5:
+            cw5 = cc.ephemeral_5m_input_tokens
+        else:
+            cw5 -= cw1h
     stu = u.server_tool_use
     return (message.model, line.entrypoint or "", u.service_tier or "standard",  # type: ignore[return-value]
             u.inference_geo or "", u.speed or "",
