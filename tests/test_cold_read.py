@@ -438,6 +438,31 @@ def test_a_split_read_over_a_warm_state_replaces_a_stored_copy_once(tmp_path: Pa
     assert one.line_counts[("claude-code", readers.COUNTED)] == 3 + 6
 
 
+def test_the_collector_paused_for_a_large_read_runs_again_after_it_even_when_it_fails(tmp_path: Path) -> None:
+    """A serving process must not go on without its garbage collector after its first big read."""
+    import gc
+
+    logs = tmp_path / "projects"
+    logs.mkdir()
+    (logs / "a.jsonl").write_bytes(line("r1") + line("r2"))
+    db, ing = _ingestor(logs, tmp_path / "state", workers=1)  # parallel_min_bytes=0: every read is large
+    paused: list[bool] = []
+    commit = ing._commit
+
+    def watching(*args, **kw):
+        paused.append(not gc.isenabled())
+        return commit(*args, **kw)
+
+    ing._commit = watching
+    ing.refresh()
+    assert paused == [True] and gc.isenabled()
+    (logs / "a.jsonl").write_bytes(line("r1") + line("r2") + line("r3"))
+    db.close()  # the next commit fails
+    with pytest.raises(sqlite3.ProgrammingError):
+        ing.refresh()
+    assert paused == [True, True] and gc.isenabled()
+
+
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_copies_of_equal_size_keep_the_same_copy_however_the_read_is_split(tmp_path: Path, workers: int) -> None:
     """Two copies of one request with the same token total, booked in different hours and under

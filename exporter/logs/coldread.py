@@ -14,6 +14,7 @@ if it had read every file itself. Only the parent writes the state.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing as mp
 import os
 import signal
@@ -232,6 +233,7 @@ def _read_chunks(plans: list[list[tuple[str, str]]]) -> Result:
 
     task = _shared
     assert task is not None  # set by _start_helper before the pool hands over any task
+    gc.disable()  # as the parent does for a large read (see the ingestor's _collector_paused)
     ing = Ingestor(task.sources, None, load_pricer(task.overrides), clock=lambda: task.now,
                    max_line_bytes=task.max_line, workers=1)
     ing.files = task.files

@@ -16,11 +16,13 @@ overlong lines) and owns what a refresh leaves behind.
 from __future__ import annotations
 
 import functools
+import gc
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import chain
@@ -220,11 +222,12 @@ class Ingestor:
 
         dims_before = len(self.dim_list)
         try:
-            file_updates = [*self._moved, *self._read_plan(plan, sizes, batch, progress)]
-            # a file whose folder could not be listed this time is not gone: keep its offset
-            unlisted = {name for name, st in self.status.items() if st.error}
-            gone = [p for p, f in self.files.items() if p not in seen_paths and f.source not in unlisted]
-            self._commit(batch, file_updates, gone, now)
+            with _collector_paused(sum(sizes) >= self.parallel_min_bytes):
+                file_updates = [*self._moved, *self._read_plan(plan, sizes, batch, progress)]
+                # a file whose folder could not be listed this time is not gone: keep its offset
+                unlisted = {name for name, st in self.status.items() if st.error}
+                gone = [p for p, f in self.files.items() if p not in seen_paths and f.source not in unlisted]
+                self._commit(batch, file_updates, gone, now)
         except BaseException:
             # the label ids this batch handed out were not stored: forget them, or a later batch
             # would store rows pointing at ids the dims table does not have
@@ -630,6 +633,21 @@ class Ingestor:
         if source not in self._poison_logged:
             self._poison_logged.add(source)
             log.error("log_line_rejected", source=source, error=f"{type(exc).__name__}: {exc}")
+
+
+@contextmanager
+def _collector_paused(pause: bool) -> Iterator[None]:
+    """The cyclic garbage collector off for a large read and its commit: a 500 MB read allocates a
+    few hundred thousand lists and tuples that hold no cycle, and the collector walked them 130
+    times (0.06 s of the parent's time) to free nothing."""
+    if not pause or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _iso(epoch: float) -> str:
