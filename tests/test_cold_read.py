@@ -415,6 +415,54 @@ def test_a_read_split_across_processes_leaves_exactly_what_one_process_leaves(tm
     assert _view(again) == _view(many)
 
 
+def test_a_split_read_in_a_serving_process_spawns_its_helpers_and_leaves_the_same(tmp_path: Path) -> None:
+    """With other threads running (a serving exporter) helpers are spawned, not forked: they get
+    what they read with, the chunk queue and the way back for their batches by pickling."""
+    import threading
+
+    from exporter.logs import coldread
+
+    corpus = tmp_path / "c"
+    generate(corpus, files=24, requests=800, seed=72, days=3, end=datetime.fromtimestamp(NOW, UTC))
+    _, one = _ingestor(corpus / "projects", tmp_path / "one", workers=1)
+    one.refresh()
+    stop = threading.Event()
+    serving = threading.Thread(target=stop.wait, daemon=True)
+    serving.start()
+    try:
+        assert coldread._context().get_start_method() == "spawn"
+        _, many = _ingestor(corpus / "projects", tmp_path / "many", workers=2)
+        many.refresh()
+    finally:
+        stop.set()
+    assert _view(many) == _view(one)
+
+
+@pytest.mark.timeout(60)
+def test_a_helper_that_fails_fails_the_read_without_a_hang_and_the_next_read_is_whole(tmp_path: Path) -> None:
+    corpus = tmp_path / "c"
+    generate(corpus, files=24, requests=800, seed=73, days=3, end=datetime.fromtimestamp(NOW, UTC))
+    _, one = _ingestor(corpus / "projects", tmp_path / "one", workers=1)
+    one.refresh()
+    _, many = _ingestor(corpus / "projects", tmp_path / "many", workers=2)
+    parent, tail = os.getpid(), Ingestor.tail
+
+    def failing_in_a_helper(self, source, path, batch):
+        if os.getpid() != parent:
+            raise RuntimeError("helper broke")
+        return tail(self, source, path, batch)
+
+    Ingestor.tail = failing_in_a_helper  # forked into the helper
+    try:
+        with pytest.raises(RuntimeError, match="helper broke"):
+            many.refresh()
+    finally:
+        Ingestor.tail = tail
+    assert not many.known and not many.files  # nothing of the failed read was kept
+    many.refresh()
+    assert _view(many) == _view(one)
+
+
 def test_a_split_read_over_a_warm_state_replaces_a_stored_copy_once(tmp_path: Path) -> None:
     """Both processes find a larger copy of the same stored request: it is taken out once."""
     logs = tmp_path / "projects"

@@ -4,12 +4,13 @@ Reading and decoding 500 MB of transcripts is CPU work that one Python process d
 core. Past ``PARALLEL_MIN_BYTES`` the planned files are cut into runs of about the same bytes
 (*chunks*) and shared out as the read goes: the helper processes read the first chunks, the
 parent the last ones, and whoever is done first takes what the other has not started, so a
-process slowed by a busy core takes fewer. A helper reads with the parent's dedup index as it
-stood before the read, prices what it keeps and hands back its rows packed in one bytes
-object (one object pickles and crosses the pipe far faster than 100k small ones); the parent
-maps the helper's new label ids to its own, keeps the copy of a request that
-:func:`~exporter.logs.dedup.beats` the other, and commits everything in one transaction, as
-if it had read every file itself. Only the parent writes the state.
+process slowed by a busy core takes fewer. A helper reads each chunk with the parent's dedup
+index as it stood before the read, prices what it keeps and sends the chunk's rows at once,
+packed in one bytes object (one object pickles and crosses the pipe far faster than 100k
+small ones); the parent folds each chunk in between its own, mapping the helper's new label
+ids to its own and keeping the copy of a request that :func:`~exporter.logs.dedup.beats` the
+other, and commits everything in one transaction, as if it had read every file itself. Only
+the parent writes the state.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import os
+import queue
 import signal
 import struct
 import sys
@@ -133,21 +135,27 @@ def _context() -> Any:
                           else "spawn")
 
 
-def make_pool(workers: int, shared: Shared | None = None, queue: Any = None) -> ProcessPoolExecutor:
+def make_pool(workers: int, shared: Shared | None = None, chunks: Any = None, results: Any = None
+              ) -> ProcessPoolExecutor:
     """Helper processes that die with their parent: a kill -9 of the exporter must not leave
-    40-55 MB helpers reading on. ``shared`` and ``queue`` are what :func:`_read_chunks` reads with."""
+    40-55 MB helpers reading on. ``shared``, ``chunks`` and ``results`` are what
+    :func:`_read_chunks` reads with and sends its batches to."""
     return ProcessPoolExecutor(max_workers=workers, mp_context=_context(),
-                               initializer=_start_helper, initargs=(os.getpid(), shared, queue))
+                               initializer=_start_helper, initargs=(os.getpid(), shared, chunks, results))
 
 
-# in a helper process: what its chunks are read with, and the queue of chunks
+# in a helper process: what its chunks are read with, the queue of chunks, where batches go
 _shared: Shared | None = None
 _queue: Any = None
+_results: Any = None
 
 
-def _start_helper(parent: int, shared: Shared | None, queue: Any) -> None:
-    global _shared, _queue  # noqa: PLW0603 - one each per helper process, set before it reads
-    _shared, _queue = shared, queue
+def _start_helper(parent: int, shared: Shared | None, chunks: Any, results: Any) -> None:
+    global _shared, _queue, _results  # noqa: PLW0603 - one each per helper process, set before it reads
+    _shared, _queue, _results = shared, chunks, results
+    if results is not None:
+        # a batch not yet sent when the parent gives up on the read is not waited for at exit
+        results.cancel_join_thread()
     _die_with_parent(parent)
 
 
@@ -169,7 +177,7 @@ def _die_with_parent(parent: int) -> None:
 _HELPERS, _PARENT = 0, 2
 
 
-def _take(queue: Any, mine: int) -> int | None:
+def _take(chunks: Any, mine: int) -> int | None:
     """The next chunk for a process: the next of its own run (``mine``: _HELPERS or _PARENT),
     read in plan order; once that run is done, the last chunk left in the other one; None
     when every chunk is taken.
@@ -180,23 +188,25 @@ def _take(queue: Any, mine: int) -> int | None:
     chunk to it: the parent reads it while the helpers pack and send their batches, instead of
     waiting for them with nothing to do.
     """
-    with queue.get_lock():
-        first: int = queue[mine]
-        end: int = queue[mine + 1]
+    with chunks.get_lock():
+        first: int = chunks[mine]
+        end: int = chunks[mine + 1]
         if first < end:
-            queue[mine] = first + 1
+            chunks[mine] = first + 1
             return first
         other = _PARENT if mine == _HELPERS else _HELPERS
-        first, end = queue[other], queue[other + 1]
+        first, end = chunks[other], chunks[other + 1]
         if first < end - (1 if mine == _HELPERS else 0):
-            queue[other + 1] = end - 1
+            chunks[other + 1] = end - 1
             return end - 1
         return None
 
 
 class Helpers:
-    """Helper processes reading the chunks of a shared queue until none is left, each into one
-    batch of its own, while the caller reads its share (see :func:`_take`).
+    """Helper processes reading the chunks of a shared queue until none is left, while the
+    caller reads its share (see :func:`_take`); each chunk's batch is sent as soon as it is
+    read, so the caller folds them in while it still reads, and what is left for it after the
+    last chunk is one chunk's batch, not a helper's whole share.
 
     Not a task per chunk: a pool queues a task ahead of each worker, which the caller could
     not take back; on a 500 MB read its last two chunks kept the caller waiting 0.35-0.7 s.
@@ -205,29 +215,47 @@ class Helpers:
     def __init__(self, shared: Shared, plans: list[list[tuple[str, str]]], processes: int) -> None:
         # the parent's run is its share of the chunks, at the end of the plan
         mid = len(plans) - len(plans) // (processes + 1)
-        self._queue = _context().Array("q", [0, mid, mid, len(plans)])
-        self._pool = make_pool(processes, shared, self._queue)
-        self._futures: list[Future[Result]] = [self._pool.submit(_read_chunks, plans) for _ in range(processes)]
+        ctx = _context()
+        self._queue = ctx.Array("q", [0, mid, mid, len(plans)])
+        self._results = ctx.Queue()
+        self._received = 0
+        self._pool = make_pool(processes, shared, self._queue, self._results)
+        self._futures: list[Future[int]] = [self._pool.submit(_read_chunks, plans) for _ in range(processes)]
 
     def claim(self) -> int | None:
         """The index of the caller's next chunk; None once every chunk is taken."""
         return _take(self._queue, _PARENT)
 
-    def results(self) -> Iterator[Result]:
-        """Each helper's batch, once it has found the queue empty."""
-        for fut in self._futures:
-            yield fut.result()
+    def ready(self) -> Iterator[Result]:
+        """The chunks' batches that are in, without waiting for more."""
+        while True:
+            try:
+                res = self._results.get_nowait()
+            except queue.Empty:
+                return
+            self._received += 1
+            yield res
+
+    def rest(self) -> Iterator[Result]:
+        """The batches not yet handed out, once the helpers have found the queue empty."""
+        sent = sum(fut.result() for fut in self._futures)  # a helper's failure is raised here
+        while self._received < sent:
+            res = self._results.get()
+            self._received += 1
+            yield res
 
     def close(self) -> None:
         with self._queue.get_lock():  # on a failure: no helper starts another chunk
             self._queue[_HELPERS] = self._queue[_HELPERS + 1]
             self._queue[_PARENT] = self._queue[_PARENT + 1]
         self._pool.shutdown(cancel_futures=True)
+        self._results.close()
 
 
-def _read_chunks(plans: list[list[tuple[str, str]]]) -> Result:
-    """Read chunks of the queue in a helper process, into one batch; the parent
-    dedups across processes, prices nothing twice, commits."""
+def _read_chunks(plans: list[list[tuple[str, str]]]) -> int:
+    """Read chunks of the queue in a helper process, each into a batch of its own that goes to
+    the parent as soon as it is read; the parent dedups across chunks, prices nothing twice,
+    commits. Returns how many batches were sent."""
     # imported here: the ingestor imports this module, and a helper reads with one of its own
     from exporter.logs.ingestor import Ingestor
 
@@ -238,29 +266,34 @@ def _read_chunks(plans: list[list[tuple[str, str]]]) -> Result:
                    max_line_bytes=task.max_line, workers=1)
     ing.files = task.files
     ing.known = task.known
-    ing.dim_list = list(task.dim_list)
-    ing.dims = {d: i for i, d in enumerate(ing.dim_list)}
     ing.in_long_line = set(task.skipping)
     ing.quiet = True
-    batch = ing.new_batch(task.now)
     by_name = {s.name: s for s in task.sources}
-    updates = []
+    sent = 0
     while (i := _take(_queue, _HELPERS)) is not None:
+        # label ids as the parent's were at the start: each batch maps its own new ones
+        ing.dim_list = list(task.dim_list)
+        ing.dims = {d: n for n, d in enumerate(ing.dim_list)}
+        batch = ing.new_batch(task.now)
+        updates = []
         for name, path in plans[i]:
             upd, _ = ing.tail(by_name[name], path, batch)
             if upd is not None:
                 updates.append(upd)
-    errors = {name: st.error for name, st in ing.status.items() if st.error}
-    stats = batch.stats
-    return Result(
-        pending=b"".join(starmap(PAGE_ENTRY.pack, batch.pending.items())), unkeyed=b"".join(batch.unkeyed),
-        replacing=batch.replacing, lines=dict(batch.lines),
-        deltas=batch.deltas,
-        new_dims=batch.new_dims, dim_base=len(task.dim_list), file_updates=updates, errors=errors,
-        stats=(stats.records, stats.bytes_read, stats.files_read),
-        unpriced=list(ing.unpriced_seen),
-        skipping=batch.skipping,
-    )
+        errors = {name: st.error for name, st in ing.status.items() if st.error}
+        stats = batch.stats
+        _results.put(Result(
+            pending=b"".join(starmap(PAGE_ENTRY.pack, batch.pending.items())), unkeyed=b"".join(batch.unkeyed),
+            replacing=batch.replacing, lines=dict(batch.lines),
+            deltas=batch.deltas,
+            new_dims=batch.new_dims, dim_base=len(task.dim_list), file_updates=updates, errors=errors,
+            stats=(stats.records, stats.bytes_read, stats.files_read),
+            unpriced=ing.unpriced_seen[:],
+            skipping=batch.skipping,
+        ))
+        ing.unpriced_seen.clear()
+        sent += 1
+    return sent
 
 
 def _remapped(packed: bytes, width: int, field: int, lut: list[int]) -> bytes | array[int]:

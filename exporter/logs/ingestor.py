@@ -327,9 +327,11 @@ class Ingestor:
                     if upd is not None:
                         file_updates.append(upd)
                     done += nbytes
+                for res in helpers.ready():  # folded in while the helpers read on
+                    done += self._merge(batch, res, file_updates)
                 if progress:
                     progress(done, total)
-            for res in helpers.results():
+            for res in helpers.rest():
                 done += self._merge(batch, res, file_updates)
                 if progress:
                     progress(done, total)
