@@ -9,9 +9,10 @@ from collections import defaultdict
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
+from operator import add
 from typing import Any, TextIO
 
-from exporter.state import (AGG_CACHE_READ, AGG_CACHE_WRITE_1H, AGG_CACHE_WRITE_5M, AGG_COLUMNS, AGG_COST_PICO,
+from exporter.state import (AGG_CACHE_READ, AGG_CACHE_WRITE_1H, AGG_CACHE_WRITE_5M, AGG_COST_PICO,
                             AGG_INPUT, AGG_OUTPUT, AGG_REPORTED_PICO, AGG_REQUESTS, AGG_UNPRICED, AGG_WEB_SEARCH, AggKey)
 
 PICO = 10**12
@@ -44,14 +45,18 @@ def build_report(
     said the requests cost (Claude Code's own figure in CLI results), beside our estimate;
     null where the logs reported nothing (a reported $0 reads as nothing reported).
     """
-    per_day: dict[date, dict[str, list[int]]] = defaultdict(lambda: defaultdict(lambda: [0] * len(AGG_COLUMNS)))
+    per_day: dict[date, dict[str, list[int]]] = defaultdict(dict)
+    days_of: dict[int, date] = {}  # UTC day number -> date: a few dozen days, not one per hour
     for (hour, _source, model, _entry), v in aggregates.items():
-        day = datetime.fromtimestamp(hour, UTC).date()
+        n = hour // 86400
+        day = days_of.get(n)
+        if day is None:
+            day = days_of[n] = datetime.fromtimestamp(n * 86400, UTC).date()
         if (since and day < since) or (until and day > until):
             continue
-        acc = per_day[day][model]
-        for i, x in enumerate(v):
-            acc[i] += x
+        models = per_day[day]
+        acc = models.get(model)
+        models[model] = list(v) if acc is None else list(map(add, acc, v))
     billed = dict(billed_by_day or {})
     days_set = set(per_day) | {d for d in billed if (not since or d >= since) and (not until or d <= until)}
     days = []
