@@ -54,9 +54,9 @@ def build_report(
             day = days_of[n] = datetime.fromtimestamp(n * 86400, UTC).date()
         if (since and day < since) or (until and day > until):
             continue
-        models = per_day[day]
-        acc = models.get(model)
-        models[model] = list(v) if acc is None else list(map(add, acc, v))
+        by_model = per_day[day]
+        acc = by_model.get(model)
+        by_model[model] = list(v) if acc is None else list(map(add, acc, v))
     billed = dict(billed_by_day or {})
     days_set = set(per_day) | {d for d in billed if (not since or d >= since) and (not until or d <= until)}
     days = []
