@@ -585,6 +585,12 @@ def test_the_hourly_prune_drops_old_keys_keeps_totals_and_rewrites_the_index(tmp
     assert again.known == ing.known
 
 
+def test_a_dedup_key_hashes_to_the_id_every_stored_state_holds() -> None:
+    """The stored index holds these ids, not the keys: a different hash would count every copy of
+    an already stored request again after an upgrade. The first 8 bytes of BLAKE2b, big-endian."""
+    assert key_hash("msg_01XFDUDYJgAACzvnptvVoYEL\x1freq_011CVKm4Z2f4NuvXeQKdJt5W") == -7072999540739906309
+
+
 def test_a_page_cut_short_is_reported_as_corruption(tmp_path: Path) -> None:
     db = StateDB(tmp_path / "state")
     with db.transaction() as conn:

@@ -137,10 +137,15 @@ def wins(total: int, hour: int, held_total: int, held_hour: int) -> bool:
     return total > held_total or (total == held_total and hour < held_hour)
 
 
+# copied for each key: 0.8 us a key instead of 1.2 for a new object with its digest size
+_BLAKE2B_8 = hashlib.blake2b(digest_size=8)
+
+
 def key_hash(key: str) -> int:
     """64-bit signed id of a dedup key: what the state stores instead of the long string."""
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                          "big", signed=True)
+    h = _BLAKE2B_8.copy()
+    h.update(key.encode("utf-8", "surrogatepass"))
+    return int.from_bytes(h.digest(), "big", signed=True)
 
 
 # ------------------------------------------------------------------ the batch
@@ -232,12 +237,13 @@ class Batch:
         counted = duplicate = records = 0
         fields, claim, keep_row, pending = readers.claude_fields, self._claim, self._keep_row, self.pending
         known = self.known
-        blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+        fresh, from_bytes = _BLAKE2B_8.copy, int.from_bytes
         for (mid, rid), (total, ts, line, copies) in blk.best.items():
             records += copies
             # key_hash, inline: this runs for every request in a cold read
-            key = from_bytes(blake2b(f"{mid}\x1f{rid or ''}".encode("utf-8", "surrogatepass"), digest_size=8).digest(),
-                             "big", signed=True)
+            h = fresh()
+            h.update(f"{mid}\x1f{rid or ''}".encode("utf-8", "surrogatepass"))
+            key = from_bytes(h.digest(), "big", signed=True)
             if key not in pending and key not in known:  # a new request: what a cold read sees most
                 pending[key] = keep_row(source, ts, total, None, fields(line))
                 counted += 1
