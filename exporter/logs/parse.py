@@ -194,12 +194,14 @@ class _ServerToolUse(msgspec.Struct, gc=False):
     web_search_requests: _Count = 0
 
 
+# The fields of these structs are in the order Claude Code writes them: the decoder tries the
+# next field in order first, which made a block's decode 4-6% faster than another order.
 class _Usage(msgspec.Struct, gc=False):
     input_tokens: _Count = 0
-    output_tokens: _Count = 0
-    cache_read_input_tokens: _Count = 0
     cache_creation_input_tokens: _Count = 0
+    cache_read_input_tokens: _Count = 0
     cache_creation: _CacheCreation | None = None
+    output_tokens: _Count = 0
     server_tool_use: _ServerToolUse | None = None
     service_tier: str | None = None
     inference_geo: str | None = None
@@ -207,8 +209,8 @@ class _Usage(msgspec.Struct, gc=False):
 
 
 class _Message(msgspec.Struct, gc=False):
-    id: str | None = None
     model: str | None = None
+    id: str | None = None
     usage: _Usage | None = None
 
 
@@ -228,12 +230,12 @@ class _Line(msgspec.Struct, gc=False):
     ``data`` is absent from every line but progress lines: a line without it builds nothing more.
     """
 
+    entrypoint: str | None = None
+    message: _Message | None = None
+    requestId: str | None = None  # noqa: N815 - the transcript's own key
     type: str | None = None
     timestamp: datetime | None = None
-    requestId: str | None = None  # noqa: N815 - the transcript's own key
-    entrypoint: str | None = None
     isApiErrorMessage: bool | None = None  # noqa: N815
-    message: _Message | None = None
     data: _Progress | str | int | float | bool | list[Any] | None = None
 
 
