@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import calendar
 import fcntl
 import gc
 import os
@@ -46,6 +45,8 @@ def _utc_day(text: str) -> date:
         raise argparse.ArgumentTypeError(f"{text!r} is not a day: there is no year 0")
     if not 1 <= month <= 12:
         raise argparse.ArgumentTypeError(f"{text!r} is not a day: there is no month {month} (months are 01..12)")
+    import calendar  # here: only a --since/--until day needs it, not every start (7 ms)
+
     last = calendar.monthrange(year, month)[1]
     if not 1 <= day <= last:
         raise argparse.ArgumentTypeError(f"{text!r} is not a day: {calendar.month_name[month]} {year} has days "
