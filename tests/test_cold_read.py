@@ -463,6 +463,38 @@ def test_a_helper_that_fails_fails_the_read_without_a_hang_and_the_next_read_is_
     assert _view(many) == _view(one)
 
 
+@pytest.mark.timeout(120)
+def test_a_helper_killed_mid_read_fails_the_read_without_a_hang_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """The kernel's OOM killer or a kill -9 aimed at a helper: the read fails (the serving
+    exporter keeps its last values and tries again), nothing of it is kept, its spool is gone."""
+    import signal
+
+    corpus = tmp_path / "c"
+    generate(corpus, files=24, requests=800, seed=75, days=3, end=datetime.fromtimestamp(NOW, UTC))
+    _, one = _ingestor(corpus / "projects", tmp_path / "one", workers=1)
+    one.refresh()
+    _, many = _ingestor(corpus / "projects", tmp_path / "many", workers=2)
+    parent, tail, calls = os.getpid(), Ingestor.tail, [0]
+
+    def killed_in_a_helper(self, source, path, batch):
+        if os.getpid() != parent:
+            calls[0] += 1
+            if calls[0] == 3:  # after it has handed over a batch or two
+                os.kill(os.getpid(), signal.SIGKILL)
+        return tail(self, source, path, batch)
+
+    Ingestor.tail = killed_in_a_helper  # forked into the helper
+    try:
+        with pytest.raises(RuntimeError):  # the pool's BrokenProcessPool, or HelperLost
+            many.refresh()
+    finally:
+        Ingestor.tail = tail
+    assert not many.known and not many.files
+    assert not (tmp_path / "many" / "read-spool").exists()
+    many.refresh()
+    assert _view(many) == _view(one)
+
+
 def test_a_split_read_over_a_warm_state_replaces_a_stored_copy_once(tmp_path: Path) -> None:
     """Both processes find a larger copy of the same stored request: it is taken out once."""
     logs = tmp_path / "projects"

@@ -18,7 +18,9 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import os
+import pickle
 import queue
+import shutil
 import signal
 import struct
 import sys
@@ -26,6 +28,7 @@ import threading
 from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import starmap
 from operator import add
@@ -48,8 +51,8 @@ from exporter.logs.dedup import (
 from exporter.prices import load_pricer
 from exporter.state import FileState
 
-__all__ = ["CHUNKS_PER_PROCESS", "MAX_WORKERS", "PARALLEL_MIN_BYTES", "Helpers", "Merged", "Result", "Shared",
-           "chunks", "merge"]
+__all__ = ["CHUNKS_PER_PROCESS", "MAX_WORKERS", "PARALLEL_MIN_BYTES", "HelperLost", "Helpers", "Merged", "Result",
+           "Shared", "chunks", "merge"]
 
 PARALLEL_MIN_BYTES = 64 << 20  # below this a cold read is faster in one process than starting helpers
 MAX_WORKERS = 4
@@ -58,6 +61,7 @@ MAX_WORKERS = 4
 CHUNKS_PER_PROCESS = 16
 MIN_CHUNK_BYTES = 8 << 20
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
+LOCK_SECONDS = 60.0  # longest wait on the chunk queue's lock, or for a helper's batch after its last chunk
 
 P = TypeVar("P")
 _ROW_BYTES = struct.Struct(f"{ROW.size}s")  # a row as one bytes object
@@ -135,27 +139,25 @@ def _context() -> Any:
                           else "spawn")
 
 
-def make_pool(workers: int, shared: Shared | None = None, chunks: Any = None, results: Any = None
-              ) -> ProcessPoolExecutor:
+def make_pool(workers: int, shared: Shared | None = None, chunks: Any = None, results: Any = None,
+              spool: str | None = None) -> ProcessPoolExecutor:
     """Helper processes that die with their parent: a kill -9 of the exporter must not leave
-    40-55 MB helpers reading on. ``shared``, ``chunks`` and ``results`` are what
-    :func:`_read_chunks` reads with and sends its batches to."""
-    return ProcessPoolExecutor(max_workers=workers, mp_context=_context(),
-                               initializer=_start_helper, initargs=(os.getpid(), shared, chunks, results))
+    40-55 MB helpers reading on. ``shared``, ``chunks``, ``results`` and ``spool`` are what
+    :func:`_read_chunks` reads with and hands its batches over through."""
+    return ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_start_helper,
+                               initargs=(os.getpid(), shared, chunks, results, spool))
 
 
 # in a helper process: what its chunks are read with, the queue of chunks, where batches go
 _shared: Shared | None = None
 _queue: Any = None
 _results: Any = None
+_spool: str | None = None
 
 
-def _start_helper(parent: int, shared: Shared | None, chunks: Any, results: Any) -> None:
-    global _shared, _queue, _results  # noqa: PLW0603 - one each per helper process, set before it reads
-    _shared, _queue, _results = shared, chunks, results
-    if results is not None:
-        # a batch not yet sent when the parent gives up on the read is not waited for at exit
-        results.cancel_join_thread()
+def _start_helper(parent: int, shared: Shared | None, chunks: Any, results: Any, spool: str | None) -> None:
+    global _shared, _queue, _results, _spool  # noqa: PLW0603 - one each per helper process, set before it reads
+    _shared, _queue, _results, _spool = shared, chunks, results, spool
     _die_with_parent(parent)
 
 
@@ -173,6 +175,18 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+class HelperLost(RuntimeError):
+    """A helper process of a split read ended without handing over what it read."""
+
+
+@contextmanager
+def _released(lock: Any) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 # the shared queue: two runs of chunk indices, [next, end) each, the helpers' first, then the parent's
 _HELPERS, _PARENT = 0, 2
 
@@ -188,7 +202,11 @@ def _take(chunks: Any, mine: int) -> int | None:
     chunk to it: the parent reads it while the helpers pack and send their batches, instead of
     waiting for them with nothing to do.
     """
-    with chunks.get_lock():
+    lock = chunks.get_lock()
+    # a process killed while it held the lock (a few microseconds) must not stop the others for good
+    if not lock.acquire(timeout=LOCK_SECONDS):
+        raise HelperLost("the queue of chunks stayed locked: a process of the read died holding it")
+    with _released(lock):
         first: int = chunks[mine]
         end: int = chunks[mine + 1]
         if first < end:
@@ -204,22 +222,31 @@ def _take(chunks: Any, mine: int) -> int | None:
 
 class Helpers:
     """Helper processes reading the chunks of a shared queue until none is left, while the
-    caller reads its share (see :func:`_take`); each chunk's batch is sent as soon as it is
-    read, so the caller folds them in while it still reads, and what is left for it after the
-    last chunk is one chunk's batch, not a helper's whole share.
+    caller reads its share (see :func:`_take`); each chunk's batch is handed over as soon as it
+    is read, so the caller folds them in while it still reads, and what is left for it after
+    the last chunk is one chunk's batch, not a helper's whole share.
 
     Not a task per chunk: a pool queues a task ahead of each worker, which the caller could
     not take back; on a 500 MB read its last two chunks kept the caller waiting 0.35-0.7 s.
+
+    A batch (0.1-1 MB) is written to a file in ``spool`` and only its name goes through the
+    queue: a name is written to the pipe in one piece, so a helper killed at any moment leaves
+    no half message that the caller would wait on for good, and its death is seen through the
+    pool (or, after its last chunk, as a name that never comes: ``HelperLost``).
     """
 
-    def __init__(self, shared: Shared, plans: list[list[tuple[str, str]]], processes: int) -> None:
+    def __init__(self, shared: Shared, plans: list[list[tuple[str, str]]], processes: int, spool: str) -> None:
         # the parent's run is its share of the chunks, at the end of the plan
         mid = len(plans) - len(plans) // (processes + 1)
         ctx = _context()
+        # the last read's leftovers (a process killed before it cleaned up) go first: one read's worth at most
+        shutil.rmtree(spool, ignore_errors=True)
+        os.makedirs(spool, mode=0o700)
+        self._spool = spool
         self._queue = ctx.Array("q", [0, mid, mid, len(plans)])
         self._results = ctx.Queue()
         self._received = 0
-        self._pool = make_pool(processes, shared, self._queue, self._results)
+        self._pool = make_pool(processes, shared, self._queue, self._results, spool)
         self._futures: list[Future[int]] = [self._pool.submit(_read_chunks, plans) for _ in range(processes)]
 
     def claim(self) -> int | None:
@@ -230,37 +257,51 @@ class Helpers:
         """The chunks' batches that are in, without waiting for more."""
         while True:
             try:
-                res = self._results.get_nowait()
+                name = self._results.get_nowait()
             except queue.Empty:
                 return
-            self._received += 1
-            yield res
+            yield self._take_over(name)
 
     def rest(self) -> Iterator[Result]:
         """The batches not yet handed out, once the helpers have found the queue empty."""
         sent = sum(fut.result() for fut in self._futures)  # a helper's failure is raised here
         while self._received < sent:
-            res = self._results.get()
-            self._received += 1
-            yield res
+            try:
+                # a helper puts a batch's name before it returns: only a helper killed in between leaves it out
+                name = self._results.get(timeout=LOCK_SECONDS)
+            except queue.Empty:
+                raise HelperLost(f"{sent - self._received} of the helpers' batches never came") from None
+            yield self._take_over(name)
+
+    def _take_over(self, name: str) -> Result:
+        self._received += 1
+        path = os.path.join(self._spool, name)
+        with open(path, "rb") as f:
+            data = f.read()
+        os.unlink(path)
+        res: Result = pickle.loads(data)  # noqa: S301 - written by this read's own helper, in a 0700 folder
+        return res
 
     def close(self) -> None:
-        with self._queue.get_lock():  # on a failure: no helper starts another chunk
-            self._queue[_HELPERS] = self._queue[_HELPERS + 1]
-            self._queue[_PARENT] = self._queue[_PARENT + 1]
+        lock = self._queue.get_lock()
+        if lock.acquire(timeout=LOCK_SECONDS):  # on a failure: no helper starts another chunk
+            with _released(lock):
+                self._queue[_HELPERS] = self._queue[_HELPERS + 1]
+                self._queue[_PARENT] = self._queue[_PARENT + 1]
         self._pool.shutdown(cancel_futures=True)
         self._results.close()
+        shutil.rmtree(self._spool, ignore_errors=True)
 
 
 def _read_chunks(plans: list[list[tuple[str, str]]]) -> int:
-    """Read chunks of the queue in a helper process, each into a batch of its own that goes to
-    the parent as soon as it is read; the parent dedups across chunks, prices nothing twice,
-    commits. Returns how many batches were sent."""
+    """Read chunks of the queue in a helper process, each into a batch of its own that is
+    handed over as soon as it is read; the parent dedups across chunks, prices nothing twice,
+    commits. Returns how many batches were handed over."""
     # imported here: the ingestor imports this module, and a helper reads with one of its own
     from exporter.logs.ingestor import Ingestor
 
     task = _shared
-    assert task is not None  # set by _start_helper before the pool hands over any task
+    assert task is not None and _spool is not None  # set by _start_helper before the pool hands over a task
     gc.disable()  # as the parent does for a large read (see the ingestor's _collector_paused)
     ing = Ingestor(task.sources, None, load_pricer(task.overrides), clock=lambda: task.now,
                    max_line_bytes=task.max_line, workers=1)
@@ -282,7 +323,7 @@ def _read_chunks(plans: list[list[tuple[str, str]]]) -> int:
                 updates.append(upd)
         errors = {name: st.error for name, st in ing.status.items() if st.error}
         stats = batch.stats
-        _results.put(Result(
+        res = Result(
             pending=b"".join(starmap(PAGE_ENTRY.pack, batch.pending.items())), unkeyed=b"".join(batch.unkeyed),
             replacing=batch.replacing, lines=dict(batch.lines),
             deltas=batch.deltas,
@@ -290,9 +331,16 @@ def _read_chunks(plans: list[list[tuple[str, str]]]) -> int:
             stats=(stats.records, stats.bytes_read, stats.files_read),
             unpriced=ing.unpriced_seen[:],
             skipping=batch.skipping,
-        ))
+        )
+        name = f"{os.getpid()}-{i}"
+        with open(os.path.join(_spool, name), "wb") as f:
+            f.write(pickle.dumps(res, protocol=pickle.HIGHEST_PROTOCOL))
+        _results.put(name)  # whole before its name is sent
         ing.unpriced_seen.clear()
         sent += 1
+    # every name in the pipe before the caller learns how many there are
+    _results.close()
+    _results.join_thread()
     return sent
 
 

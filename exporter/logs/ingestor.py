@@ -50,6 +50,7 @@ HEAD_BYTES = 1024  # enough to hold the first line's ids, which tell two files a
 TAIL_BYTES = 256
 FUTURE_SAID_SECONDS = 86_400  # requests booked further ahead of the clock than this: the log says so
 CHUNK_BYTES = 4 << 20
+SPOOL_DIR = "read-spool"  # beside the state: a split read's helper batches, removed when the read ends
 MAX_LINE_BYTES = 10 << 20
 RETENTION_SECONDS = 45 * 86400
 
@@ -317,10 +318,13 @@ class Ingestor:
                     progress(done, total)
             return file_updates
         processes = min(self.workers, len(runs)) - 1
-        helpers = coldread.Helpers(self._shared(plan, batch.now), [[(s.name, p) for s, p in run] for run in runs],
-                                   processes)
+        assert self.state is not None  # only the owner of the state splits a read
         log.info("parallel_read", processes=processes + 1, files=len(plan), chunks=len(runs))
+        helpers = None
         try:
+            # the helpers' batches are handed over as files beside the state (see coldread.Helpers)
+            helpers = coldread.Helpers(self._shared(plan, batch.now), [[(s.name, p) for s, p in run] for run in runs],
+                                       processes, spool=str(self.state.path.parent / SPOOL_DIR))
             while (i := helpers.claim()) is not None:
                 for source, path in runs[i]:
                     upd, nbytes = self.tail(source, path, batch)
@@ -336,7 +340,8 @@ class Ingestor:
                 if progress:
                     progress(done, total)
         finally:
-            helpers.close()
+            if helpers is not None:
+                helpers.close()
         return file_updates
 
     def _merge(self, batch: Batch, res: coldread.Result, file_updates: list[FileState]) -> int:
