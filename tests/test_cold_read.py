@@ -543,24 +543,40 @@ def test_the_collector_paused_for_a_large_read_runs_again_after_it_even_when_it_
     assert paused == [True, True] and gc.isenabled()
 
 
+OPUS_46 = "claude-opus-4-6"
+# (first copy in plan order, second copy, where the copies are, the copy that must stand)
+TIES = {
+    "different hours": (("11:00:00", OPUS_46), ("10:59:59", SONNET), "files", ("10", SONNET)),
+    "different hours, one block": (("11:00:00", OPUS_46), ("10:59:59", SONNET), "block", ("10", SONNET)),
+    "one hour, different models": (("10:40:00", SONNET), ("10:20:00", OPUS_46), "files", ("10", OPUS_46)),
+    "one hour, different models, one block": (("10:40:00", SONNET), ("10:20:00", OPUS_46), "block", ("10", OPUS_46)),
+}
+
+
 @pytest.mark.parametrize("workers", [1, 2, 3])
-def test_copies_of_equal_size_keep_the_same_copy_however_the_read_is_split(tmp_path: Path, workers: int) -> None:
-    """Two copies of one request with the same token total, booked in different hours and under
-    different models, in files read in either order and by either process: the earlier hour stands."""
+@pytest.mark.parametrize("case", TIES)
+def test_copies_of_equal_size_keep_the_same_copy_however_the_read_is_split(tmp_path: Path, case: str,
+                                                                           workers: int) -> None:
+    """Two copies of one request with the same token total: the one in the earlier hour stands,
+    and within an hour the one whose model sorts first, whichever is read first, whether they
+    share a block of lines or lie in different files, whichever process reads them."""
+    (first_ts, first_model), (second_ts, second_model), where, (hour, model) = TIES[case]
     logs = tmp_path / "projects"
     logs.mkdir()
-    later = line("tie", out=50, ts="2026-11-17T11:00:00.000Z", model="claude-opus-4-6")
-    earlier = line("tie", out=50, ts="2026-11-17T10:59:59.000Z")
-    # in plan order the later copy comes first, so "the first copy read stands" would keep it
+    first = line("tie", out=50, ts=f"2026-11-17T{first_ts}.000Z", model=first_model)
+    second = line("tie", out=50, ts=f"2026-11-17T{second_ts}.000Z", model=second_model)
+    # in plan order the copy that must not stand comes first: "the first copy read stands" would keep it
     for i in range(12):
-        (logs / f"s{i:02d}.jsonl").write_bytes((later if i % 2 == 0 else earlier) + line(f"own{i}"))
+        copies = first + second if where == "block" else (first if i % 2 == 0 else second)
+        (logs / f"s{i:02d}.jsonl").write_bytes(copies + line(f"own{i}"))
     _, ing = _ingestor(logs, tmp_path / "state", workers=workers)
     ing.refresh()
-    hours = {datetime.fromtimestamp(k[0], UTC).hour: v[AGG_REQUESTS]
-             for k, v in ing.aggregates.items() if k[2] == SONNET and v[AGG_REQUESTS]}
-    assert hours == {10: 1 + 12}  # the tie once, at 10:59, and the twelve own requests at 10:00
-    assert not any(v[AGG_REQUESTS] for k, v in ing.aggregates.items() if k[2] != SONNET)
-    assert ing.line_counts[("claude-code", readers.DUPLICATE)] == 11
+    tie = {(datetime.fromtimestamp(k[0], UTC).strftime("%H"), k[2]): v[AGG_REQUESTS]
+           for k, v in ing.aggregates.items() if v[AGG_REQUESTS]}
+    tie[("10", SONNET)] -= 12  # the twelve own requests, at 10:00
+    assert {k: n for k, n in tie.items() if n} == {(hour, model): 1}
+    copies = 24 if where == "block" else 12
+    assert ing.line_counts[("claude-code", readers.DUPLICATE)] == copies - 1
 
 
 # ----------------------------------------------------------------------------- the paged dedup index

@@ -396,7 +396,7 @@ def merge(batch: Batch, res: Result) -> Merged:
             batch.lines[(source, readers.DUPLICATE)] += 1
         elif k in batch.replacing and k in res.replacing:
             batch.add_row(batch.replacing[k], 1)  # the stored copy was taken out twice
-        if beats(row, held):
+        if beats(row, held, dim_list):
             batch.add_row(held, -1)
             pending[k] = row
         else:

@@ -122,19 +122,34 @@ def row_dim(row: bytes) -> int:
     return int.from_bytes(row[_DIM], "little", signed=True)
 
 
-def beats(row: bytes, held: bytes) -> bool:
-    """Whether a copy of a request stands over the copy held in the same read: see :func:`wins`."""
-    return wins(row_total(row), row_hour(row), row_total(held), row_hour(held))
+def beats(row: bytes, held: bytes, dim_list: list[DimKey]) -> bool:
+    """Whether a copy of a request stands over the copy held in the same read (see :func:`wins`);
+    ``dim_list`` names the label ids of both rows."""
+    total, held_total = row_total(row), row_total(held)
+    if total != held_total:
+        return total > held_total
+    hour, held_hour = row_hour(row), row_hour(held)
+    if hour != held_hour:
+        return hour < held_hour
+    return dim_list[row_dim(row)] < dim_list[row_dim(held)]
 
 
-def wins(total: int, hour: int, held_total: int, held_hour: int) -> bool:
-    """Whether a copy of a request (its token total, the hour it is booked in) stands over the
-    copy held in the same read: the larger total; on a tie, the one booked earlier; on a tie of
-    both, the one held. Copies of one request differ in their totals while it streams, and in
-    their hours across an hour's edge, so which copy stands does not depend on the order files
-    are read in, nor on which process of a split read read them. (A copy already committed is
-    replaced only by a larger one.)"""
-    return total > held_total or (total == held_total and hour < held_hour)
+def wins(total: int, hour: int, held_total: int, held_hour: int) -> bool | None:
+    """Whether a copy of a request stands over the copy held in the same read, by its token total
+    and the hour it is booked in; None on a tie of both, which the labels decide.
+
+    The rule: the larger total; on a tie, the one booked earlier; then the one whose (source,
+    model, entrypoint) sorts first; then the one held (copies equal in all of these are the same
+    figures). Copies of one request differ in their totals while it streams, in their hours across
+    an hour's edge, and in their labels where a writer names the model or entrypoint differently,
+    so which copy stands does not depend on the order files are read in, on where a read's blocks
+    end, nor on which process of a split read read them. (A copy already committed is replaced
+    only by a larger one.)"""
+    if total != held_total:
+        return total > held_total
+    if hour != held_hour:
+        return hour < held_hour
+    return None
 
 
 # copied for each key: 0.8 us a key instead of 1.2 for a new object with its digest size
@@ -222,7 +237,8 @@ class Batch:
                 duplicate = False
                 continue
             key = key_hash(rec.dedup_key)
-            new, keep = self._claim(key, total, int(rec.timestamp) // 3600 * 3600)
+            new, keep = self._claim(key, total, int(rec.timestamp) // 3600 * 3600,
+                                    lambda: (rec.source, rec.model, rec.entrypoint))  # noqa: B023 - called at once
             if keep:
                 self.pending[key] = self._keep(rec, total)
             if new:
@@ -249,7 +265,8 @@ class Batch:
                 counted += 1
                 duplicate += copies - 1
                 continue
-            new, keep = claim(key, total, int(ts) // 3600 * 3600)
+            new, keep = claim(key, total, int(ts) // 3600 * 3600,
+                              lambda: (source, line.message.model, line.entrypoint or ""))  # noqa: B023 - called at once
             if keep:
                 pending[key] = keep_row(source, ts, total, None, fields(line))
             if new:
@@ -268,12 +285,15 @@ class Batch:
         for rec in blk.records:
             self.take(source, [rec])
 
-    def _claim(self, key: int, total: int, hour: int) -> tuple[bool, bool]:
+    def _claim(self, key: int, total: int, hour: int, labels: Callable[[], DimKey]) -> tuple[bool, bool]:
         """Offer a copy of a request: (whether the request is new, whether this copy is the one
         to keep). A held or stored copy it beats is taken out of the deltas here."""
         held = self.pending.get(key)
         if held is not None:
-            if wins(total, hour, row_total(held), row_hour(held)):
+            won = wins(total, hour, row_total(held), row_hour(held))
+            if won is None:  # a tie of total and hour: the labels decide
+                won = labels() < self.dim_list[row_dim(held)]
+            if won:
                 self.add_row(held, -1)
                 return False, True
             return False, False

@@ -483,10 +483,22 @@ def _fold_lines(lines: list[_Line], now: float, out: ClaudeBlock) -> None:
             best[key] = [total, ts, line, 1]
         else:
             held[3] += 1
-            if total > held[0]:
+            # dedup.wins, inline: the larger total, then the earlier hour, then the labels
+            if total > held[0] or total == held[0] and _earlier(ts, line, held[1], held[2]):
                 held[0], held[1], held[2] = total, ts, line
     if ignored:
         counts[IGNORED] += ignored
+
+
+def _earlier(ts: float, line: _Line, held_ts: float, held: _Line) -> bool:
+    """Whether a copy whose total ties the held one's stands over it in a block: booked in an
+    earlier hour, or in the same hour under a (model, entrypoint) that sorts first (the rule of
+    ``dedup.wins``: a block's copies fold as the copies of different blocks and files do)."""
+    hour, held_hour = int(ts) // 3600, int(held_ts) // 3600
+    if hour != held_hour:
+        return hour < held_hour
+    return ((line.message.model, line.entrypoint or "")  # type: ignore[union-attr]  # checked by the caller
+            < (held.message.model, held.entrypoint or ""))  # type: ignore[union-attr]
 
 
 def _parse_claude_code_careful(source: str) -> LineParser:
