@@ -5,9 +5,10 @@ core. Past ``PARALLEL_MIN_BYTES`` the planned files are cut into runs of about t
 (*chunks*) and shared out as the read goes: the helper processes read the first chunks, the
 parent the last ones, and whoever is done first takes what the other has not started, so a
 process slowed by a busy core takes fewer. A helper reads each chunk with the parent's dedup
-index as it stood before the read, prices what it keeps and sends the chunk's rows at once,
-packed in one bytes object (one object pickles and crosses the pipe far faster than 100k
-small ones); the parent folds each chunk in between its own, mapping the helper's new label
+index as it stood before the read, prices what it keeps and hands the chunk's rows over at
+once, packed in one bytes object (one object pickles far faster than 100k small ones) in a file
+whose name it queues (see :class:`Helpers`); the parent folds each chunk in between its own,
+mapping the helper's new label
 ids to its own and keeping the copy of a request that :func:`~exporter.logs.dedup.beats` the
 other, and commits everything in one transaction, as if it had read every file itself. Only
 the parent writes the state.
