@@ -358,8 +358,11 @@ def report(config: Config, args: argparse.Namespace, *, exiting: bool = False) -
         # a process that ends after one read frees nothing the collector would find: left on,
         # its first collection after a large read walks the whole batch (0.026 s) for nothing
         gc.disable()
+    from concurrent.futures import BrokenExecutor
+
     from exporter.app import build_report
     from exporter.expose import report as rep
+    from exporter.logs.coldread import HelperLost
     from exporter.state import StateError
 
     if args.since is not None and args.until is not None and args.since > args.until:
@@ -380,6 +383,9 @@ def report(config: Config, args: argparse.Namespace, *, exiting: bool = False) -
                            since=args.since, lock_acquired=owner, poll_billed=poll_billed)
     except (StateError, sqlite3.DatabaseError) as exc:
         _say(f"claude-budget-exporter: {exc}")
+        return EXIT_FAIL
+    except (OSError, BrokenExecutor, HelperLost) as exc:  # a full disk, a helper of a split read killed
+        _say(f"claude-budget-exporter: the read failed, nothing of it was stored: {exc}")
         return EXIT_FAIL
     billed_error = "; ".join(billed_problems) or None
     if args.blocks:

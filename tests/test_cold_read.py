@@ -495,6 +495,24 @@ def test_a_helper_killed_mid_read_fails_the_read_without_a_hang_and_leaves_nothi
     assert _view(many) == _view(one)
 
 
+def test_a_spool_that_cannot_be_made_fails_the_read_cleanly_and_the_next_read_is_whole(tmp_path: Path) -> None:
+    """The helpers' batches go through a folder beside the state: where it cannot be made (a full
+    disk, or as here a file in its place) the read fails with that error and stores nothing."""
+    corpus = tmp_path / "c"
+    generate(corpus, files=24, requests=800, seed=76, days=3, end=datetime.fromtimestamp(NOW, UTC))
+    _, one = _ingestor(corpus / "projects", tmp_path / "one", workers=1)
+    one.refresh()
+    _, many = _ingestor(corpus / "projects", tmp_path / "many", workers=2)
+    (tmp_path / "many" / "read-spool").write_text("in the way")
+    with pytest.raises(OSError):
+        many.refresh()
+    assert not many.known and not many.files
+    (tmp_path / "many" / "read-spool").unlink()
+    many.refresh()
+    assert _view(many) == _view(one)
+    assert not (tmp_path / "many" / "read-spool").exists()  # removed when the read ended
+
+
 def test_a_split_read_over_a_warm_state_replaces_a_stored_copy_once(tmp_path: Path) -> None:
     """Both processes find a larger copy of the same stored request: it is taken out once."""
     logs = tmp_path / "projects"

@@ -208,6 +208,25 @@ def test_report_with_a_key_it_cannot_read_exits_3_and_says_why(tmp_path: Path) -
     assert r.returncode == 0, r.stderr  # blocks show no bill
 
 
+def test_report_whose_read_fails_on_a_full_disk_says_so_in_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    """A split read writes its helpers' batches beside the state: a full disk is a plain line, not a traceback."""
+    import exporter.app
+    from exporter import cli
+
+    def full(*_a: Any, **_k: Any) -> Any:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "state" / "read-spool" / "1-0"))
+
+    monkeypatch.setattr(exporter.app, "build_report", full)
+    monkeypatch.setattr(cli.logsetup, "configure", lambda *_a, **_k: None)  # this process's logging stays as it is
+    (tmp_path / "logs").mkdir()
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"sources: [{{name: cc, kind: claude_code, paths: [{tmp_path / 'logs'}]}}]\n")
+    assert cli.main(["report", "--json", "--config", str(cfg), "--state-dir", str(tmp_path / "state")]) == cli.EXIT_FAIL
+    err = capsys.readouterr().err
+    assert "the read failed, nothing of it was stored: [Errno 28] No space left on device" in err
+    assert "Traceback" not in err
+
+
 def test_report_says_warnings_only_unless_asked_for_more(tmp_path: Path) -> None:
     """A report's stderr is for what needs a look (an unpriced model), not for the news of a read."""
     logs = tmp_path / "logs"
