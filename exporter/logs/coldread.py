@@ -32,7 +32,6 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import starmap
-from operator import add
 from typing import Any, TypeVar
 
 from exporter.config import PriceOverride, SourceConfig
@@ -46,6 +45,7 @@ from exporter.logs.dedup import (
     ROW_WIDTH,
     Batch,
     DimKey,
+    add_sums,
     beats,
     row_dim,
 )
@@ -58,7 +58,8 @@ __all__ = ["CHUNKS_PER_PROCESS", "MAX_WORKERS", "PARALLEL_MIN_BYTES", "HelperLos
 PARALLEL_MIN_BYTES = 64 << 20  # below this a cold read is faster in one process than starting helpers
 MAX_WORKERS = 4
 # chunks per process: more even out who finishes last (at most one chunk's time apart), each costs a
-# result to pickle and merge; at 8 a 500 MB read on 2 cores is 16 chunks of ~32 MB (~0.1 s each)
+# batch to hand over and merge and loses a helper's dedup across its chunks; on 2 cores a 500 MB read
+# is 32 chunks of ~16 MB, and 8 or 32 per process were slower
 CHUNKS_PER_PROCESS = 16
 MIN_CHUNK_BYTES = 8 << 20
 PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
@@ -85,7 +86,7 @@ class Shared:
 
 @dataclass(frozen=True)
 class Result:
-    """A helper's batch, packed to cross the pipe."""
+    """A helper's batch for one chunk, packed to be handed over (see :class:`Helpers`)."""
 
     pending: bytes  # PAGE_ENTRY entries
     unkeyed: bytes  # ROW rows
@@ -379,11 +380,7 @@ def merge(batch: Batch, res: Result) -> Merged:
     their_pending = _remapped(res.pending, ENTRY_WIDTH, ENTRY_DIM, lut)
     their_unkeyed = _remapped(res.unkeyed, ROW_WIDTH, ROW_DIM, lut)
 
-    deltas = batch.deltas
-    for (hour, dim), v in res.deltas.items():
-        k = (hour, lut[dim])
-        d = deltas.get(k)
-        deltas[k] = list(v) if d is None else list(map(add, d, v))
+    add_sums(batch.deltas, {(hour, lut[dim]): v for (hour, dim), v in res.deltas.items()})
     pending = batch.pending
     # built and joined in C: only the requests both processes kept go through Python
     theirs = dict(PAGE_ENTRY.iter_unpack(their_pending))

@@ -17,10 +17,11 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TYPE_CHECKING, NamedTuple
+from operator import add
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from exporter.core.records import TOKEN_TYPES, Tokens, UsageRecord
 from exporter.logs import parse as readers
@@ -33,10 +34,11 @@ __all__ = [
     "AGG_OUTPUT", "AGG_REPORTED_PICO", "AGG_REQUESTS", "AGG_TOKENS", "AGG_UNPRICED", "AGG_WEB_SEARCH", "AGG_WIDTH",
     "ENTRY_DIM", "ENTRY_WIDTH", "PAGE_ENTRY", "PICO", "ROW", "ROW_DIM", "ROW_FIGURES", "ROW_HOUR", "ROW_TOTAL",
     "ROW_WIDTH",
-    "AggKey", "Batch", "DimKey", "RefreshStats", "Row", "beats", "key_hash", "wins", "row_dim", "row_hour", "row_total", "unpack_row",
+    "AggKey", "Batch", "DimKey", "RefreshStats", "Row", "add_sums", "beats", "key_hash", "wins", "row_dim", "row_hour", "row_total", "unpack_row",
 ]
 
 PICO = 10**12  # costs are kept in picodollars: integers that sum exactly
+K = TypeVar("K", bound=Hashable)
 
 # ------------------------------------------------------------------ aggregates
 
@@ -125,13 +127,19 @@ def row_dim(row: bytes) -> int:
 def beats(row: bytes, held: bytes, dim_list: list[DimKey]) -> bool:
     """Whether a copy of a request stands over the copy held in the same read (see :func:`wins`);
     ``dim_list`` names the label ids of both rows."""
-    total, held_total = row_total(row), row_total(held)
-    if total != held_total:
-        return total > held_total
-    hour, held_hour = row_hour(row), row_hour(held)
-    if hour != held_hour:
-        return hour < held_hour
-    return dim_list[row_dim(row)] < dim_list[row_dim(held)]
+    won = wins(row_total(row), row_hour(row), row_total(held), row_hour(held))
+    return dim_list[row_dim(row)] < dim_list[row_dim(held)] if won is None else won
+
+
+def add_sums(into: dict[K, list[int]], sums: Mapping[K, list[int]]) -> None:
+    """Add aggregate lists to those of ``into``, column by column, in place; a key ``into`` has
+    not got yet gets a copy of its list."""
+    for k, v in sums.items():
+        held = into.get(k)
+        if held is None:
+            into[k] = list(v)
+        else:
+            held[:] = map(add, held, v)
 
 
 def wins(total: int, hour: int, held_total: int, held_hour: int) -> bool | None:

@@ -34,7 +34,7 @@ from exporter.config import SourceConfig
 from exporter.core.pricing import Pricer
 from exporter.logs import coldread
 from exporter.logs import parse as readers
-from exporter.logs.dedup import PICO, AggKey, Batch, DimKey, RefreshStats, row_hour
+from exporter.logs.dedup import PICO, AggKey, Batch, DimKey, RefreshStats, add_sums, row_hour
 from exporter.logs.discover import FULL_SCAN_SECONDS, Finder, Listed, judge_missing
 from exporter.logs.ratelimits import RATE_LIMITS, RateLimitTail
 from exporter.state import FileState, StateDB
@@ -579,20 +579,8 @@ class Ingestor:
         # only after the commit succeeded does memory move on
         self.rate_limits.stored()
         self.last_deltas = deltas
-        for k, v in deltas.items():
-            held = self.unpublished.get(k)
-            if held is None:
-                self.unpublished[k] = list(v)
-            else:
-                for i, x in enumerate(v):
-                    held[i] += x
-        for k, v in deltas.items():
-            agg = self.aggregates.get(k)
-            if agg is None:
-                self.aggregates[k] = list(v)
-            else:
-                for i, x in enumerate(v):
-                    agg[i] += x
+        add_sums(self.unpublished, deltas)
+        add_sums(self.aggregates, deltas)
         for (src, res), n in batch.lines.items():
             self.line_counts[(src, res)] = self.line_counts.get((src, res), 0) + n
         if known:
